@@ -1,0 +1,1 @@
+"""The yoyo migration set: one folder per module (see minnoctl/modules.py)."""

@@ -1,0 +1,3 @@
+from minnoctl.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""The minnoctl command line: thin Typer commands over the logic modules.
+
+Every command parses options, calls one function in minnoctl/<area>.py, renders its result, and
+lets MinnoctlError reach MinnoctlGroup.main, which prints one line on stderr and exits with the
+error's code. Anything else is a bug: its traceback is printed (never with locals) and the exit
+code is INTERNAL.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+try:  # recent Typer vendors click as typer._click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older Typer on real click
+    from click.exceptions import ClickException, NoArgsIsHelpError
+
+from minnoctl import __version__
+from minnoctl.errors import ExitCode, MinnoctlError
+
+
+@dataclass
+class State:
+    """Options of the root command, available to every subcommand as ctx.obj."""
+
+    database_url: str | None = None
+    traceback: bool = False
+    quiet: bool = False
+
+
+_state = State()
+
+
+def _secrets_in_environment() -> list[str]:
+    from minnoctl.config import URL_VARS
+
+    names = ("DB_PASSWORD", "PGPASSWORD", "MINNO_MASTER_KEY", "MINNO_NEW_MASTER_KEY")
+    found = [os.environ[n] for n in names if os.environ.get(n)]
+    from urllib.parse import urlsplit
+
+    for name in URL_VARS:
+        try:
+            password = urlsplit(os.environ.get(name, "")).password
+        except ValueError:
+            password = None
+        if password:
+            found.append(password)
+    return found
+
+
+def _print_traceback(exc: BaseException) -> None:
+    from minnoctl.config import scrub
+
+    text = "".join(traceback.format_exception(exc))
+    sys.stderr.write(scrub(text, _secrets_in_environment()))
+
+
+class MinnoctlGroup(TyperGroup):
+    """The root group: maps every way a command can fail to one stderr line and an exit code."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        from minnoctl import render
+
+        if not standalone_mode:
+            return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        render.reset()
+        render.setup_logging()
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "minnoctl", complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except MinnoctlError as exc:
+            if _state.traceback:
+                _print_traceback(exc)
+            render.error(exc.message)
+            sys.exit(int(exc.exit_code))
+        except NoArgsIsHelpError as exc:
+            sys.stdout.write(exc.format_message() + "\n")
+            sys.exit(0)
+        except ClickException as exc:
+            hint = ""
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                hint = f" (see '{ctx.command_path} --help')"
+            render.error(exc.format_message() + hint)
+            sys.exit(exc.exit_code)
+        except (typer.Abort, KeyboardInterrupt):
+            render.error("interrupted")
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.stderr = open(os.devnull, "w")  # the reader left; say nothing more
+            sys.exit(int(ExitCode.FAILURE))
+        except Exception as exc:
+            _print_traceback(exc)
+            render.error(f"unexpected {exc.__class__.__name__}: this is a bug in minnoctl {__version__}; "
+                         "please report it with the traceback above")
+            sys.exit(int(ExitCode.INTERNAL))
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=MinnoctlGroup,
+    name="minnoctl",
+    help="Admin tool for the PostgreSQL database behind Minno.\n\n"
+    "With no database configured it runs on an embedded PostgreSQL that it starts itself.\n\n"
+    "Example: minnoctl health --live",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain click help: fast, and no Rich import for --help
+    pretty_exceptions_enable=False,  # never print locals: they can hold passwords and keys
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"minnoctl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    database_url: Annotated[Optional[str], typer.Option(
+        "--database-url", help="Database URL; overrides every environment variable. Keep passwords out "
+        "of it (they show in `ps`): use PGPASSWORD, ~/.pgpass or MINNO_DATABASE_URL.", show_default=False)] = None,
+    show_traceback: Annotated[bool, typer.Option(
+        "--traceback", help="Show the Python traceback for user errors too.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no notes on stderr, only warnings and errors.")] = False,
+    version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+) -> None:
+    """Admin tool for the PostgreSQL database behind Minno."""
+    from minnoctl import render
+
+    _state.database_url = database_url
+    _state.traceback = show_traceback or os.environ.get("MINNOCTL_TRACEBACK") == "1"
+    _state.quiet = quiet
+    render.setup_logging(quiet=quiet)
+    ctx.obj = _state
+
+
+def settings(database_url: str | None = None) -> Any:
+    """The effective Settings for a command: its own --database-url, else the root one."""
+    from minnoctl import config, render
+
+    url = database_url or _state.database_url
+    if config.has_password_in_url(url):
+        render.warn("a password on the command line is visible to other users (ps); "
+                    "prefer MINNO_DATABASE_URL, PGPASSWORD or ~/.pgpass")
+    return config.load_settings(url)
+
+
+from minnoctl.cli import config_cmd, health, local_cmd, planned  # noqa: E402  (register commands)
+
+# the product's order: db, migrate, seed, backup, token, ports, cleanup, health, local, config
+planned.register(app, ("db", "migrate", "seed", "backup", "token", "ports", "cleanup"))
+health.register(app)
+local_cmd.register(app)
+config_cmd.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="minnoctl")

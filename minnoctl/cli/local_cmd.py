@@ -1,0 +1,87 @@
+"""`minnoctl local status|start|stop`: the embedded PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from minnoctl.cli.options import Format
+
+local_app = typer.Typer(
+    help="Status, start and stop of the embedded PostgreSQL.\n\nminnoctl runs it when no database is configured.\n\n"
+    "Example: minnoctl local status",
+    no_args_is_help=True,
+)
+
+
+def _info_rows(info) -> list[tuple[str, object]]:
+    from minnoctl.config import display_url
+
+    return [
+        ("home", str(info.home)),
+        ("pgdata", str(info.pgdata)),
+        ("initialized", info.initialized),
+        ("running", info.running),
+        ("pid", info.pid),
+        ("version", info.version),
+        ("url", display_url(info.params()) if info.running else None),
+        ("started_by_minnoctl", info.started_by_minnoctl),
+        ("log", str(info.log_file)),
+    ]
+
+
+def _show(info, fmt: str) -> None:
+    from minnoctl import render
+
+    rows = _info_rows(info)
+    render.table(render.records(rows), ["setting", "value"], fmt, document=dict(rows))
+
+
+def _embedded():
+    from minnoctl import local
+    from minnoctl.cli import settings
+
+    return local.Embedded(settings().minno_home)
+
+
+@local_app.command("status")
+def status(fmt: Format = "table") -> None:
+    """Show the embedded server: path, version, pid, URL. Starts nothing.
+
+    Example: minnoctl local status --format json
+    """
+    _show(_embedded().status(), fmt)
+
+
+@local_app.command("start")
+def start(fmt: Format = "table") -> None:
+    """Start the embedded server (initialising it on first use), or confirm it runs.
+
+    Example: minnoctl local start
+    """
+    from minnoctl import local
+
+    info, started = _embedded().ensure_running(hold=False)
+    local.announce(info, started)
+    _show(info, fmt)
+
+
+@local_app.command("stop")
+def stop(
+    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for minnoctl commands still "
+                                        "using the server.")] = 30,
+) -> None:
+    """Stop the embedded server that minnoctl started (never another PostgreSQL).
+
+    Example: minnoctl local stop
+    """
+    import logging
+
+    result = _embedded().stop(wait_s=wait)
+    logging.getLogger("minnoctl").info("the embedded PostgreSQL %s", "was not running" if result == "not running"
+                                       else "stopped")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(local_app, name="local")

@@ -1,0 +1,40 @@
+"""Options declared once and reused by every command (GUIDE habit 7)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from minnoctl.render import FORMATS
+
+
+def format_option(choices: tuple[str, ...] = FORMATS) -> object:
+    """A --format option accepting `choices`; anything else is a usage error, never a fallback."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"unknown format '{value}' — use one of: {', '.join(choices)}")
+        return value
+
+    return Annotated[
+        str,
+        typer.Option(
+            "--format", "-f",
+            help=f"Output format: table (Rich in a terminal), {', '.join(c for c in choices if c != 'table')}.",
+            callback=check,
+        ),
+    ]
+
+
+DatabaseUrl = Annotated[
+    Optional[str],
+    typer.Option(
+        "--database-url",
+        help="Database URL (postgresql://user@host:port/db). Overrides MINNO_DATABASE_URL and the rest. "
+        "Keep passwords out of it: they show in `ps`; use PGPASSWORD or ~/.pgpass.",
+        show_default=False,
+    ),
+]
+
+Format = format_option()

@@ -1,0 +1,379 @@
+"""Where the database comes from, and the connection settings, with the source of each value.
+
+Order (first found wins):
+  --database-url > MINNO_DATABASE_URL > DATABASE_URL > POSTGRES_URL > RAILWAY_DATABASE_URL (spec 002)
+  > DB_HOST / DB_PORT / DB_NAME / DB_USER / DB_PASSWORD (spec 004) > libpq's PG* variables
+  > the same variables in a .env file in the working directory > the embedded PostgreSQL.
+
+The real environment always beats the .env file: every variable is looked up in the environment
+first and in .env second. Nothing here opens a connection; connection.py does that.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import quote, urlsplit
+
+from minnoctl.errors import ConfigError
+
+URL_VARS = ("MINNO_DATABASE_URL", "DATABASE_URL", "POSTGRES_URL", "RAILWAY_DATABASE_URL")
+# spec 004's individual components -> libpq keywords
+DB_VARS = {"DB_HOST": "host", "DB_PORT": "port", "DB_NAME": "dbname", "DB_USER": "user", "DB_PASSWORD": "password"}
+# libpq's own variables (https://www.postgresql.org/docs/current/libpq-envars.html) -> keywords
+PG_VARS = {
+    "PGHOST": "host",
+    "PGHOSTADDR": "hostaddr",
+    "PGPORT": "port",
+    "PGDATABASE": "dbname",
+    "PGUSER": "user",
+    "PGPASSWORD": "password",
+    "PGSERVICE": "service",
+}
+PG_SELECTORS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+URL_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "postgresql+psycopg": "postgresql",
+               "postgres+psycopg": "postgresql"}
+APPLICATION_NAME = "minnoctl"
+ENV_FILE = ".env"
+SECRET_KEYWORDS = ("password", "sslpassword")
+
+# spec 002's defaults, in milliseconds
+DEFAULT_CONNECTION_TIMEOUT_MS = 10_000
+DEFAULT_POOL_SIZE = 10
+
+
+@dataclass(frozen=True)
+class Value:
+    """One effective setting: its value and where it came from (for `config show`)."""
+
+    value: object
+    source: str
+
+
+@dataclass
+class Settings:
+    """Everything needed to open a connection, plus the source of each value."""
+
+    params: dict[str, str]  # libpq keywords; empty host/dbname for the embedded server
+    source: str  # where the database came from ("DATABASE_URL", ".env: DB_HOST...", "embedded")
+    embedded: bool
+    connect_timeout_s: int
+    statement_timeout_ms: int | None
+    idle_timeout_ms: int | None
+    pool_size: int
+    minno_home: Path
+    values: dict[str, Value] = field(default_factory=dict)
+
+    def secrets(self) -> list[str]:
+        return [self.params[k] for k in SECRET_KEYWORDS if self.params.get(k)]
+
+    def display_url(self) -> str:
+        return display_url(self.params)
+
+
+# ---------------------------------------------------------------------------------------------
+# .env
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines, `export` prefixes, quotes and # comments, as shells and dotenv read them."""
+    if not path.is_file():
+        return {}
+    out: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc.__class__.__name__} — fix or remove the file") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[len("export "):].lstrip()
+        key, sep, raw = stripped.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"{path}, line {lineno}: expected KEY=VALUE — fix or remove that line")
+        try:
+            parts = shlex.split(raw, comments=True)
+        except ValueError:
+            raise ConfigError(f"{path}, line {lineno}: unbalanced quotes in the value of {key}") from None
+        out[key] = " ".join(parts)
+    return out
+
+
+class _Lookup:
+    """Layers of variables, first wins; remembers where each value came from.
+
+    A layer's label is None for the process environment, else the file it was read from.
+    """
+
+    def __init__(self, layers: list[tuple[str | None, Mapping[str, str]]]):
+        self.layers = layers
+
+    def get(self, name: str) -> tuple[str, str] | None:
+        for label, layer in self.layers:
+            value = layer.get(name)
+            if value not in (None, ""):
+                return value, name if label is None else f"{label}: {name}"
+        return None
+
+    def each_layer(self) -> list["_Lookup"]:
+        return [_Lookup([layer]) for layer in self.layers]
+
+
+# ---------------------------------------------------------------------------------------------
+# URLs and masking
+
+
+def display_url(params: Mapping[str, str]) -> str:
+    """A postgresql:// URL for people: password masked, unix-socket hosts as ?host=."""
+    user = params.get("user") or ""
+    userinfo = quote(user, safe="")
+    if params.get("password"):
+        userinfo += ":****"
+    if userinfo:
+        userinfo += "@"
+    host = params.get("host") or params.get("hostaddr") or ""
+    port = params.get("port") or ""
+    dbname = quote(params.get("dbname") or "", safe="")
+    query: list[str] = []
+    if host.startswith("/"):
+        query.append(f"host={host}")
+        netloc = userinfo
+        if port:
+            query.append(f"port={port}")
+    else:
+        hostpart = f"[{host}]" if ":" in host and "," not in host else host
+        netloc = userinfo + hostpart + (f":{port}" if port else "")
+    if params.get("service"):
+        query.append(f"service={params['service']}")
+    if params.get("sslmode"):
+        query.append(f"sslmode={params['sslmode']}")
+    return f"postgresql://{netloc}/{dbname}" + ("?" + "&".join(query) if query else "")
+
+
+_URL_USERINFO = re.compile(r"(\w[\w+.-]*://[^:/@\s]*):([^@\s]*)@")
+
+
+def scrub(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Remove secrets from a message: the given values and any user:password@ in a URL."""
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "****")
+            quoted = quote(secret, safe="")
+            if quoted != secret:
+                text = text.replace(quoted, "****")
+    text = _URL_USERINFO.sub(r"\1:****@", text)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1****", text)
+
+
+def parse_url(raw: str, origin: str) -> dict[str, str]:
+    """A database URL (or libpq key=value string) -> libpq keywords. Errors never echo the URL."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    raw = raw.strip()
+    password = None
+    if "://" in raw:
+        scheme = raw.split("://", 1)[0].lower()
+        try:
+            password = urlsplit(raw).password
+        except ValueError:
+            password = None
+        if scheme not in URL_SCHEMES:
+            raise ConfigError(
+                f"{origin} is not a valid PostgreSQL URL: scheme '{scheme}' — expected "
+                "postgresql://user@host:port/dbname"
+            )
+        raw = URL_SCHEMES[scheme] + raw[len(scheme):]
+    try:
+        params = conninfo_to_dict(raw)
+    except Exception as exc:  # psycopg.ProgrammingError: libpq's parser; its text echoes the input
+        reason = scrub(str(exc).strip(), [password or "", raw]).splitlines()[0] if str(exc).strip() else "unparsable"
+        raise ConfigError(
+            f"{origin} is not a valid PostgreSQL URL ({reason}) — expected postgresql://user@host:port/dbname"
+        ) from None
+    return {k: str(v) for k, v in params.items() if v is not None}
+
+
+def _check_port(params: dict[str, str], origin: str) -> None:
+    for port in (params.get("port") or "").split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"{origin}: port '{port}' is not a number from 1 to 65535 — fix the port")
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers and durations
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$", re.IGNORECASE)
+_UNIT_MS = {None: 1, "ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
+
+
+def parse_duration_ms(text: str, origin: str) -> int:
+    """'30000' (milliseconds, as spec 002 writes them), '30s', '500ms', '5min', '1h' -> ms."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(
+            f"{origin}='{text}' is not a duration — use milliseconds (30000) or a unit (30s, 5min)"
+        )
+    unit = match.group(2).lower() if match.group(2) else None
+    return int(float(match.group(1)) * _UNIT_MS[unit])
+
+
+def _positive_int(text: str, origin: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"{origin}='{text}' is not a whole number of at least 1 — fix or unset it")
+    return int(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+
+
+def default_minno_home() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("minnoctl", appauthor=False))
+
+
+def _select_database(database_url: str | None, look: _Lookup) -> tuple[dict[str, str], str]:
+    if database_url:
+        return parse_url(database_url, "--database-url"), "--database-url"
+    # the environment as a whole beats the .env file as a whole
+    for single in look.each_layer():
+        for name in URL_VARS:
+            found = single.get(name)
+            if found:
+                return parse_url(found[0], found[1]), found[1]
+        for group, selectors in ((DB_VARS, DB_VARS), (PG_VARS, PG_SELECTORS)):
+            if any(single.get(name) for name in selectors):
+                params: dict[str, str] = {}
+                names = []
+                for name, keyword in group.items():
+                    found = single.get(name)
+                    if found:
+                        params[keyword] = found[0]
+                        names.append(found[1])
+                label = ", ".join(n for n in names if "PASSWORD" not in n) or names[0]
+                return params, label
+    return {}, "embedded"
+
+
+def load_settings(
+    database_url: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Resolve the effective settings. Pure: reads only `env` and the .env file in `cwd`."""
+    env = os.environ if env is None else env
+    dotenv_path = (cwd or Path.cwd()) / ENV_FILE
+    look = _Lookup([(None, env), (ENV_FILE, read_env_file(dotenv_path))])
+
+    params, source = _select_database(database_url, look)
+    embedded = source == "embedded"
+    _check_port(params, source)
+    values: dict[str, Value] = {}
+
+    # SSL: explicit URL parameters win; DB_SSL_* fill in what the URL leaves open.
+    ssl_found = look.get("DB_SSL_MODE")
+    if ssl_found:
+        mode = ssl_found[0].strip().lower()
+        if mode not in SSL_MODES:
+            raise ConfigError(f"{ssl_found[1]}='{ssl_found[0]}' is not an SSL mode — use one of {', '.join(SSL_MODES)}")
+        params.setdefault("sslmode", mode)
+    else:
+        enabled = look.get("DB_SSL_ENABLED")  # spec 002's boolean pair
+        if enabled:
+            on = enabled[0].strip().lower() in ("1", "true", "yes", "on")
+            reject = look.get("DB_SSL_REJECT_UNAUTHORIZED")
+            strict = bool(reject) and reject[0].strip().lower() in ("1", "true", "yes", "on")
+            params.setdefault("sslmode", ("verify-full" if strict else "require") if on else "disable")
+            ssl_found = ("", enabled[1])
+    if params.get("sslmode") and params["sslmode"] not in SSL_MODES:
+        raise ConfigError(f"{source}: sslmode '{params['sslmode']}' is not one of {', '.join(SSL_MODES)}")
+    for var, keyword in (("DB_SSL_CA", "sslrootcert"), ("DB_SSL_CERT", "sslcert"), ("DB_SSL_KEY", "sslkey")):
+        found = look.get(var)
+        if found:
+            path = Path(found[0]).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{found[1]}: no such file {path} — fix the path or unset it")
+            params.setdefault(keyword, str(path))
+            values[keyword] = Value(str(path), found[1])
+        elif keyword in params:
+            values[keyword] = Value(params[keyword], source)
+    if params.get("sslmode"):
+        values["sslmode"] = Value(params["sslmode"], ssl_found[1] if ssl_found else source)
+
+    found = look.get("DB_CONNECTION_TIMEOUT")
+    if found:
+        timeout_ms = parse_duration_ms(found[0], found[1])
+        if timeout_ms <= 0:
+            raise ConfigError(f"{found[1]}='{found[0]}' must be more than 0")
+        values["connect_timeout"] = Value(f"{timeout_ms} ms", found[1])
+    elif params.get("connect_timeout"):
+        timeout_ms = _positive_int(params["connect_timeout"], f"{source} connect_timeout") * 1000
+        values["connect_timeout"] = Value(f"{timeout_ms} ms", source)
+    else:
+        timeout_ms = DEFAULT_CONNECTION_TIMEOUT_MS
+        values["connect_timeout"] = Value(f"{timeout_ms} ms", "default (spec 002)")
+    # libpq takes whole seconds and treats anything under 2 as 2
+    connect_timeout_s = max(2, math.ceil(timeout_ms / 1000))
+
+    # An admin tool runs migrations and backups that legitimately take longer than an app's 30 s
+    # query limit, so unlike spec 002 there is no statement timeout unless one is configured.
+    # DB_QUERY_TIMEOUT is node-postgres' client-side limit; psycopg has none, so it falls back
+    # to the server-side statement_timeout.
+    statement_timeout_ms = None
+    for var in ("DB_STATEMENT_TIMEOUT", "DB_QUERY_TIMEOUT"):
+        found = look.get(var)
+        if found:
+            statement_timeout_ms = parse_duration_ms(found[0], found[1])
+            values["statement_timeout"] = Value(f"{statement_timeout_ms} ms", found[1])
+            break
+    else:
+        values["statement_timeout"] = Value("none (server default)", "default")
+
+    found = look.get("DB_IDLE_TIMEOUT")
+    idle_timeout_ms = parse_duration_ms(found[0], found[1]) if found else None
+    values["idle_session_timeout"] = Value(
+        f"{idle_timeout_ms} ms" if found else "none (server default)", found[1] if found else "default"
+    )
+
+    found = look.get("DB_POOL_SIZE")
+    pool_size = _positive_int(found[0], found[1]) if found else DEFAULT_POOL_SIZE
+    values["pool_size"] = Value(pool_size, found[1] if found else "default (spec 002)")
+
+    found = look.get("MINNO_HOME")
+    minno_home = Path(found[0]).expanduser() if found else default_minno_home()
+    values["minno_home"] = Value(str(minno_home), found[1] if found else "default (user data directory)")
+    values["application_name"] = Value(APPLICATION_NAME, "built in")
+
+    return Settings(
+        params=params,
+        source=source,
+        embedded=embedded,
+        connect_timeout_s=connect_timeout_s,
+        statement_timeout_ms=statement_timeout_ms,
+        idle_timeout_ms=idle_timeout_ms,
+        pool_size=pool_size,
+        minno_home=minno_home,
+        values=values,
+    )
+
+
+def has_password_in_url(url: str | None) -> bool:
+    if not url:
+        return False
+    if "://" in url:
+        try:
+            return bool(urlsplit(url).password)
+        except ValueError:
+            return True
+    return bool(re.search(r"\bpassword\s*=", url))

@@ -1,0 +1,165 @@
+"""The only place that opens psycopg 3 connections and the only place that builds the yoyo URL.
+
+Connections never use server-side prepared statements (prepare_threshold=None), so minnoctl works
+behind PgBouncer in transaction mode. A failed connection becomes a ConnectError whose one-line
+message names the target (password masked) and what to check.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlencode
+
+from minnoctl.config import APPLICATION_NAME, Settings, display_url, load_settings, scrub
+from minnoctl.errors import ConnectError, ExitCode
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def resolve(settings: Settings) -> dict[str, str]:
+    """The libpq keywords for the target, starting the embedded server when none is configured."""
+    if not settings.embedded:
+        return dict(settings.params)
+    from minnoctl import local
+
+    info, started = local.Embedded(settings.minno_home).ensure_running()
+    local.announce(info, started)
+    return info.params()
+
+
+def connect_kwargs(settings: Settings, params: dict[str, str], **overrides: str) -> dict[str, str]:
+    """Everything passed to libpq: the target plus timeouts, application name and options."""
+    kwargs = dict(params)
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    kwargs.setdefault("connect_timeout", str(settings.connect_timeout_s))
+    kwargs["application_name"] = APPLICATION_NAME
+    options = []
+    if settings.statement_timeout_ms is not None:
+        options.append(f"-c statement_timeout={settings.statement_timeout_ms}")
+    if settings.idle_timeout_ms is not None:
+        options.append(f"-c idle_session_timeout={settings.idle_timeout_ms}")
+    if options:
+        kwargs["options"] = " ".join(filter(None, [kwargs.get("options"), *options]))
+    return kwargs
+
+
+def connect(
+    settings: Settings | None = None,
+    *,
+    dbname: str | None = None,
+    autocommit: bool = False,
+) -> "psycopg.Connection":
+    """Open a connection to the configured database (or to `dbname` on the same server)."""
+    import psycopg
+
+    settings = settings or load_settings()
+    params = resolve(settings)
+    kwargs = connect_kwargs(settings, params, dbname=dbname)
+    try:
+        return psycopg.connect(autocommit=autocommit, prepare_threshold=None, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise classify(exc, kwargs, settings) from None
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else "unknown error"
+
+
+def classify(exc: Exception, kwargs: dict[str, str], settings: Settings) -> ConnectError:
+    """Turn a libpq connection failure into one line: what failed, against what, what to check."""
+    target = f"{display_url(kwargs)} (from {settings.source})"
+    raw = scrub(str(exc), settings.secrets() + [kwargs.get("password") or ""])
+    text = raw.lower()
+    sqlstate = getattr(exc, "sqlstate", None)
+    user = kwargs.get("user") or "(default user)"
+    dbname = kwargs.get("dbname") or "(default database)"
+    host = kwargs.get("host") or "localhost"
+
+    def err(kind: str, message: str, code: ExitCode) -> ConnectError:
+        return ConnectError(message, kind=kind, exit_code=code)
+
+    if sqlstate == "28P01" or "password authentication failed" in text:
+        return err("wrong-password", f"password authentication failed for user '{user}' at {target} — "
+                   "check the password in that setting, PGPASSWORD or ~/.pgpass", ExitCode.AUTH)
+    if "no password supplied" in text or "password is required" in text:
+        return err("no-password", f"the server asks a password for user '{user}' and none was given, at {target} — "
+                   "put it in the URL's environment variable, DB_PASSWORD, PGPASSWORD or ~/.pgpass "
+                   "(never on the command line)", ExitCode.AUTH)
+    if sqlstate == "3D000" or re.search(r'database ".*" does not exist', text):
+        return err("no-database", f"database '{dbname}' does not exist at {target} — create it "
+                   "(`minnoctl db init` does) or fix the database name", ExitCode.NO_DATABASE)
+    if re.search(r'role ".*" does not exist', text):
+        return err("no-role", f"role '{user}' does not exist at {target} — fix the user name or create the role",
+                   ExitCode.AUTH)
+    if "server does not support ssl" in text:
+        return err("ssl-unsupported", f"SSL was required but the server does not support it, at {target} — "
+                   "lower DB_SSL_MODE (prefer) or enable SSL on the server", ExitCode.UNREACHABLE)
+    if "pg_hba.conf" in text and "no encryption" in text:
+        return err("ssl-required", f"the server refuses connections without SSL, at {target} — "
+                   "set DB_SSL_MODE=require (or verify-full with DB_SSL_CA)", ExitCode.AUTH)
+    if "certificate verify failed" in text or "certificate" in text and "verif" in text:
+        return err("ssl-verify", f"the server's SSL certificate could not be verified, at {target} — "
+                   "set DB_SSL_CA to the CA that signed it, or use DB_SSL_MODE=require", ExitCode.UNREACHABLE)
+    if "does not match host name" in text or "server certificate for" in text:
+        return err("ssl-hostname", f"the server's SSL certificate does not match host '{host}', at {target} — "
+                   "connect by the name in the certificate or use DB_SSL_MODE=verify-ca", ExitCode.UNREACHABLE)
+    if "ssl" in text and ("error" in text or "failed" in text):
+        return err("ssl", f"SSL negotiation failed at {target}: {_first_line(raw)} — check DB_SSL_MODE "
+                   "and the certificate files", ExitCode.UNREACHABLE)
+    if "pg_hba.conf" in text:
+        return err("hba-rejected", f"the server's pg_hba.conf rejects user '{user}' on database '{dbname}' "
+                   f"from this host, at {target} — ask its administrator to allow it", ExitCode.AUTH)
+    if "connection refused" in text:
+        return err("refused", f"connection refused by {target} — is PostgreSQL running there and accepting "
+                   "connections on that host and port?", ExitCode.UNREACHABLE)
+    if "could not translate host name" in text or "failed to resolve host" in text or "name or service not known" in text:
+        return err("unknown-host", f"unknown host '{host}' in {target} — check the host name", ExitCode.UNREACHABLE)
+    if "timeout expired" in text or "timed out" in text:
+        return err("timeout", f"no answer from {target} within {kwargs.get('connect_timeout')} s — check the host, "
+                   "port and firewall, or raise DB_CONNECTION_TIMEOUT", ExitCode.UNREACHABLE)
+    if "no such file or directory" in text and str(host).startswith("/"):
+        return err("no-socket", f"no PostgreSQL socket at {target} — is the server running, and is the socket "
+                   "directory right?", ExitCode.UNREACHABLE)
+    if "invalid" in text and ("connection option" in text or "integer value" in text or "sslmode" in text):
+        return err("bad-setting", f"invalid connection setting for {target}: {_first_line(raw)}", ExitCode.CONFIG)
+    if "too many connections" in text or sqlstate == "53300":
+        return err("too-many", f"the server has no free connection slots, at {target} — try again later or "
+                   "raise max_connections", ExitCode.UNREACHABLE)
+    if "the database system is starting up" in text or "shutting down" in text or sqlstate == "57P03":
+        return err("not-ready", f"the server is starting up or shutting down, at {target} — try again shortly",
+                   ExitCode.UNREACHABLE)
+    return err("other", f"cannot connect to {target}: {_first_line(raw)}", ExitCode.UNREACHABLE)
+
+
+def yoyo_url(settings: Settings, params: dict[str, str] | None = None) -> str:
+    """The yoyo-migrations URL for the target. yoyo's `postgresql+psycopg` scheme selects psycopg 3
+    (plain `postgresql://` makes yoyo import psycopg2). yoyo passes query arguments straight to
+    psycopg.connect, which is how unix-socket hosts, SSL and timeouts reach it."""
+    params = dict(resolve(settings) if params is None else params)
+    kwargs = connect_kwargs(settings, params)
+    user = quote(kwargs.pop("user", "") or "", safe="")
+    password = kwargs.pop("password", None)
+    host = kwargs.pop("host", "") or ""
+    port = kwargs.pop("port", "") or ""
+    dbname = quote(kwargs.pop("dbname", "") or "", safe="")
+    userinfo = user + (f":{quote(password, safe='')}" if password else "")
+    netloc = f"{userinfo}@" if userinfo else ""
+    if host and not host.startswith("/") and "," not in host:
+        netloc += f"[{host}]" if ":" in host else host
+        if port:
+            netloc += f":{port}"
+    else:
+        if host:
+            kwargs["host"] = host
+        if port:
+            kwargs["port"] = port
+    query = urlencode(kwargs)
+    return f"postgresql+psycopg://{netloc}/{dbname}" + (f"?{query}" if query else "")
+
+
+def server_version(conn: "psycopg.Connection") -> str:
+    """'18.1' style version of the connected server."""
+    return str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]

@@ -1,0 +1,94 @@
+"""One exception base and the exit codes minnoctl documents in its README.
+
+A MinnoctlError is a user error: the CLI prints its message as one line on stderr and exits with
+its code, with no traceback unless --traceback was given. Anything else is a bug and keeps its
+traceback. Messages must never contain a secret: build them from masked URLs (config.mask_url).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes. The README's exit-code table is generated from this enum's docs."""
+
+    OK = 0
+    FAILURE = 1  # the command ran but failed (for `health`: WARNING)
+    USAGE = 2  # bad option or argument (for `health`: CRITICAL)
+    CONFIG = 3  # bad configuration: malformed URL, bad setting value (for `health`: UNKNOWN)
+    UNREACHABLE = 4  # cannot reach the server: refused, unknown host, timeout, SSL
+    AUTH = 5  # the server refused the login: wrong or missing password, unknown role, pg_hba
+    NO_DATABASE = 6  # the database does not exist
+    EMBEDDED = 7  # the embedded PostgreSQL cannot be used or started here
+    LOCK_HELD = 8  # another minnoctl run holds the lock this command needs
+    INTERNAL = 70  # a bug in minnoctl (EX_SOFTWARE); the traceback is printed
+
+
+EXIT_CODE_DOCS: dict[ExitCode, str] = {
+    ExitCode.OK: "success (`health`: OK)",
+    ExitCode.FAILURE: "the command ran but failed, or is not built yet (`health`: WARNING)",
+    ExitCode.USAGE: "bad option or argument (`health`: CRITICAL, which includes an unreachable server)",
+    ExitCode.CONFIG: "bad configuration: malformed URL or setting (`health`: UNKNOWN)",
+    ExitCode.UNREACHABLE: "server unreachable: connection refused, unknown host, timeout, SSL failure",
+    ExitCode.AUTH: "login refused: wrong or missing password, unknown role, rejected by pg_hba.conf",
+    ExitCode.NO_DATABASE: "the database does not exist",
+    ExitCode.EMBEDDED: "the embedded PostgreSQL is not available on this platform or failed to start",
+    ExitCode.LOCK_HELD: "another minnoctl run holds the lock this command needs",
+    ExitCode.INTERNAL: "a bug in minnoctl: the traceback is printed; please report it",
+}
+
+
+class MinnoctlError(Exception):
+    """A user error: one line on stderr and a documented exit code, no traceback."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, exit_code: ExitCode | None = None):
+        super().__init__(message)
+        self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(MinnoctlError):
+    """An option or argument that cannot be used as given."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(MinnoctlError):
+    """A configuration value (URL, environment variable, .env entry) that is malformed."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class ConnectError(MinnoctlError):
+    """A connection attempt failed; `kind` says why (refused, unknown-host, timeout, ...)."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+    def __init__(self, message: str, *, kind: str, exit_code: ExitCode | None = None):
+        super().__init__(message, exit_code=exit_code)
+        self.kind = kind
+
+
+class EmbeddedError(MinnoctlError):
+    """The embedded PostgreSQL is missing for this platform or could not be started or stopped."""
+
+    exit_code = ExitCode.EMBEDDED
+
+
+class LockHeldError(MinnoctlError):
+    """Another minnoctl process holds a lock this command needs."""
+
+    exit_code = ExitCode.LOCK_HELD
+
+
+class NotBuiltError(MinnoctlError):
+    """A command of the product whose implementation has not landed yet."""
+
+    exit_code = ExitCode.FAILURE

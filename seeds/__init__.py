@@ -1,0 +1,1 @@
+"""Development data for each module (filled by the seed issue)."""
