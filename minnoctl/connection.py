@@ -109,6 +109,9 @@ def classify(exc: Exception, kwargs: dict[str, str], settings: Settings) -> Conn
     if "ssl" in text and ("error" in text or "failed" in text):
         return err("ssl", f"SSL negotiation failed at {target}: {_first_line(raw)} — check DB_SSL_MODE "
                    "and the certificate files", ExitCode.UNREACHABLE)
+    if "client certificate" in text or "certificate authentication failed" in text:
+        return err("client-cert", f"the server requires a valid client certificate for user '{user}', at {target} — "
+                   "set DB_SSL_CERT and DB_SSL_KEY", ExitCode.AUTH)
     if "pg_hba.conf" in text:
         return err("hba-rejected", f"the server's pg_hba.conf rejects user '{user}' on database '{dbname}' "
                    f"from this host, at {target} — ask its administrator to allow it", ExitCode.AUTH)
