@@ -19,10 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-# tabulate formats worth offering (each is checked against tabulate.tabulate_formats in the tests)
-TABULATE_FORMATS = ("plain", "simple", "github", "psql", "grid", "pipe", "rst", "orgtbl", "tsv", "html",
-                    "latex", "jira", "mediawiki", "rounded_outline", "simple_grid")
-FORMATS = ("table", "json", "csv", *TABULATE_FORMATS)
+from minnoctl.formats import FORMATS, TABULATE_FORMATS  # noqa: F401  (re-exported)
 
 _consoles: dict[bool, Any] = {}
 

@@ -62,47 +62,48 @@ def _print_traceback(exc: BaseException) -> None:
     sys.stderr.write(scrub(text, _secrets_in_environment()))
 
 
+def _report(exc: BaseException) -> int:
+    """Print one line (or the help, or a bug's traceback) for `exc`; return the exit code."""
+    from minnoctl import render  # loaded only when something fails, not for --help
+
+    if isinstance(exc, MinnoctlError):
+        if _state.traceback:
+            _print_traceback(exc)
+        render.error(exc.message)
+        return int(exc.exit_code)
+    if isinstance(exc, NoArgsIsHelpError):  # bare `minnoctl`: the help is the answer
+        sys.stdout.write(exc.format_message() + "\n")
+        return 0
+    if isinstance(exc, ClickException):
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        render.error(exc.format_message() + hint)
+        return exc.exit_code
+    if isinstance(exc, (typer.Abort, KeyboardInterrupt)):
+        render.error("interrupted")
+        return 130
+    if isinstance(exc, BrokenPipeError):
+        sys.stderr = open(os.devnull, "w")  # the reader left; say nothing more
+        return int(ExitCode.FAILURE)
+    _print_traceback(exc)
+    render.error(f"unexpected {exc.__class__.__name__}: this is a bug in minnoctl {__version__}; "
+                 "please report it with the traceback above")
+    return int(ExitCode.INTERNAL)
+
+
 class MinnoctlGroup(TyperGroup):
     """The root group: maps every way a command can fail to one stderr line and an exit code."""
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
-        from minnoctl import render
-
         if not standalone_mode:
             return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=False, **extra)
-        render.reset()
-        render.setup_logging()
         try:
             rv = super().main(args=args, prog_name=prog_name or "minnoctl", complete_var=complete_var,
                               standalone_mode=False, **extra)
-        except MinnoctlError as exc:
-            if _state.traceback:
-                _print_traceback(exc)
-            render.error(exc.message)
-            sys.exit(int(exc.exit_code))
-        except NoArgsIsHelpError as exc:
-            sys.stdout.write(exc.format_message() + "\n")
-            sys.exit(0)
-        except ClickException as exc:
-            hint = ""
-            ctx = getattr(exc, "ctx", None)
-            if ctx is not None:
-                hint = f" (see '{ctx.command_path} --help')"
-            render.error(exc.format_message() + hint)
-            sys.exit(exc.exit_code)
-        except (typer.Abort, KeyboardInterrupt):
-            render.error("interrupted")
-            sys.exit(130)
-        except BrokenPipeError:
-            sys.stderr = open(os.devnull, "w")  # the reader left; say nothing more
-            sys.exit(int(ExitCode.FAILURE))
-        except Exception as exc:
-            _print_traceback(exc)
-            render.error(f"unexpected {exc.__class__.__name__}: this is a bug in minnoctl {__version__}; "
-                         "please report it with the traceback above")
-            sys.exit(int(ExitCode.INTERNAL))
+        except (Exception, KeyboardInterrupt) as exc:
+            sys.exit(_report(exc))
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -141,6 +142,7 @@ def root(
     """Admin tool for the PostgreSQL database behind Minno."""
     from minnoctl import render
 
+    render.reset()
     _state.database_url = database_url
     _state.traceback = show_traceback or os.environ.get("MINNOCTL_TRACEBACK") == "1"
     _state.quiet = quiet

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from minnoctl.cli.options import DatabaseUrl, format_option
-from minnoctl.render import FORMATS
+from minnoctl.formats import FORMATS
 
 HealthFormat = format_option(("table", "json", "nagios", *[f for f in FORMATS if f not in ("table", "json")]))
 

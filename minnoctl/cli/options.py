@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.render import FORMATS
+from minnoctl.formats import FORMATS
 
 
 def format_option(choices: tuple[str, ...] = FORMATS) -> object:
