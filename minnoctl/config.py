@@ -35,6 +35,8 @@ PG_VARS = {
     "PGPASSWORD": "password",
     "PGSERVICE": "service",
 }
+# the variables that select a group; a password alone names no server (as libpq treats PGPASSWORD)
+DB_SELECTORS = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER")
 PG_SELECTORS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 URL_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "postgresql+psycopg": "postgresql",
@@ -101,11 +103,31 @@ def read_env_file(path: Path) -> dict[str, str]:
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise ConfigError(f"{path}, line {lineno}: expected KEY=VALUE — fix or remove that line")
         try:
-            parts = shlex.split(raw, comments=True)
+            parts = shlex.split(_strip_comment(raw))
         except ValueError:
             raise ConfigError(f"{path}, line {lineno}: unbalanced quotes in the value of {key}") from None
         out[key] = " ".join(parts)
     return out
+
+
+def _strip_comment(raw: str) -> str:
+    """Cut a trailing # comment. As in sh and dotenv, # starts one only outside quotes and after
+    whitespace: `DB_PASSWORD=abc#123` is the password abc#123, `X=1  # note` is 1."""
+    quoted: str | None = None
+    escaped = False
+    for i, ch in enumerate(raw):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted != "'":
+            escaped = True
+        elif quoted:
+            if ch == quoted:
+                quoted = None
+        elif ch in "'\"":
+            quoted = ch
+        elif ch == "#" and i > 0 and raw[i - 1].isspace():
+            return raw[:i]
+    return raw
 
 
 class _Lookup:
@@ -195,7 +217,9 @@ def parse_url(raw: str, origin: str) -> dict[str, str]:
     try:
         params = conninfo_to_dict(raw)
     except Exception as exc:  # psycopg.ProgrammingError: libpq's parser; its text echoes the input
-        reason = scrub(str(exc).strip(), [password or "", raw]).splitlines()[0] if str(exc).strip() else "unparsable"
+        # libpq quotes the offending token, which may be a password given as ?password=...
+        secrets = [password or "", raw, *re.findall(r"[?&]password=([^&#]*)", raw)]
+        reason = scrub(str(exc).strip(), secrets).splitlines()[0] if str(exc).strip() else "unparsable"
         raise ConfigError(
             f"{origin} is not a valid PostgreSQL URL ({reason}) — expected postgresql://user@host:port/dbname"
         ) from None
@@ -251,12 +275,14 @@ def _select_database(database_url: str | None, look: _Lookup) -> tuple[dict[str,
             found = single.get(name)
             if found:
                 return parse_url(found[0], found[1]), found[1]
-        for group, selectors in ((DB_VARS, DB_VARS), (PG_VARS, PG_SELECTORS)):
+        for group, selectors in ((DB_VARS, DB_SELECTORS), (PG_VARS, PG_SELECTORS)):
             if any(single.get(name) for name in selectors):
                 params: dict[str, str] = {}
                 names = []
                 for name, keyword in group.items():
-                    found = single.get(name)
+                    # the layer that selected the group wins, but its parts may be split between
+                    # the environment and .env (DB_HOST exported, DB_PASSWORD kept in .env)
+                    found = single.get(name) or look.get(name)
                     if found:
                         params[keyword] = found[0]
                         names.append(found[1])
@@ -282,6 +308,7 @@ def load_settings(
     values: dict[str, Value] = {}
 
     # SSL: explicit URL parameters win; DB_SSL_* fill in what the URL leaves open.
+    from_url = {k for k in ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout") if params.get(k)}
     ssl_found = look.get("DB_SSL_MODE")
     if ssl_found:
         mode = ssl_found[0].strip().lower()
@@ -305,21 +332,23 @@ def load_settings(
             if not path.is_file():
                 raise ConfigError(f"{found[1]}: no such file {path} — fix the path or unset it")
             params.setdefault(keyword, str(path))
-            values[keyword] = Value(str(path), found[1])
-        elif keyword in params:
-            values[keyword] = Value(params[keyword], source)
+        if params.get(keyword):  # report the value that is used and where it came from
+            values[keyword] = Value(params[keyword], source if keyword in from_url else found[1])
     if params.get("sslmode"):
-        values["sslmode"] = Value(params["sslmode"], ssl_found[1] if ssl_found else source)
+        values["sslmode"] = Value(params["sslmode"], source if "sslmode" in from_url else ssl_found[1])
 
+    # as for SSL, a connect_timeout written in the URL wins (connection.py passes it on as it is)
     found = look.get("DB_CONNECTION_TIMEOUT")
-    if found:
-        timeout_ms = parse_duration_ms(found[0], found[1])
-        if timeout_ms <= 0:
+    if found:  # checked even when the URL's value wins
+        env_timeout_ms = parse_duration_ms(found[0], found[1])
+        if env_timeout_ms <= 0:
             raise ConfigError(f"{found[1]}='{found[0]}' must be more than 0")
-        values["connect_timeout"] = Value(f"{timeout_ms} ms", found[1])
-    elif params.get("connect_timeout"):
+    if "connect_timeout" in from_url:
         timeout_ms = _positive_int(params["connect_timeout"], f"{source} connect_timeout") * 1000
         values["connect_timeout"] = Value(f"{timeout_ms} ms", source)
+    elif found:
+        timeout_ms = env_timeout_ms
+        values["connect_timeout"] = Value(f"{timeout_ms} ms", found[1])
     else:
         timeout_ms = DEFAULT_CONNECTION_TIMEOUT_MS
         values["connect_timeout"] = Value(f"{timeout_ms} ms", "default (spec 002)")

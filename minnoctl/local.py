@@ -8,6 +8,7 @@ command and must never signal a process it did not start.
 
 Layout under MINNO_HOME:
   pgdata/          the cluster (mode 0700); also the unix-socket directory when its path is short
+  .database-created  the `minno` database exists (created after the first start)
   server.json      what minnoctl started: pid, start time, socket directory (for `local stop`)
   start.lock       flock held while a process starts or stops the server
   use.lock         flock held shared by every command using the server, exclusive by `local stop`
@@ -166,6 +167,7 @@ class Embedded:
         self.pgdata = self.home / "pgdata"
         self.state_file = self.home / "server.json"
         self.log_file = self.pgdata / "log" / "server.log"
+        self.db_marker = self.home / ".database-created"
 
     # -- facts ---------------------------------------------------------------------------------
 
@@ -248,6 +250,7 @@ class Embedded:
 
     def _initdb(self, ids: tuple[int, int] | None) -> None:
         """initdb into a temporary directory, then rename: a killed initdb leaves no half cluster."""
+        self.db_marker.unlink(missing_ok=True)
         for leftover in self.home.glob("pgdata.tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix="pgdata.tmp-", dir=self.home))
@@ -307,7 +310,6 @@ class Embedded:
                     "pid": found[0], "started_at": time.time(), "socket_dir": str(socket_dir),
                     "started_by_pid": os.getpid(),
                 }))
-                self._ensure_database()
                 return
             last_error = self._log_tail() or result.stderr.strip()
             # a killed server's children may still hold its shared memory for a moment
@@ -330,6 +332,7 @@ class Embedded:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DBNAME,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DBNAME}"')
+        self.db_marker.touch()
 
     def _wait_ready(self) -> tuple[int, str] | None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -357,6 +360,10 @@ class Embedded:
             if found is None or found[1] != "ready":
                 self._start_locked(ids)
                 started = True
+            if not self.db_marker.exists():
+                # a process killed between the first start and CREATE DATABASE left a server
+                # without the `minno` database: create it before anyone uses the server
+                self._ensure_database()
             if hold and _use_lock_fd is None:
                 _use_lock_fd = _FileLock(self.home / "use.lock", False, LOCK_TIMEOUT_S,
                                          "the embedded PostgreSQL is being stopped; try again").acquire()

@@ -73,7 +73,8 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:g}"
+        # no float noise (0.1 + 0.2 -> 0.3), but no rounding either: ':g' alone keeps 6 digits
+        return f"{value:.15g}"
     value = jsonable(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
