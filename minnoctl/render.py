@@ -125,7 +125,12 @@ def table(
                 style = styles.get(col)(row.get(col)) if styles and col in styles and color_allowed(out) else None
                 cells.append(f"[{style}]{_escape(text)}[/]" if style else _escape(text))
             rich_table.add_row(*cells)
-        console(stderr=out is sys.stderr).print(rich_table)
+        if out is sys.stdout or out is sys.stderr:
+            console(stderr=out is sys.stderr).print(rich_table)
+        else:
+            from rich.console import Console
+
+            Console(file=out, highlight=False).print(rich_table)
         return
     from tabulate import tabulate
 

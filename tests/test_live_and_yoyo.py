@@ -66,3 +66,13 @@ def test_yoyo_url_connects_over_the_embedded_unix_socket(server):
     backend = get_backend(url)
     assert backend.execute("SELECT current_database()").fetchone()[0] == "minno"
     backend.connection.close()
+
+
+def test_quiet_silences_the_embedded_note_but_not_errors(run_minnoctl):
+    quiet = run_minnoctl("--quiet", "health", "--live")
+    assert quiet.returncode == 0
+    assert quiet.stderr == ""
+    loud = run_minnoctl("health", "--live")
+    assert "the embedded PostgreSQL" in loud.stderr
+    failing = run_minnoctl("-q", "health", "--live", env={"MINNO_DATABASE_URL": "mysql://x@y/z"})
+    assert failing.returncode == 3 and failing.stderr.startswith("minnoctl: error: ")
