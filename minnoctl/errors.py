@@ -22,6 +22,11 @@ class ExitCode(enum.IntEnum):
     NO_DATABASE = 6  # the database does not exist
     EMBEDDED = 7  # the embedded PostgreSQL cannot be used or started here
     LOCK_HELD = 8  # another minnoctl run holds the lock this command needs
+    PENDING = 9  # `migrate --dry-run --exit-code`: migrations are pending
+    DRIFT = 10  # applied migrations were edited, removed or renamed
+    NOT_CONFIRMED = 11  # a destructive command was not confirmed (no terminal and no --yes)
+    EXTENSION = 12  # a module needs a PostgreSQL extension the server lacks
+    MIGRATION_FAILED = 13  # a migration failed; the database is as before it
     INTERNAL = 70  # a bug in minnoctl (EX_SOFTWARE); the traceback is printed
 
 
@@ -35,6 +40,11 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.NO_DATABASE: "the database does not exist",
     ExitCode.EMBEDDED: "the embedded PostgreSQL is not available on this platform or failed to start",
     ExitCode.LOCK_HELD: "another minnoctl run holds the lock this command needs",
+    ExitCode.PENDING: "`migrate --dry-run --exit-code`: there are pending migrations",
+    ExitCode.DRIFT: "applied migrations were edited, removed or renamed (`migrate verify` lists them)",
+    ExitCode.NOT_CONFIRMED: "a destructive command was declined, or run without a terminal and without `--yes`",
+    ExitCode.EXTENSION: "a chosen module needs a PostgreSQL extension the server does not have",
+    ExitCode.MIGRATION_FAILED: "a migration failed; the database is as it was before that migration",
     ExitCode.INTERNAL: "a bug in minnoctl: the traceback is printed; please report it",
 }
 
@@ -86,6 +96,12 @@ class LockHeldError(MinnoctlError):
     """Another minnoctl process holds a lock this command needs."""
 
     exit_code = ExitCode.LOCK_HELD
+
+
+class NotConfirmed(MinnoctlError):
+    """A destructive command was declined or could not ask (no terminal, no --yes)."""
+
+    exit_code = ExitCode.NOT_CONFIRMED
 
 
 class NotBuiltError(MinnoctlError):

@@ -190,3 +190,41 @@ def run_minnoctl(minno_home: Path):
                               env=full_env, timeout=timeout)
 
     return run
+
+
+PG15_MODULES = "minno,chatbot,assistant,supervisor,slackbot"  # Debian's 15 has no pgvector
+
+
+def modules_for(target: Target) -> str | None:
+    """The modules a server can hold: all of them, or all but knowledge without pgvector."""
+    import psycopg
+
+    with psycopg.connect(target.admin_url, autocommit=True) as conn:
+        has_vector = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+    return None if has_vector else PG15_MODULES
+
+
+_templates: dict[str, str] = {}
+
+
+@pytest.fixture
+def migrated(any_server: Target):
+    """A fresh database with every module the server can hold, made from a migrated template."""
+    import psycopg
+
+    from minnoctl import migrate, modules
+    from minnoctl.config import load_settings
+
+    if any_server.name not in _templates:
+        name = f"tmpl_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        settings = load_settings(env={"MINNO_DATABASE_URL": any_server.url(name)})
+        migrate.init(settings, modules.parse_list(modules_for(any_server)))
+        _templates[any_server.name] = name
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_templates[any_server.name]}"')
+    yield any_server.url(name)
+    with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -91,8 +91,15 @@ def _report(exc: BaseException) -> int:
     return int(ExitCode.INTERNAL)
 
 
+ORDER = ("db", "migrate", "seed", "backup", "token", "ports", "port", "cleanup", "health", "local", "config")
+
+
 class MinnoctlGroup(TyperGroup):
     """The root group: maps every way a command can fail to one stderr line and an exit code."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        # the product's order in --help, whether a name is a command or a group
+        return sorted(super().list_commands(ctx), key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -161,10 +168,11 @@ def settings(database_url: str | None = None) -> Any:
     return config.load_settings(url)
 
 
-from minnoctl.cli import config_cmd, health, local_cmd, planned  # noqa: E402  (register commands)
+from minnoctl.cli import config_cmd, health, local_cmd, migrate_cmd, planned  # noqa: E402  (register commands)
 
 # the product's order: db, migrate, seed, backup, token, ports, cleanup, health, local, config
-planned.register(app, ("db", "migrate", "seed", "backup", "token", "ports", "cleanup"))
+migrate_cmd.register(app)
+planned.register(app, ("seed", "backup", "token", "ports", "cleanup"))
 health.register(app)
 local_cmd.register(app)
 config_cmd.register(app)

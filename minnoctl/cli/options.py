@@ -38,3 +38,31 @@ DatabaseUrl = Annotated[
 ]
 
 Format = format_option()
+
+
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Answer yes to the confirmation (for scripts).")]
+
+LockTimeout = Annotated[
+    float,
+    typer.Option("--lock-timeout", min=0, help="Seconds to wait for another migrate / db init to finish."),
+]
+
+Modules = Annotated[
+    Optional[str],
+    typer.Option("--modules", "-m", help="Comma-separated modules (minno, chatbot, assistant, supervisor, "
+                 "knowledge, slackbot); their dependencies are added. Default: all.", show_default=False),
+]
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Go on if --yes, or if a person at a terminal says yes; otherwise raise NotConfirmed."""
+    import sys
+
+    from minnoctl.errors import NotConfirmed
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise NotConfirmed(f"{question.rstrip('?')}: this needs --yes when not run in a terminal")
+    if not typer.confirm(question, default=False, err=True):
+        raise NotConfirmed("declined; nothing was changed")

@@ -11,8 +11,6 @@ import typer
 from minnoctl.errors import NotBuiltError
 
 PLANNED = {
-    "db": "Create the database, schemas and extensions (db init).",
-    "migrate": "Apply, inspect, verify and roll back schema migrations.",
     "seed": "Load development data, or bulk synthetic data for load tests.",
     "backup": "Create, verify, list, restore and prune backups.",
     "token": "Encrypted OAuth tokens and secrets; key generation and rotation.",

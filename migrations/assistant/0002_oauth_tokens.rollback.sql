@@ -1,0 +1,4 @@
+-- Undo assistant/0002_oauth_tokens.
+
+DROP TRIGGER update_oauth_tokens_updated_at ON oauth_tokens;
+DROP TABLE oauth_tokens;

@@ -1,0 +1,7 @@
+-- Undo slackbot/0003_maintenance.
+
+DROP FUNCTION archive_old_audit_logs(INTEGER);
+DROP FUNCTION cleanup_expired_cache();
+DROP FUNCTION cleanup_expired_sessions(INTEGER);
+DROP INDEX idx_audit_logs_archive_created_at;
+DROP TABLE audit_logs_archive;

@@ -1,0 +1,226 @@
+"""`minnoctl db init` and `minnoctl migrate [status|rollback|new|verify]`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Optional
+
+import typer
+
+from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Yes, confirm
+
+log = logging.getLogger("minnoctl")
+
+db_app = typer.Typer(help="Create the database, schemas and extensions (db init).\n\n"
+                     "Example: minnoctl db init", no_args_is_help=True)
+migrate_app = typer.Typer(help="Apply, plan, verify and roll back schema migrations.\n\n"
+                          "Example: minnoctl migrate --dry-run", invoke_without_command=True)
+
+
+def _settings(database_url: str | None):
+    from minnoctl.cli import settings
+
+    return settings(database_url)
+
+
+@db_app.command("init")
+def init(
+    modules: Modules = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Drop minnoctl's module schemas and its bookkeeping "
+                                        "first (asks; --yes in scripts). Nothing else is touched.")] = False,
+    yes: Yes = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every object created.")] = False,
+    lock_timeout: LockTimeout = 30,
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create the database if needed, its extensions and schemas, and apply every migration.
+
+    Running it again is a no-op that says so. On a server without pgvector, leave knowledge out:
+    --modules minno,chatbot,assistant,supervisor,slackbot.
+
+    Example: minnoctl db init --modules chatbot,slackbot
+    """
+    from minnoctl import migrate, render
+    from minnoctl import modules as registry
+
+    chosen = registry.parse_list(modules)
+    settings = _settings(database_url)
+    if force:
+        schemas = ", ".join([m.schema for m in registry.MODULES] + [migrate.BOOKKEEPING])
+        confirm(f"Drop the schemas {schemas} and everything in them at {settings.display_url() or 'the embedded database'}?", yes)
+    result = migrate.init(settings, chosen, force=force, lock_timeout=lock_timeout, verbose=verbose)
+    if result.up_to_date:
+        log.info("the database is already initialised and up to date; nothing to do")
+        return
+    if result.database_created:
+        log.info("created the database")
+    rows = [{"id": f.id, "module": f.module, "transactional": f.transactional} for f in result.applied]
+    if verbose:
+        render.table([{"kind": k, "name": n} for k, n in result.objects], ["kind", "name"], fmt,
+                     document={"applied": rows, "created": [{"kind": k, "name": n} for k, n in result.objects]})
+    else:
+        render.table(rows, ["id", "module", "transactional"], fmt)
+    log.info("applied %d migration(s)", len(result.applied))
+
+
+def _print_plan(plan, fmt: str) -> None:
+    from minnoctl import render
+
+    pending = plan.pending
+    if fmt == "json":
+        render.emit_json({"pending": [{"id": f.id, "module": f.module, "transactional": f.transactional,
+                                       "description": f.description, "sql": f.sql()} for f in pending],
+                          "drift": [d.__dict__ for d in plan.drift]})
+        return
+    if fmt != "table" or not render.is_terminal():
+        render.table([{"id": f.id, "module": f.module, "transactional": f.transactional} for f in pending],
+                     ["id", "module", "transactional"], fmt if fmt != "table" else "simple")
+        if fmt in ("table", "plain", "simple"):
+            for f in pending:
+                print(f"\n-- {f.id} ({'transactional' if f.transactional else 'NOT transactional'})\n{f.sql().rstrip()}")
+        return
+    from rich.syntax import Syntax
+
+    console = render.console()
+    for f in pending:
+        console.rule(f"{f.id}  [{f.module}, {'transactional' if f.transactional else 'not transactional'}]")
+        console.print(Syntax(f.sql(), "sql", theme="ansi_dark", background_color="default",
+                             word_wrap=True))
+
+
+@migrate_app.callback()
+def migrate_main(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-d", help="Print the plan (id, module, transaction mode, "
+                                          "SQL) and change nothing; takes no lock.")] = False,
+    exit_code: Annotated[bool, typer.Option("--exit-code", help="With --dry-run: exit 9 (PENDING) when "
+                                            "something is pending, for CI.")] = False,
+    modules: Modules = None,
+    allow_drift: Annotated[bool, typer.Option("--allow-drift", help="Apply even if applied migrations "
+                                              "were edited, removed or renamed.")] = False,
+    lock_timeout: LockTimeout = 30,
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Apply pending migrations of the installed modules (all, on a new database).
+
+    Example: minnoctl migrate --dry-run --exit-code
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from minnoctl import migrate, render
+    from minnoctl import modules as registry
+    from minnoctl.errors import ExitCode, UsageError
+
+    if exit_code and not dry_run:
+        raise UsageError("--exit-code goes with --dry-run")
+    chosen = registry.parse_list(modules)
+    settings = _settings(database_url)
+    if dry_run:
+        plan = migrate.plan_only(settings, chosen)
+        for d in plan.drift:
+            render.warn(f"drift: {d.id}: {d.detail}")
+        if not plan.pending:
+            log.info("nothing to apply: the database is up to date")
+        else:
+            _print_plan(plan, fmt)
+            log.info("%d migration(s) pending; nothing was changed (dry run)", len(plan.pending))
+        if exit_code and plan.pending:
+            raise typer.Exit(int(ExitCode.PENDING))
+        return
+    result = migrate.migrate(settings, chosen, lock_timeout=lock_timeout, allow_drift=allow_drift)
+    if result.up_to_date:
+        log.info("nothing to apply: the database is up to date")
+        return
+    render.table([{"id": f.id, "module": f.module, "transactional": f.transactional} for f in result.applied],
+                 ["id", "module", "transactional"], fmt)
+    log.info("applied %d migration(s)", len(result.applied))
+
+
+@migrate_app.command("status")
+def status(modules: Modules = None, fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
+    """List every migration: applied or pending, when, by whom. Takes no lock.
+
+    Example: minnoctl migrate status --format json
+    """
+    from minnoctl import migrate, render
+    from minnoctl import modules as registry
+
+    chosen = registry.parse_list(modules)
+    plan = migrate.plan_only(_settings(database_url))
+    rows = migrate.status_rows(plan)
+    if chosen is not None:
+        names = {m.name for m in chosen}
+        rows = [r for r in rows if r["module"] in names]
+    render.table(rows, ["id", "module", "state", "applied_at", "applied_by", "transactional"], fmt,
+                 styles={"state": lambda v: {"applied": "green", "pending": "yellow"}.get(v, "bold red")})
+
+
+@migrate_app.command("verify")
+def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
+    """Detect drift: applied migrations whose files were edited, removed or renamed. Exit 10 if any.
+
+    Example: minnoctl migrate verify
+    """
+    from minnoctl import migrate, render
+    from minnoctl.errors import ExitCode
+
+    plan = migrate.plan_only(_settings(database_url))
+    if not plan.drift:
+        log.info("no drift: %d applied migration(s) match their files", len(plan.applied))
+        if fmt == "json":
+            render.emit_json([])
+        return
+    render.table([d.__dict__ for d in plan.drift], ["kind", "id", "detail"], fmt)
+    raise typer.Exit(int(ExitCode.DRIFT))
+
+
+@migrate_app.command("rollback")
+def rollback(
+    steps: Annotated[Optional[int], typer.Option("--steps", "-n", min=1, help="How many of the last applied "
+                                                 "migrations to roll back (default 1).")] = None,
+    to: Annotated[Optional[str], typer.Option("--to", help="Roll back every migration applied after this id "
+                                              "(it stays applied).")] = None,
+    yes: Yes = False,
+    lock_timeout: LockTimeout = 30,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Roll back applied migrations, newest first (asks; --yes in scripts).
+
+    Example: minnoctl migrate rollback --steps 2 --yes
+    """
+    from minnoctl import migrate
+    from minnoctl.errors import UsageError
+
+    if steps is not None and to is not None:
+        raise UsageError("use --steps or --to, not both")
+    settings = _settings(database_url)
+    victims = migrate.rollback(settings, steps=steps, to=to, lock_timeout=lock_timeout, dry_run=True)
+    if not victims:
+        log.info("nothing to roll back")
+        return
+    confirm(f"Roll back {len(victims)} migration(s): {', '.join(victims)}?", yes)
+    done = migrate.rollback(settings, steps=steps, to=to, lock_timeout=lock_timeout)
+    log.info("rolled back %d migration(s)", len(done))
+
+
+@migrate_app.command("new")
+def new(
+    name: Annotated[str, typer.Argument(help="What the migration does, e.g. add_user_index.")],
+    module: Annotated[str, typer.Option("--module", "-m", help="The module it belongs to.")],
+) -> None:
+    """Write the next numbered migration and rollback file pair of a module.
+
+    Example: minnoctl migrate new add_user_index --module chatbot
+    """
+    from minnoctl import migrate
+
+    forward, back = migrate.new_migration(name, module)
+    typer.echo(str(forward))
+    typer.echo(str(back))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+    app.add_typer(migrate_app, name="migrate")

@@ -1,0 +1,715 @@
+"""The migration set and how it is applied: plan, apply, roll back, verify, db init.
+
+The files are yoyo migrations (NNNN_slug.sql + NNNN_slug.rollback.sql, `-- transactional: false`
+directives) and are split into statements by yoyo's own parser (yoyo.migrations.read_sql_migration).
+
+Departure from yoyo's runner, on purpose: yoyo applies a migration on one connection and records
+it in a second transaction afterwards, so a kill -9 between the two leaves a migration applied but
+unrecorded; it records only a hash of the file *name*, so an edited migration goes unnoticed; its
+lock is a table row that survives kill -9; and its step runner prints the rows of any SELECT to
+stdout. minnoctl therefore keeps its own record, `minnoctl.migrations`, with a checksum of each
+file's content, writes it in the same transaction as the migration itself, and serialises runs
+with a session advisory lock (minnoctl.locks) that dies with its holder.
+
+Modules are applied in registry order, each module's files in number order. minnoctl creates a
+module's schema before its first migration and drops it (never CASCADE) after its last rollback.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from minnoctl import locks, modules
+from minnoctl.errors import ExitCode, MinnoctlError, UsageError
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from minnoctl.config import Settings
+
+log = logging.getLogger("minnoctl")
+
+BOOKKEEPING = "minnoctl"
+FILE_RE = re.compile(r"^(\d{4})_([a-z0-9][a-z0-9_]*)\.sql$")
+_DIRECTIVE = re.compile(r"^\s*--\s*(transactional|depends)\s*:\s*(.*)$")
+
+BOOKKEEPING_DDL = (
+    f"CREATE SCHEMA IF NOT EXISTS {BOOKKEEPING}",
+    f"""CREATE TABLE IF NOT EXISTS {BOOKKEEPING}.migrations (
+        id           text PRIMARY KEY,
+        module       text NOT NULL,
+        checksum     text NOT NULL,
+        applied_at   timestamptz NOT NULL DEFAULT now(),
+        applied_by   text NOT NULL,
+        applied_host text NOT NULL,
+        seq          bigint GENERATED ALWAYS AS IDENTITY
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {BOOKKEEPING}.migration_log (
+        seq          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        migration_id text NOT NULL,
+        operation    text NOT NULL CHECK (operation IN ('apply', 'rollback')),
+        checksum     text NOT NULL,
+        at           timestamptz NOT NULL DEFAULT now(),
+        by_user      text NOT NULL,
+        host         text NOT NULL,
+        duration_ms  double precision NOT NULL
+    )""",
+)
+
+
+class MigrationFailed(MinnoctlError):
+    """A migration statement failed; the message names the file and the statement."""
+
+    exit_code = ExitCode.MIGRATION_FAILED
+
+
+class DriftError(MinnoctlError):
+    """Applied migrations were edited, removed or renamed since they were applied."""
+
+    exit_code = ExitCode.DRIFT
+
+
+class ExtensionMissing(MinnoctlError):
+    """A chosen module needs an extension the server does not have."""
+
+    exit_code = ExitCode.EXTENSION
+
+
+# ---------------------------------------------------------------------------------------------
+# The set on disk
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    id: str  # "<module>/<stem>"
+    module: str
+    number: int
+    path: Path
+    rollback_path: Path
+    transactional: bool
+    description: str
+    checksum: str
+
+    @property
+    def schema(self) -> str:
+        return modules.get(self.module).schema
+
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    def statements(self, direction: str = "apply") -> list[str]:
+        """The file's statements, split by yoyo's parser (sqlparse), directives removed."""
+        from yoyo.migrations import read_sql_migration
+
+        path = self.path if direction == "apply" else self.rollback_path
+        return read_sql_migration(str(path))[2]
+
+
+def _leading(text: str) -> tuple[dict[str, str], str]:
+    """yoyo's rule: directives and the description are the leading comment lines."""
+    directives: dict[str, str] = {}
+    comments: list[str] = []
+    for line in text.splitlines():
+        match = _DIRECTIVE.match(line)
+        if match:
+            directives[match.group(1)] = match.group(2).strip()
+        elif re.match(r"^\s*(--.*)?$", line):
+            comments.append(line.strip().lstrip("-").strip())
+        else:
+            break
+    return directives, "\n".join(comments).strip()
+
+
+def load_set(root: Path | None = None) -> list[MigrationFile]:
+    """Every migration of every module, in the order they apply. MINNOCTL_MIGRATIONS_DIR points at
+    another copy of the set (for developing a migration, and for the tests)."""
+    import os
+
+    from minnoctl import resources
+
+    if root is None and os.environ.get("MINNOCTL_MIGRATIONS_DIR"):
+        root = Path(os.environ["MINNOCTL_MIGRATIONS_DIR"])
+    files: list[MigrationFile] = []
+    for module in modules.MODULES:
+        if root is not None:
+            folder = root / module.migrations_folder
+            files += _load_folder(module.name, folder)
+        else:
+            with resources.migrations_path(module.migrations_folder) as folder:
+                files += _load_folder(module.name, folder)
+    return files
+
+
+def _load_folder(module: str, folder: Path) -> list[MigrationFile]:
+    if not folder.is_dir():
+        return []
+    found = []
+    seen: dict[int, str] = {}
+    for path in sorted(folder.glob("*.sql")):
+        if path.name.endswith(".rollback.sql"):
+            continue
+        match = FILE_RE.match(path.name)
+        if not match:
+            raise MinnoctlError(f"{path}: a migration must be named NNNN_slug.sql (lowercase, digits, _)")
+        number = int(match.group(1))
+        if number in seen:
+            raise MinnoctlError(f"{folder}: two migrations numbered {number:04d}: {seen[number]} and {path.name}")
+        seen[number] = path.name
+        rollback = path.with_name(path.name[:-4] + ".rollback.sql")
+        if not rollback.is_file():
+            raise MinnoctlError(f"{path}: its rollback file {rollback.name} is missing — every migration has one")
+        forward_bytes = path.read_bytes()
+        directives, description = _leading(forward_bytes.decode("utf-8"))
+        transactional = directives.get("transactional", "true").lower() != "false"
+        checksum = hashlib.sha256(forward_bytes + b"\0" + rollback.read_bytes()).hexdigest()
+        found.append(MigrationFile(f"{module}/{path.stem}", module, number, path, rollback, transactional,
+                                   description, checksum))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# What the database has
+
+
+@dataclass(frozen=True)
+class Applied:
+    id: str
+    module: str
+    checksum: str
+    applied_at: Any
+    applied_by: str
+    applied_host: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Drift:
+    kind: str  # edited | missing | renamed
+    id: str
+    detail: str
+
+
+def read_applied(conn: "psycopg.Connection") -> dict[str, Applied]:
+    """The record of applied migrations, in application order. Reads only; {} before any init."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.migrations",)).fetchone()[0]
+    if exists is None:
+        return {}
+    rows = conn.execute(
+        f"SELECT id, module, checksum, applied_at, applied_by, applied_host, seq "
+        f"FROM {BOOKKEEPING}.migrations ORDER BY seq"
+    ).fetchall()
+    return {r[0]: Applied(*r) for r in rows}
+
+
+def find_drift(files: list[MigrationFile], applied: dict[str, Applied]) -> list[Drift]:
+    by_id = {f.id: f for f in files}
+    pending_by_checksum = {f.checksum: f for f in files if f.id not in applied}
+    drift = []
+    for a in applied.values():
+        current = by_id.get(a.id)
+        if current is None:
+            moved = pending_by_checksum.get(a.checksum)
+            if moved is not None:
+                drift.append(Drift("renamed", a.id, f"applied as {a.id}, now named {moved.id}"))
+            else:
+                drift.append(Drift("missing", a.id, "applied, but its file is no longer in the migration set"))
+        elif current.checksum != a.checksum:
+            drift.append(Drift("edited", a.id, f"{current.path.name} changed after it was applied "
+                                               f"(applied {a.checksum[:12]}, now {current.checksum[:12]})"))
+    return drift
+
+
+def installed_modules(applied: dict[str, Applied]) -> set[str]:
+    return {a.module for a in applied.values()}
+
+
+@dataclass
+class Plan:
+    files: list[MigrationFile]
+    applied: dict[str, Applied]
+    pending: list[MigrationFile]
+    drift: list[Drift]
+    modules: list[modules.Module]
+
+
+def make_plan(conn: "psycopg.Connection", files: list[MigrationFile],
+              chosen: list[modules.Module] | None) -> Plan:
+    """What `migrate` would do: without --modules, the installed modules (all when none is)."""
+    applied = read_applied(conn)
+    if chosen is None:
+        installed = installed_modules(applied)
+        chosen = [m for m in modules.MODULES if m.name in installed] or None
+    selected = modules.with_dependencies(chosen)
+    names = {m.name for m in selected}
+    pending = [f for f in files if f.module in names and f.id not in applied]
+    return Plan(files, applied, pending, find_drift(files, applied), selected)
+
+
+def status_rows(plan: Plan) -> list[dict[str, Any]]:
+    rows = []
+    for f in plan.files:
+        a = plan.applied.get(f.id)
+        rows.append({
+            "id": f.id, "module": f.module,
+            "state": ("edited" if a and a.checksum != f.checksum else "applied") if a else "pending",
+            "applied_at": a.applied_at if a else None,
+            "applied_by": f"{a.applied_by}@{a.applied_host}" if a else None,
+            "transactional": f.transactional,
+        })
+    known = {f.id for f in plan.files}
+    for a in plan.applied.values():
+        if a.id not in known:
+            rows.append({"id": a.id, "module": a.module, "state": "missing", "applied_at": a.applied_at,
+                         "applied_by": f"{a.applied_by}@{a.applied_host}", "transactional": None})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Running migrations
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _first_line(statement: str) -> str:
+    for line in statement.strip().splitlines():
+        line = line.strip()
+        if line and not line.startswith("--"):
+            return line[:120]
+    return statement.strip()[:120]
+
+
+@dataclass
+class RunResult:
+    applied: list[MigrationFile] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    database_created: bool = False
+    extensions_created: list[str] = field(default_factory=list)
+    objects: list[tuple[str, str]] = field(default_factory=list)  # (kind, schema.name) created
+    up_to_date: bool = False
+
+
+class Runner:
+    """One connection that holds the migrate lock and runs migrations on it."""
+
+    def __init__(self, settings: "Settings", files: list[MigrationFile] | None = None):
+        self.settings = settings
+        self.files = load_set() if files is None else files
+        self.conn: "psycopg.Connection | None" = None
+        self.user = getpass.getuser()
+        self.host = socket.gethostname()
+
+    def open(self, **kwargs: Any) -> "psycopg.Connection":
+        from minnoctl.connection import connect
+
+        conn = connect(self.settings, autocommit=True, **kwargs)
+        conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("migrate"),))
+        if conn.info.server_version >= 140000:
+            # a killed minnoctl's backend notices within a second, even inside a long statement
+            conn.execute("SET client_connection_check_interval = '1s'")
+        self.conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    # -- extensions ------------------------------------------------------------------------------
+
+    def check_extensions(self, selected: list[modules.Module]) -> list[str]:
+        """Fail before any change if a chosen module's extension is not available; return the
+        extensions to create."""
+        conn = self.conn
+        assert conn is not None
+        to_create = []
+        for module in selected:
+            for ext in module.extensions:
+                installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (ext,)).fetchone()
+                if installed:
+                    continue
+                available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s",
+                                         (ext,)).fetchone()
+                if not available:
+                    others = ",".join(m.name for m in selected if ext not in m.extensions and
+                                      module.name not in m.depends)
+                    raise ExtensionMissing(
+                        f"module '{module.name}' needs the PostgreSQL extension '{ext}'"
+                        f"{' (pgvector)' if ext == 'vector' else ''}, which this server does not have; nothing was "
+                        f"changed — install it on the server, or leave the module out: --modules {others}"
+                    )
+                if ext not in to_create:
+                    to_create.append(ext)
+        return to_create
+
+    def _search_path(self, module: modules.Module) -> str:
+        assert self.conn is not None
+        schemas = [module.schema]
+        for ext in module.extensions:
+            row = self.conn.execute(
+                "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+                "WHERE e.extname = %s", (ext,)).fetchone()
+            if row and row[0] not in schemas:
+                schemas.append(row[0])
+        if "public" not in schemas:
+            schemas.append("public")
+        return ", ".join(_ident(s) for s in schemas)
+
+    # -- one migration -------------------------------------------------------------------------
+
+    def _execute(self, mf: MigrationFile, statements: list[str], direction: str) -> None:
+        import psycopg
+
+        assert self.conn is not None
+        path = mf.path if direction == "apply" else mf.rollback_path
+        for number, statement in enumerate(statements, 1):
+            try:
+                self.conn.execute(statement)
+            except psycopg.Error as exc:
+                diag = exc.diag.message_primary if getattr(exc, "diag", None) else None
+                reason = diag or str(exc).strip().splitlines()[0]
+                state = ("the database is as it was before this migration" if mf.transactional else
+                         "it ran outside a transaction, so the statements before this one took effect; "
+                         "fix it and run migrate again")
+                raise MigrationFailed(
+                    f"{mf.id} failed ({direction}) at statement {number} of {path.name} "
+                    f"[{_first_line(statement)}]: {reason} — {state}"
+                ) from None
+
+    def _record(self, mf: MigrationFile, operation: str, duration_ms: float) -> None:
+        assert self.conn is not None
+        if operation == "apply":
+            self.conn.execute(
+                f"INSERT INTO {BOOKKEEPING}.migrations (id, module, checksum, applied_by, applied_host) "
+                "VALUES (%s, %s, %s, %s, %s)", (mf.id, mf.module, mf.checksum, self.user, self.host))
+        else:
+            self.conn.execute(f"DELETE FROM {BOOKKEEPING}.migrations WHERE id = %s", (mf.id,))
+        self.conn.execute(
+            f"INSERT INTO {BOOKKEEPING}.migration_log (migration_id, operation, checksum, by_user, host, "
+            "duration_ms) VALUES (%s, %s, %s, %s, %s, %s)",
+            (mf.id, operation, mf.checksum, self.user, self.host, duration_ms))
+
+    def apply_one(self, mf: MigrationFile) -> float:
+        conn = self.conn
+        assert conn is not None
+        module = modules.get(mf.module)
+        statements = mf.statements("apply")
+        path = self._search_path(module)
+        started = time.perf_counter()
+        if mf.transactional:
+            with conn.transaction():
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(module.schema)}")
+                conn.execute(f"SET LOCAL search_path TO {path}")
+                self._execute(mf, statements, "apply")
+                self._record(mf, "apply", (time.perf_counter() - started) * 1000)
+        else:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(module.schema)}")
+            conn.execute(f"SET search_path TO {path}")
+            try:
+                self._execute(mf, statements, "apply")
+            finally:
+                conn.execute("RESET search_path")
+            with conn.transaction():
+                self._record(mf, "apply", (time.perf_counter() - started) * 1000)
+        return (time.perf_counter() - started) * 1000
+
+    def rollback_one(self, mf: MigrationFile, last_of_module: bool) -> None:
+        conn = self.conn
+        assert conn is not None
+        module = modules.get(mf.module)
+        statements = mf.statements("rollback")
+        path = self._search_path(module)
+        started = time.perf_counter()
+        if mf.transactional:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL search_path TO {path}")
+                self._execute(mf, statements, "rollback")
+                self._record(mf, "rollback", (time.perf_counter() - started) * 1000)
+                if last_of_module:
+                    self._drop_schema(module)
+        else:
+            conn.execute(f"SET search_path TO {path}")
+            try:
+                self._execute(mf, statements, "rollback")
+            finally:
+                conn.execute("RESET search_path")
+            with conn.transaction():
+                self._record(mf, "rollback", (time.perf_counter() - started) * 1000)
+                if last_of_module:
+                    self._drop_schema(module)
+
+    def _drop_schema(self, module: modules.Module) -> None:
+        import psycopg
+
+        assert self.conn is not None
+        try:
+            with self.conn.transaction():
+                self.conn.execute(f"DROP SCHEMA IF EXISTS {_ident(module.schema)}")
+        except psycopg.errors.DependentObjectsStillExist:
+            raise MigrationFailed(
+                f"schema {module.schema} still holds objects that its migrations did not create, so minnoctl "
+                "leaves it (and this rollback) alone — move or drop those objects first"
+            ) from None
+
+    # -- whole runs ------------------------------------------------------------------------------
+
+    def ensure_bookkeeping(self) -> None:
+        assert self.conn is not None
+        with self.conn.transaction():
+            for ddl in BOOKKEEPING_DDL:
+                self.conn.execute(ddl)
+
+    def apply(self, pending: Iterable[MigrationFile]) -> list[MigrationFile]:
+        done = []
+        for mf in pending:
+            ms = self.apply_one(mf)
+            log.info("applied %s (%.0f ms)", mf.id, ms)
+            done.append(mf)
+        return done
+
+
+def _locked_plan(runner: Runner, chosen: list[modules.Module] | None, allow_drift: bool) -> Plan:
+    assert runner.conn is not None
+    plan = make_plan(runner.conn, runner.files, chosen)
+    if plan.drift and not allow_drift:
+        raise DriftError(
+            f"{len(plan.drift)} applied migration(s) changed since they were applied "
+            f"({'; '.join(d.id + ': ' + d.kind for d in plan.drift[:3])}) — see `minnoctl migrate verify`; "
+            "restore the files, or pass --allow-drift"
+        )
+    return plan
+
+
+def migrate(settings: "Settings", chosen: list[modules.Module] | None = None, *, lock_timeout: float = 30,
+            allow_drift: bool = False, files: list[MigrationFile] | None = None) -> RunResult:
+    """Apply the pending migrations (of the installed modules, or of `chosen`)."""
+    runner = Runner(settings, files)
+    runner.open()
+    try:
+        with locks.advisory_lock(runner.conn, "migrate", lock_timeout):
+            plan = _locked_plan(runner, chosen, allow_drift)
+            if not plan.pending:
+                return RunResult(up_to_date=True)
+            result = RunResult()
+            result.extensions_created = _create_extensions(runner, runner.check_extensions(
+                [modules.get(n) for n in dict.fromkeys(f.module for f in plan.pending)]))
+            runner.ensure_bookkeeping()
+            result.applied = runner.apply(plan.pending)
+            return result
+    finally:
+        runner.close()
+
+
+def _create_extensions(runner: Runner, names: list[str]) -> list[str]:
+    import psycopg
+
+    assert runner.conn is not None
+    for ext in names:
+        try:
+            runner.conn.execute(f"CREATE EXTENSION IF NOT EXISTS {_ident(ext)} WITH SCHEMA public")
+        except psycopg.errors.InsufficientPrivilege:
+            raise ExtensionMissing(
+                f"the extension '{ext}' is available but this role may not create it — ask a superuser to run "
+                f"CREATE EXTENSION {ext}; in this database, then run minnoctl again"
+            ) from None
+        log.info("created extension %s", ext)
+    return names
+
+
+def plan_only(settings: "Settings", chosen: list[modules.Module] | None = None,
+              files: list[MigrationFile] | None = None) -> Plan:
+    """The plan, read without any lock and without writing anything (status, --dry-run, verify)."""
+    from minnoctl.connection import connect
+
+    files = load_set() if files is None else files
+    with connect(settings, autocommit=True) as conn:
+        return make_plan(conn, files, chosen)
+
+
+def rollback(settings: "Settings", *, steps: int | None = None, to: str | None = None,
+             lock_timeout: float = 30, files: list[MigrationFile] | None = None,
+             dry_run: bool = False) -> list[str]:
+    """Roll back the last `steps` applied migrations (default 1), or every one applied after `to`."""
+    runner = Runner(settings, files)
+    runner.open()
+    try:
+        with locks.advisory_lock(runner.conn, "migrate", lock_timeout):
+            applied = read_applied(runner.conn)
+            order = list(applied.values())  # application order
+            if to is not None:
+                if to not in applied:
+                    raise UsageError(f"--to {to}: no applied migration has that id — see `minnoctl migrate status`")
+                index = [a.id for a in order].index(to)
+                victims = order[index + 1:]
+            else:
+                count = 1 if steps is None else steps
+                victims = order[-count:] if count else []
+            victims.reverse()
+            by_id = {f.id: f for f in runner.files}
+            missing = [a.id for a in victims if a.id not in by_id]
+            if missing:
+                raise DriftError(f"cannot roll back {missing[0]}: its files are no longer in the migration set")
+            if dry_run:
+                return [a.id for a in victims]
+            remaining = {a.id for a in order}
+            done = []
+            for a in victims:
+                remaining.discard(a.id)
+                last = not any(applied[r].module == a.module for r in remaining)
+                runner.rollback_one(by_id[a.id], last)
+                log.info("rolled back %s", a.id)
+                done.append(a.id)
+            return done
+    finally:
+        runner.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# db init
+
+
+def _catalog(conn: "psycopg.Connection", schemas: list[str]) -> set[tuple[str, str]]:
+    rows = conn.execute(
+        """
+        SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'i' THEN 'index'
+                 WHEN 'I' THEN 'index' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                 WHEN 'S' THEN 'sequence' ELSE c.relkind::text END, n.nspname || '.' || c.relname
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = ANY(%(s)s) AND c.relkind IN ('r', 'p', 'i', 'I', 'v', 'm', 'S')
+        UNION ALL
+        SELECT 'function', n.nspname || '.' || p.proname
+          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = ANY(%(s)s)
+        UNION ALL
+        SELECT 'trigger', n.nspname || '.' || t.tgname
+          FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = ANY(%(s)s) AND NOT t.tgisinternal
+        UNION ALL
+        SELECT 'schema', nspname FROM pg_namespace WHERE nspname = ANY(%(s)s)
+        """,
+        {"s": schemas},
+    ).fetchall()
+    return {(r[0], r[1]) for r in rows}
+
+
+def _create_database(settings: "Settings") -> None:
+    """CREATE DATABASE for the configured name, through the server's maintenance database."""
+    import psycopg
+
+    from minnoctl.connection import connect
+    from minnoctl.errors import ConnectError
+
+    params = settings.params
+    name = params.get("dbname")
+    if not name:
+        raise ConnectError("the database does not exist and no name was given to create", kind="no-database",
+                           exit_code=ExitCode.NO_DATABASE)
+    last: Exception | None = None
+    for maintenance in ("postgres", "template1"):
+        try:
+            with connect(settings, dbname=maintenance, autocommit=True) as conn:
+                allowed = conn.execute(
+                    "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+                if not allowed:
+                    raise MinnoctlError(
+                        f"database '{name}' does not exist and role '{params.get('user') or 'current'}' may not "
+                        "create it — ask an administrator to create it (CREATE DATABASE), then run db init again",
+                        exit_code=ExitCode.NO_DATABASE)
+                conn.execute(f"CREATE DATABASE {_ident(name)}")
+                log.info("created database %s", name)
+                return
+        except ConnectError as exc:
+            last = exc
+        except psycopg.errors.DuplicateDatabase:
+            return  # someone else created it meanwhile
+    assert last is not None
+    raise last
+
+
+def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, force: bool = False,
+         lock_timeout: float = 30, files: list[MigrationFile] | None = None,
+         verbose: bool = False) -> RunResult:
+    """Create the database if needed, the extensions and the schemas, and apply every migration of
+    the chosen modules (all by default). `force` first drops exactly minnoctl's module schemas and
+    its bookkeeping schema (the CLI asks for confirmation)."""
+    from minnoctl.errors import ConnectError
+
+    result = RunResult()
+    runner = Runner(settings, files)
+    try:
+        runner.open()
+    except ConnectError as exc:
+        if exc.kind != "no-database":
+            raise
+        _create_database(settings)
+        result.database_created = True
+        runner.open()
+    selected = modules.with_dependencies(chosen)
+    names = {m.name for m in selected}
+    try:
+        with locks.advisory_lock(runner.conn, "migrate", lock_timeout):
+            conn = runner.conn
+            assert conn is not None
+            to_create = runner.check_extensions(selected)  # before any change
+            all_schemas = [m.schema for m in modules.MODULES] + [BOOKKEEPING]
+            before = _catalog(conn, all_schemas) if verbose else set()
+            if force:
+                with conn.transaction():
+                    for schema in reversed(all_schemas):
+                        conn.execute(f"DROP SCHEMA IF EXISTS {_ident(schema)} CASCADE")
+                log.warning("dropped minnoctl's schemas: %s", ", ".join(all_schemas))
+                before = set()
+            plan = _locked_plan(runner, [m for m in modules.MODULES if m.name in names], allow_drift=False)
+            result.extensions_created = _create_extensions(runner, to_create)
+            if not plan.pending and not result.extensions_created:
+                result.up_to_date = True
+                return result
+            runner.ensure_bookkeeping()
+            result.applied = runner.apply(plan.pending)
+            if verbose:
+                result.objects = sorted(_catalog(conn, all_schemas) - before)
+            return result
+    finally:
+        runner.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# migrate new
+
+
+def new_migration(name: str, module: str, folder: Path | None = None) -> tuple[Path, Path]:
+    """Write the next numbered file pair of `module`; returns their paths."""
+    from minnoctl import resources
+
+    mod = modules.get(module)
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if not slug:
+        raise UsageError(f"'{name}' gives an empty file name — use letters and digits, e.g. add_user_index")
+    import os
+
+    if folder is None and os.environ.get("MINNOCTL_MIGRATIONS_DIR"):
+        folder = Path(os.environ["MINNOCTL_MIGRATIONS_DIR"]) / mod.migrations_folder
+    if folder is None:
+        with resources.migrations_path(mod.migrations_folder) as path:
+            folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = [int(m.group(1)) for p in folder.glob("*.sql") if (m := FILE_RE.match(p.name))]
+    number = max(numbers, default=0) + 1
+    forward = folder / f"{number:04d}_{slug}.sql"
+    back = folder / f"{number:04d}_{slug}.rollback.sql"
+    if forward.exists() or back.exists():
+        raise UsageError(f"{forward} already exists")
+    forward.write_text(
+        f"-- {name}\n--\n-- Module {module}: runs with search_path = {mod.schema}, public.\n"
+        "-- Describe the change and every choice it makes here. Add `-- transactional: false` above\n"
+        "-- for CREATE INDEX CONCURRENTLY.\n\n")
+    back.write_text(f"-- Undo {forward.name}: drop what it created, in reverse order.\n\n")
+    return forward, back

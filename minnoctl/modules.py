@@ -1,0 +1,89 @@
+"""The module registry: for each module its schema, migrations folder, extensions and dependencies.
+
+Commands iterate this registry; adding a module is adding one entry here and one folder under
+migrations/. Later issues add each module's seed file, retention rules, encrypted columns and
+health checks to the same entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from minnoctl.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    schema: str
+    description: str
+    source: str  # the document in ../shared/spec it comes from
+    extensions: tuple[str, ...] = ()
+    depends: tuple[str, ...] = ()
+
+    @property
+    def migrations_folder(self) -> str:
+        return self.name
+
+
+# In dependency order: a module comes after every module it depends on.
+MODULES: tuple[Module, ...] = (
+    Module("minno", "minno", "core: Slack workspaces, Notion, encrypted OAuth tokens, sessions, messages, keyring",
+           "000 (and 003's encryption_keys)"),
+    Module("chatbot", "chatbot", "Micro Chatbot Service: conversations and messages", "001", depends=("minno",)),
+    Module("assistant", "assistant", "AI Assistant Platform: user tokens, sessions, confirmations", "002",
+           depends=("minno",)),
+    Module("supervisor", "supervisor", "supervisor-service: projects, secrets, ports, task timing", "003 (001-004)",
+           depends=("minno",)),
+    Module("knowledge", "knowledge", "learnings index for retrieval (pgvector)", "003 (005)",
+           extensions=("vector",), depends=("minno", "supervisor")),
+    Module("slackbot", "slackbot", "Slackbot: sessions, query history, cache, audit logs", "004",
+           depends=("minno",)),
+)
+
+BY_NAME = {m.name: m for m in MODULES}
+
+
+def get(name: str) -> Module:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise UsageError(f"unknown module '{name}' — the modules are: {', '.join(BY_NAME)}") from None
+
+
+def parse_list(text: str | None) -> list[Module] | None:
+    """'chatbot, slackbot' -> modules; None or '' -> None (all). Unknown names are usage errors."""
+    if text is None or not text.strip():
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    return [get(n) for n in names]
+
+
+def with_dependencies(chosen: list[Module] | None) -> list[Module]:
+    """The chosen modules plus everything they depend on, in registry order (all when None)."""
+    if chosen is None:
+        return list(MODULES)
+    wanted: set[str] = set()
+
+    def add(module: Module) -> None:
+        if module.name not in wanted:
+            wanted.add(module.name)
+            for dep in module.depends:
+                add(BY_NAME[dep])
+
+    for module in chosen:
+        add(module)
+    return [m for m in MODULES if m.name in wanted]
+
+
+def dependents(names: set[str]) -> set[str]:
+    """Every module that depends, directly or not, on one of `names`."""
+    found = set(names)
+    changed = True
+    while changed:
+        changed = False
+        for module in MODULES:
+            if module.name not in found and found.intersection(module.depends):
+                found.add(module.name)
+                changed = True
+    return found - set(names)
