@@ -208,7 +208,8 @@ class Embedded:
         return Path(tempfile.gettempdir()) / f"minnoctl-{digest}"
 
     def version(self) -> str | None:
-        return _binaries_version()
+        # recorded at start, so a command that reuses the server spawns no `postgres --version`
+        return self._state().get("version") or _binaries_version()
 
     def status(self) -> ServerInfo:
         found = self._postmaster()
@@ -308,7 +309,7 @@ class Embedded:
             if result.returncode == 0 and found:
                 self.state_file.write_text(json.dumps({
                     "pid": found[0], "started_at": time.time(), "socket_dir": str(socket_dir),
-                    "started_by_pid": os.getpid(),
+                    "started_by_pid": os.getpid(), "version": _binaries_version(),
                 }))
                 return
             last_error = self._log_tail() or result.stderr.strip()

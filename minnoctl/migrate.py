@@ -398,54 +398,62 @@ class Runner:
             "duration_ms) VALUES (%s, %s, %s, %s, %s, %s)",
             (mf.id, operation, mf.checksum, self.user, self.host, duration_ms))
 
-    def apply_one(self, mf: MigrationFile) -> float:
+    def _run_file(self, mf: MigrationFile, direction: str) -> None:
+        """Run a file inside the caller's transaction. The whole file goes to the server as one
+        simple-protocol query (one round trip, no client-side parsing); only when it fails is it
+        split with yoyo's parser and replayed statement by statement in a savepoint, to name the
+        statement that failed. The caller's transaction then rolls everything back."""
+        import psycopg
+
+        assert self.conn is not None
+        path = mf.path if direction == "apply" else mf.rollback_path
+        try:
+            with self.conn.transaction():
+                self.conn.execute(path.read_text(encoding="utf-8"))
+        except psycopg.Error as exc:
+            first = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+            with self.conn.transaction(force_rollback=True):
+                self._execute(mf, mf.statements(direction), direction)  # raises MigrationFailed
+            raise MigrationFailed(f"{mf.id} failed ({direction}) in {path.name}: {first} — the database is as "
+                                  "it was before this migration") from None
+
+    def _run(self, mf: MigrationFile, direction: str, after: Any = None) -> float:
+        """Run one migration file and record it: atomically when transactional; otherwise the
+        statements one by one in autocommit (CREATE INDEX CONCURRENTLY), then the record."""
         conn = self.conn
         assert conn is not None
         module = modules.get(mf.module)
-        statements = mf.statements("apply")
         path = self._search_path(module)
         started = time.perf_counter()
         if mf.transactional:
             with conn.transaction():
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(module.schema)}")
+                if direction == "apply":
+                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(module.schema)}")
                 conn.execute(f"SET LOCAL search_path TO {path}")
-                self._execute(mf, statements, "apply")
-                self._record(mf, "apply", (time.perf_counter() - started) * 1000)
+                self._run_file(mf, direction)
+                self._record(mf, direction, (time.perf_counter() - started) * 1000)
+                if after:
+                    after()
         else:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(module.schema)}")
+            if direction == "apply":
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(module.schema)}")
             conn.execute(f"SET search_path TO {path}")
             try:
-                self._execute(mf, statements, "apply")
+                self._execute(mf, mf.statements(direction), direction)
             finally:
                 conn.execute("RESET search_path")
             with conn.transaction():
-                self._record(mf, "apply", (time.perf_counter() - started) * 1000)
+                self._record(mf, direction, (time.perf_counter() - started) * 1000)
+                if after:
+                    after()
         return (time.perf_counter() - started) * 1000
 
+    def apply_one(self, mf: MigrationFile) -> float:
+        return self._run(mf, "apply")
+
     def rollback_one(self, mf: MigrationFile, last_of_module: bool) -> None:
-        conn = self.conn
-        assert conn is not None
         module = modules.get(mf.module)
-        statements = mf.statements("rollback")
-        path = self._search_path(module)
-        started = time.perf_counter()
-        if mf.transactional:
-            with conn.transaction():
-                conn.execute(f"SET LOCAL search_path TO {path}")
-                self._execute(mf, statements, "rollback")
-                self._record(mf, "rollback", (time.perf_counter() - started) * 1000)
-                if last_of_module:
-                    self._drop_schema(module)
-        else:
-            conn.execute(f"SET search_path TO {path}")
-            try:
-                self._execute(mf, statements, "rollback")
-            finally:
-                conn.execute("RESET search_path")
-            with conn.transaction():
-                self._record(mf, "rollback", (time.perf_counter() - started) * 1000)
-                if last_of_module:
-                    self._drop_schema(module)
+        self._run(mf, "rollback", after=(lambda: self._drop_schema(module)) if last_of_module else None)
 
     def _drop_schema(self, module: modules.Module) -> None:
         import psycopg

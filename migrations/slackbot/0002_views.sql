@@ -15,7 +15,8 @@
 --   query_history.created_at over the last 7 days (a bound keeps the view cheap; the
 --   document reads at most the last 24 hours): total, successful ('success'), failed
 --   ('error' or 'timeout'), cancelled and still pending/running queries, success_rate
---   (successful / finished, NULL when none finished), average, median, p95 and max
+--   (successful / finished, where finished = success, error or timeout; NULL when none
+--   finished), average, median, p95 and max
 --   execution_time_ms (NULL times ignored) and the average row_count.
 -- * user_activity_summary ("user activity and query statistics"): one row per Slack user
 --   (slack_team_id, slack_user_id) that has at least one session, with their user_mappings
