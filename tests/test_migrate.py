@@ -220,8 +220,9 @@ def _wait_for_sleep(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            if conn.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%' "
-                            "AND datname = current_database()").fetchone():
+            # the migration's file is one query: match the sleep anywhere in it, not in this poll
+            if conn.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(%%' AND state = 'active' "
+                            "AND pid <> pg_backend_pid() AND datname = current_database()").fetchone():
                 return
             time.sleep(0.05)
     raise AssertionError("the slow migration never started")
@@ -336,3 +337,14 @@ def test_migrate_new_writes_the_next_numbered_pair(cli, set_copy):
     assert back.name == forward.name.replace(".sql", ".rollback.sql") and back.exists()
     bad = cli("migrate", "new", "x", "--module", "nope", env={"MINNOCTL_MIGRATIONS_DIR": str(set_copy)})
     assert bad.exit_code == ExitCode.USAGE
+
+
+def test_init_says_so_when_the_role_may_not_create_the_database(cli, pg15):
+    from pgcluster import PASSWORD
+
+    url = pg15.url("not_there_yet", "pwuser", PASSWORD)  # pwuser has no CREATEDB
+    result = cli("db", "init", "--modules", "minno", env=env_for(url))
+    assert result.exit_code == ExitCode.NO_DATABASE
+    line = result.stderr.strip().splitlines()[-1]
+    assert "may not create it" in line and "not_there_yet" in line
+    assert PASSWORD not in result.stderr
