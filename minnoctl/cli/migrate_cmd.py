@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Optional
 
 import typer
 
 from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Yes, confirm
 
-log = logging.getLogger("minnoctl")
+
+
+def _note(message: str, *args: object) -> None:
+    """A note on stderr through the logic modules' logger (logging is imported only when used)."""
+    import logging
+
+    logging.getLogger("minnoctl").info(message, *args)
 
 db_app = typer.Typer(help="Create the database, schemas and extensions (db init).\n\n"
                      "Example: minnoctl db init", no_args_is_help=True)
@@ -51,17 +56,17 @@ def init(
         confirm(f"Drop the schemas {schemas} and everything in them at {settings.display_url() or 'the embedded database'}?", yes)
     result = migrate.init(settings, chosen, force=force, lock_timeout=lock_timeout, verbose=verbose)
     if result.up_to_date:
-        log.info("the database is already initialised and up to date; nothing to do")
+        _note("the database is already initialised and up to date; nothing to do")
         return
     if result.database_created:
-        log.info("created the database")
+        _note("created the database")
     rows = [{"id": f.id, "module": f.module, "transactional": f.transactional} for f in result.applied]
     if verbose:
         render.table([{"kind": k, "name": n} for k, n in result.objects], ["kind", "name"], fmt,
                      document={"applied": rows, "created": [{"kind": k, "name": n} for k, n in result.objects]})
     else:
         render.table(rows, ["id", "module", "transactional"], fmt)
-    log.info("applied %d migration(s)", len(result.applied))
+    _note("applied %d migration(s)", len(result.applied))
 
 
 def _print_plan(plan, fmt: str) -> None:
@@ -80,11 +85,13 @@ def _print_plan(plan, fmt: str) -> None:
             for f in pending:
                 print(f"\n-- {f.id} ({'transactional' if f.transactional else 'NOT transactional'})\n{f.sql().rstrip()}")
         return
+    from rich.markup import escape
     from rich.syntax import Syntax
 
     console = render.console()
     for f in pending:
-        console.rule(f"{f.id}  [{f.module}, {'transactional' if f.transactional else 'not transactional'}]")
+        mode = "transactional" if f.transactional else "NOT transactional"
+        console.rule(escape(f"{f.id}  [{f.module}, {mode}]"))
         console.print(Syntax(f.sql(), "sql", theme="ansi_dark", background_color="default",
                              word_wrap=True))
 
@@ -122,20 +129,20 @@ def migrate_main(
         for d in plan.drift:
             render.warn(f"drift: {d.id}: {d.detail}")
         if not plan.pending:
-            log.info("nothing to apply: the database is up to date")
+            _note("nothing to apply: the database is up to date")
         else:
             _print_plan(plan, fmt)
-            log.info("%d migration(s) pending; nothing was changed (dry run)", len(plan.pending))
+            _note("%d migration(s) pending; nothing was changed (dry run)", len(plan.pending))
         if exit_code and plan.pending:
             raise typer.Exit(int(ExitCode.PENDING))
         return
     result = migrate.migrate(settings, chosen, lock_timeout=lock_timeout, allow_drift=allow_drift)
     if result.up_to_date:
-        log.info("nothing to apply: the database is up to date")
+        _note("nothing to apply: the database is up to date")
         return
     render.table([{"id": f.id, "module": f.module, "transactional": f.transactional} for f in result.applied],
                  ["id", "module", "transactional"], fmt)
-    log.info("applied %d migration(s)", len(result.applied))
+    _note("applied %d migration(s)", len(result.applied))
 
 
 @migrate_app.command("status")
@@ -168,7 +175,7 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
 
     plan = migrate.plan_only(_settings(database_url))
     if not plan.drift:
-        log.info("no drift: %d applied migration(s) match their files", len(plan.applied))
+        _note("no drift: %d applied migration(s) match their files", len(plan.applied))
         if fmt == "json":
             render.emit_json([])
         return
@@ -198,11 +205,11 @@ def rollback(
     settings = _settings(database_url)
     victims = migrate.rollback(settings, steps=steps, to=to, lock_timeout=lock_timeout, dry_run=True)
     if not victims:
-        log.info("nothing to roll back")
+        _note("nothing to roll back")
         return
     confirm(f"Roll back {len(victims)} migration(s): {', '.join(victims)}?", yes)
     done = migrate.rollback(settings, steps=steps, to=to, lock_timeout=lock_timeout)
-    log.info("rolled back %d migration(s)", len(done))
+    _note("rolled back %d migration(s)", len(done))
 
 
 @migrate_app.command("new")
