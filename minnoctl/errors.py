@@ -98,6 +98,24 @@ class LockHeldError(MinnoctlError):
     exit_code = ExitCode.LOCK_HELD
 
 
+class MigrationFailed(MinnoctlError):
+    """A migration statement failed; the message names the file and the statement."""
+
+    exit_code = ExitCode.MIGRATION_FAILED
+
+
+class DriftError(MinnoctlError):
+    """Applied migrations were edited, removed or renamed since they were applied."""
+
+    exit_code = ExitCode.DRIFT
+
+
+class ExtensionMissing(MinnoctlError):
+    """A chosen module needs an extension the server does not have."""
+
+    exit_code = ExitCode.EXTENSION
+
+
 class NotConfirmed(MinnoctlError):
     """A destructive command was declined or could not ask (no terminal, no --yes)."""
 

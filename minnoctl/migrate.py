@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from minnoctl import locks, modules
-from minnoctl.errors import ExitCode, MinnoctlError, UsageError
+from minnoctl.errors import DriftError, ExitCode, ExtensionMissing, MigrationFailed, MinnoctlError, UsageError
 
 if TYPE_CHECKING:
     import psycopg
@@ -63,24 +63,6 @@ BOOKKEEPING_DDL = (
         duration_ms  double precision NOT NULL
     )""",
 )
-
-
-class MigrationFailed(MinnoctlError):
-    """A migration statement failed; the message names the file and the statement."""
-
-    exit_code = ExitCode.MIGRATION_FAILED
-
-
-class DriftError(MinnoctlError):
-    """Applied migrations were edited, removed or renamed since they were applied."""
-
-    exit_code = ExitCode.DRIFT
-
-
-class ExtensionMissing(MinnoctlError):
-    """A chosen module needs an extension the server does not have."""
-
-    exit_code = ExitCode.EXTENSION
 
 
 # ---------------------------------------------------------------------------------------------
