@@ -313,23 +313,12 @@ class Runner:
         extensions to create."""
         conn = self.conn
         assert conn is not None
+        _check_available(conn, selected)
         to_create = []
         for module in selected:
             for ext in module.extensions:
                 installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (ext,)).fetchone()
-                if installed:
-                    continue
-                available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s",
-                                         (ext,)).fetchone()
-                if not available:
-                    others = ",".join(m.name for m in selected if ext not in m.extensions and
-                                      module.name not in m.depends)
-                    raise ExtensionMissing(
-                        f"module '{module.name}' needs the PostgreSQL extension '{ext}'"
-                        f"{' (pgvector)' if ext == 'vector' else ''}, which this server does not have; nothing was "
-                        f"changed — install it on the server, or leave the module out: --modules {others}"
-                    )
-                if ext not in to_create:
+                if not installed and ext not in to_create:
                     to_create.append(ext)
         return to_create
 
@@ -590,8 +579,23 @@ def _catalog(conn: "psycopg.Connection", schemas: list[str]) -> set[tuple[str, s
     return {(r[0], r[1]) for r in rows}
 
 
-def _create_database(settings: "Settings") -> None:
-    """CREATE DATABASE for the configured name, through the server's maintenance database."""
+def _check_available(conn: "psycopg.Connection", selected: list[modules.Module]) -> None:
+    """Fail if a chosen module's extension is not available on the server (pg_available_extensions
+    is server-wide, so this works from any database, before anything is created)."""
+    for module in selected:
+        for ext in module.extensions:
+            if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", (ext,)).fetchone():
+                others = ",".join(m.name for m in selected if ext not in m.extensions and module.name not in m.depends)
+                raise ExtensionMissing(
+                    f"module '{module.name}' needs the PostgreSQL extension '{ext}'"
+                    f"{' (pgvector)' if ext == 'vector' else ''}, which this server does not have; nothing was "
+                    f"changed — install it on the server, or leave the module out: --modules {others}"
+                )
+
+
+def _create_database(settings: "Settings", selected: list[modules.Module]) -> None:
+    """CREATE DATABASE for the configured name, through the server's maintenance database, after
+    checking that the chosen modules' extensions exist on the server."""
     import psycopg
 
     from minnoctl.connection import connect
@@ -608,6 +612,7 @@ def _create_database(settings: "Settings") -> None:
             with connect(settings, dbname=maintenance, autocommit=True) as conn:
                 allowed = conn.execute(
                     "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+                _check_available(conn, selected)
                 if not allowed:
                     raise MinnoctlError(
                         f"database '{name}' does not exist and role '{params.get('user') or 'current'}' may not "
@@ -634,15 +639,15 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
 
     result = RunResult()
     runner = Runner(settings, files)
+    selected = modules.with_dependencies(chosen)
     try:
         runner.open()
     except ConnectError as exc:
         if exc.kind != "no-database":
             raise
-        _create_database(settings)
+        _create_database(settings, selected)
         result.database_created = True
         runner.open()
-    selected = modules.with_dependencies(chosen)
     names = {m.name for m in selected}
     try:
         with locks.advisory_lock(runner.conn, "migrate", lock_timeout):

@@ -301,10 +301,16 @@ def test_knowledge_without_pgvector_stops_before_changing_anything(cli, pg15):
 
     name = f"nov_{uuid.uuid4().hex[:8]}"
     url = pg15.url(name)
-    result = cli("db", "init", env=env_for(url))  # creates the database, then stops at the extension check
+    result = cli("db", "init", env=env_for(url))  # the database does not exist yet: it is not created either
     assert result.exit_code == ExitCode.EXTENSION
     line = result.stderr.strip().splitlines()[-1]
     assert "'vector'" in line and "knowledge" in line and "--modules" in line and "nothing was changed" in line
+    with psycopg.connect(pg15.url("postgres")) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None
+    with psycopg.connect(pg15.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    existing = cli("db", "init", env=env_for(url))  # an existing database is left untouched too
+    assert existing.exit_code == ExitCode.EXTENSION
     assert not (set(MODULE_SCHEMAS) | {"minnoctl"}) & schemas(url)
     ok = cli("db", "init", "--modules", PG15_MODULES, env=env_for(url))
     assert ok.exit_code == 0, ok.stderr
