@@ -27,6 +27,7 @@ class ExitCode(enum.IntEnum):
     NOT_CONFIRMED = 11  # a destructive command was not confirmed (no terminal and no --yes)
     EXTENSION = 12  # a module needs a PostgreSQL extension the server lacks
     MIGRATION_FAILED = 13  # a migration failed; the database is as before it
+    CRYPTO = 14  # master key missing, malformed or wrong; an encrypted field cannot be used
     INTERNAL = 70  # a bug in minnoctl (EX_SOFTWARE); the traceback is printed
 
 
@@ -45,6 +46,7 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.NOT_CONFIRMED: "a destructive command was declined, or run without a terminal and without `--yes`",
     ExitCode.EXTENSION: "a chosen module needs a PostgreSQL extension the server does not have",
     ExitCode.MIGRATION_FAILED: "a migration failed; the database is as it was before that migration",
+    ExitCode.CRYPTO: "the master key is missing, malformed or not the one that wrapped the data keys",
     ExitCode.INTERNAL: "a bug in minnoctl: the traceback is printed; please report it",
 }
 

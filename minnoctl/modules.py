@@ -13,6 +13,17 @@ from minnoctl.errors import UsageError
 
 
 @dataclass(frozen=True)
+class EncryptedColumn:
+    """A column holding minnoctl.crypto fields; `pk` names the row for the field's associated
+    data; `key_ref` is a column that must name the row's data key (supervisor.secrets)."""
+
+    table: str
+    column: str
+    pk: str
+    key_ref: str | None = None
+
+
+@dataclass(frozen=True)
 class Module:
     name: str
     schema: str
@@ -20,6 +31,7 @@ class Module:
     source: str  # the document in ../shared/spec it comes from
     extensions: tuple[str, ...] = ()
     depends: tuple[str, ...] = ()
+    encrypted: tuple[EncryptedColumn, ...] = ()
 
     @property
     def migrations_folder(self) -> str:
@@ -29,12 +41,19 @@ class Module:
 # In dependency order: a module comes after every module it depends on.
 MODULES: tuple[Module, ...] = (
     Module("minno", "minno", "core: Slack workspaces, Notion, encrypted OAuth tokens, sessions, messages, keyring",
-           "000 (and 003's encryption_keys)"),
+           "000 (and 003's encryption_keys)",
+           encrypted=(EncryptedColumn("oauth_tokens", "access_token_encrypted", "id"),
+                      EncryptedColumn("oauth_tokens", "refresh_token_encrypted", "id"))),
     Module("chatbot", "chatbot", "Micro Chatbot Service: conversations and messages", "001", depends=("minno",)),
     Module("assistant", "assistant", "AI Assistant Platform: user tokens, sessions, confirmations", "002",
-           depends=("minno",)),
+           depends=("minno",),
+           encrypted=tuple(EncryptedColumn("user_tokens", f"{provider}_{kind}_token", "user_id")
+                           for provider in ("google", "slack") for kind in ("access", "refresh"))
+           + (EncryptedColumn("oauth_tokens", "access_token", "session_id"),
+              EncryptedColumn("oauth_tokens", "refresh_token", "session_id"))),
     Module("supervisor", "supervisor", "supervisor-service: projects, secrets, ports, task timing", "003 (001-004)",
-           depends=("minno",)),
+           depends=("minno",),
+           encrypted=(EncryptedColumn("secrets", "encrypted_value", "id", key_ref="encryption_key_id"),)),
     Module("knowledge", "knowledge", "learnings index for retrieval (pgvector)", "003 (005)",
            extensions=("vector",), depends=("minno", "supervisor")),
     Module("slackbot", "slackbot", "Slackbot: sessions, query history, cache, audit logs", "004",

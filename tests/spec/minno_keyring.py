@@ -10,19 +10,25 @@ MODULE = "minno"
 
 TABLES = {
     "encryption_keys": ["id", "key_name", "encrypted_key", "algorithm", "is_active", "rotation_count",
-                        "last_rotated_at", "created_at", "updated_at"],
+                        "last_rotated_at", "created_at", "updated_at",
+                        # added by minno/0003_envelope_keyring for envelope encryption (the token issue)
+                        "key_number", "status", "kek_fingerprint", "activated_at", "retired_at"],
+    "key_audit_log": ["id", "at", "actor", "host", "action", "key_numbers", "details"],
 }
 
 INDEXES = [
     "idx_encryption_keys_is_active",
     "encryption_keys_key_name_key",
+    "encryption_keys_key_number_key",
+    "idx_encryption_keys_one_active",
+    "idx_key_audit_log_at",
 ]
 
 VIEWS = []
 
-FUNCTIONS = []
+FUNCTIONS = ["sync_encryption_key_is_active"]
 
-TRIGGERS = ["update_encryption_keys_updated_at"]
+TRIGGERS = ["update_encryption_keys_updated_at", "sync_encryption_keys_is_active"]
 
 EXAMPLE_QUERIES = [
     "SELECT id, key_name, algorithm, is_active, rotation_count, last_rotated_at FROM encryption_keys "

@@ -1,0 +1,314 @@
+"""Envelope encryption of token and secret columns: the field format and the keys.
+
+A master key (KEK, 32 bytes, base64 in MINNO_MASTER_KEY or in the file MINNO_MASTER_KEY_FILE)
+wraps data keys (DEKs) with AES-256-GCM; the wrapped DEKs live in minno.encryption_keys. A field
+is encrypted with a DEK:
+
+    field  = base64( version (1 byte, 0x01) || key number (4 bytes, big endian)
+                     || nonce (12 random bytes) || AES-256-GCM ciphertext with its 16-byte tag )
+    AAD    = version || key number || len-prefixed schema, table, column, primary key
+
+so a ciphertext copied to another row, column or table does not decrypt, and decryption picks its
+key by the number in the header: an unknown or destroyed key is an explicit error, never a trial of
+every key. Applications write the same format through this module (encrypt_field / decrypt_field).
+
+Nothing here prints or logs key material, and error messages never contain plaintext, keys or
+ciphertext.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from minnoctl.errors import ExitCode, MinnoctlError
+
+VERSION = 1
+HEADER = struct.Struct(">BI")  # version, key number
+NONCE_BYTES = 12
+TAG_BYTES = 16
+KEY_BYTES = 32
+MIN_FIELD_BYTES = HEADER.size + NONCE_BYTES + TAG_BYTES
+MASTER_KEY_ENV = "MINNO_MASTER_KEY"
+MASTER_KEY_FILE_ENV = "MINNO_MASTER_KEY_FILE"
+DEV_KEY_FILE = "master.key"
+_DEK_WRAP_LABEL = b"minnoctl dek v1"
+_FINGERPRINT_LABEL = b"minnoctl kek fingerprint v1"
+
+
+class CryptoError(MinnoctlError):
+    """A key or an encrypted field cannot be used; the message says which, never what it holds."""
+
+    exit_code = ExitCode.CRYPTO
+
+
+class MasterKeyError(CryptoError):
+    """The master key is missing, malformed, or not the one that wrapped the data keys."""
+
+    exit_code = ExitCode.CRYPTO
+
+
+class FieldError(CryptoError):
+    """One encrypted field is damaged, moved, or uses a key that is unknown or destroyed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Master key
+
+
+def parse_master_key(text: str, origin: str) -> bytes:
+    """Strict: standard base64 of exactly 32 bytes. The message never echoes the value."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise MasterKeyError(f"{origin} is not valid base64 — make a key with `minnoctl token keygen`") from None
+    if len(key) != KEY_BYTES:
+        raise MasterKeyError(f"{origin} holds {len(key)} bytes, not {KEY_BYTES} — make a key with "
+                             "`minnoctl token keygen`")
+    return key
+
+
+def generate_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def encode_key(key: bytes) -> str:
+    return base64.b64encode(key).decode("ascii")
+
+
+def fingerprint(kek: bytes) -> str:
+    """A public name for a master key (16 hex digits): an HMAC, so it reveals nothing of the key."""
+    return hmac.new(kek, _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class MasterKey:
+    key: bytes
+    source: str  # MINNO_MASTER_KEY, MINNO_MASTER_KEY_FILE (path), or the development key file
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key)
+
+    def __repr__(self) -> str:  # never show the key, even in a debugger or a traceback
+        return f"MasterKey(fingerprint={self.fingerprint}, source={self.source!r})"
+
+
+def load_master_key(env: Mapping[str, str] | None = None, *, embedded: bool = False,
+                    minno_home: Path | None = None, new: bool = False) -> MasterKey:
+    """The master key from the environment, or the file it names. With the embedded database only,
+    a development key is created under MINNO_HOME (mode 0600) on first use. `new` reads
+    MINNO_NEW_MASTER_KEY / _FILE instead (for `token rotate --master`)."""
+    env = os.environ if env is None else env
+    name = "MINNO_NEW_MASTER_KEY" if new else MASTER_KEY_ENV
+    file_name = f"{name}_FILE"
+    if name in env:
+        if not env[name].strip():
+            raise MasterKeyError(f"{name} is set but empty — put the base64 key from `minnoctl token keygen` "
+                                 "in it, or unset it")
+        return MasterKey(parse_master_key(env[name], name), name)
+    if env.get(file_name):
+        path = Path(env[file_name]).expanduser()
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MasterKeyError(f"{file_name}: cannot read {path} ({exc.__class__.__name__}) — fix the path "
+                                 "or its permissions") from None
+        return MasterKey(parse_master_key(text, f"{file_name} ({path})"), f"{file_name} ({path})")
+    if new:
+        raise MasterKeyError(f"no new master key: set {name} or {file_name} (make one with `minnoctl token keygen`)")
+    if not embedded or minno_home is None:
+        raise MasterKeyError(f"no master key: set {MASTER_KEY_ENV} (base64 of 32 bytes, from `minnoctl token "
+                             f"keygen`) or {MASTER_KEY_FILE_ENV}; only the embedded database gets a development key")
+    return _development_key(Path(minno_home))
+
+
+def _development_key(home: Path) -> MasterKey:
+    import logging
+
+    path = home / DEV_KEY_FILE
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            fd = None  # another process made it first
+        if fd is not None:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(encode_key(generate_key()) + "\n")
+            logging.getLogger("minnoctl").warning(
+                "created a development master key in %s (embedded database only; set %s for a real one)",
+                path, MASTER_KEY_ENV)
+    return MasterKey(parse_master_key(path.read_text(encoding="ascii"), str(path)), str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Data keys, wrapped by the master key
+
+
+def _aesgcm(key: bytes):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+def _wrap_aad(key_number: int, kek_fingerprint: str) -> bytes:
+    return _DEK_WRAP_LABEL + struct.pack(">I", key_number) + kek_fingerprint.encode("ascii")
+
+
+def wrap_dek(kek: MasterKey, dek: bytes, key_number: int) -> str:
+    """base64(nonce || AES-256-GCM(kek, dek)), bound to the DEK's number and the KEK's fingerprint."""
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = _aesgcm(kek.key).encrypt(nonce, dek, _wrap_aad(key_number, kek.fingerprint))
+    return base64.b64encode(nonce + sealed).decode("ascii")
+
+
+def unwrap_dek(kek: MasterKey, wrapped: str, key_number: int) -> bytes:
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        raw = base64.b64decode(wrapped, validate=True)
+        dek = _aesgcm(kek.key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:],
+                                       _wrap_aad(key_number, kek.fingerprint))
+    except (InvalidTag, binascii.Error, ValueError):
+        raise MasterKeyError(
+            f"data key {key_number} cannot be unwrapped with the master key from {kek.source} (fingerprint "
+            f"{kek.fingerprint}): it is not the master key that wrapped it; nothing was changed"
+        ) from None
+    if len(dek) != KEY_BYTES:
+        raise MasterKeyError(f"data key {key_number} is not {KEY_BYTES} bytes once unwrapped")
+    return dek
+
+
+# ---------------------------------------------------------------------------------------------
+# Fields
+
+
+def _field_aad(header: bytes, schema: str, table: str, column: str, pk: object) -> bytes:
+    parts = [header]
+    for part in (schema, table, column, str(pk)):
+        data = part.encode("utf-8")
+        parts.append(struct.pack(">I", len(data)) + data)  # length-prefixed: no two rows share an AAD
+    return b"".join(parts)
+
+
+def encrypt_field(dek: bytes, key_number: int, schema: str, table: str, column: str, pk: object,
+                  plaintext: str | bytes, *, nonce: bytes | None = None) -> str:
+    """Encrypt one field for (schema, table, column, primary key). `nonce` is for known-answer
+    tests only; leave it out."""
+    data = plaintext.encode("utf-8") if isinstance(plaintext, str) else plaintext
+    header = HEADER.pack(VERSION, key_number)
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError("nonce must be 12 bytes")
+    sealed = _aesgcm(dek).encrypt(nonce, data, _field_aad(header, schema, table, column, pk))
+    return base64.b64encode(header + nonce + sealed).decode("ascii")
+
+
+def field_key_number(value: str) -> int:
+    """The key number in a field's header, without decrypting it."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise FieldError("not an encrypted field (invalid base64)") from None
+    if len(raw) < MIN_FIELD_BYTES:
+        raise FieldError(f"encrypted field is truncated ({len(raw)} bytes)")
+    version, number = HEADER.unpack_from(raw)
+    if version != VERSION:
+        raise FieldError(f"unknown encrypted-field version {version}")
+    return number
+
+
+def decrypt_field(keys: Mapping[int, bytes], schema: str, table: str, column: str, pk: object,
+                  value: str) -> bytes:
+    """Decrypt a field with the key its header names. Raises FieldError for a damaged or moved
+    field and for a key that is unknown or destroyed."""
+    from cryptography.exceptions import InvalidTag
+
+    number = field_key_number(value)
+    raw = base64.b64decode(value, validate=True)
+    dek = keys.get(number)
+    if dek is None:
+        raise FieldError(f"data key {number} is unknown or destroyed")
+    header, nonce, sealed = raw[:HEADER.size], raw[HEADER.size:HEADER.size + NONCE_BYTES], raw[HEADER.size + NONCE_BYTES:]
+    try:
+        return _aesgcm(dek).decrypt(nonce, sealed, _field_aad(header, schema, table, column, pk))
+    except InvalidTag:
+        raise FieldError("the field does not authenticate: damaged, or copied from another row or column") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The keyring in the database
+
+
+@dataclass
+class DataKey:
+    id: str  # the row's UUID
+    number: int  # the 4-byte id in every field header
+    status: str  # pending | active | decrypt_only | retired
+    key: bytes | None  # None once retired (destroyed)
+
+    def __repr__(self) -> str:
+        return f"DataKey(number={self.number}, status={self.status!r})"
+
+
+class Keyring:
+    """The unwrapped data keys of a database. Load it with Keyring.load(conn, master_key)."""
+
+    def __init__(self, keys: list[DataKey]):
+        self.keys = {k.number: k for k in keys}
+
+    @classmethod
+    def load(cls, conn, kek: MasterKey) -> "Keyring":
+        """Unwrap every live key. A wrong master key fails here, before anything changes."""
+        rows = conn.execute(
+            "SELECT id::text, key_number, status, encrypted_key, kek_fingerprint FROM minno.encryption_keys "
+            "ORDER BY key_number").fetchall()
+        keys = []
+        for key_id, number, status, wrapped, fp in rows:
+            if status == "retired" or wrapped is None:
+                keys.append(DataKey(key_id, number, status, None))
+                continue
+            if fp and fp != kek.fingerprint:
+                raise MasterKeyError(
+                    f"the data keys are wrapped by master key {fp}, but {kek.source} is {kek.fingerprint}; "
+                    "nothing was changed — use the master key they were made with")
+            keys.append(DataKey(key_id, number, status, unwrap_dek(kek, wrapped, number)))
+        return cls(keys)
+
+    @property
+    def active(self) -> DataKey | None:
+        return next((k for k in self.keys.values() if k.status == "active"), None)
+
+    def decrypting(self) -> dict[int, bytes]:
+        return {n: k.key for n, k in self.keys.items() if k.key is not None and k.status != "pending"}
+
+    def encrypt(self, schema: str, table: str, column: str, pk: object, plaintext: str | bytes) -> str:
+        key = self.active
+        if key is None or key.key is None:
+            raise CryptoError("there is no active data key — run `minnoctl token rotate` to create one")
+        return encrypt_field(key.key, key.number, schema, table, column, pk, plaintext)
+
+    def decrypt(self, schema: str, table: str, column: str, pk: object, value: str) -> bytes:
+        return decrypt_field(self.decrypting(), schema, table, column, pk, value)
+
+
+def create_data_key(conn, kek: MasterKey, *, name: str, status: str) -> DataKey:
+    """Insert a new wrapped DEK. Its number comes from the table's identity, and the wrap binds it,
+    so the row is inserted first and its wrapped key written in the same transaction."""
+    dek = generate_key()
+    with conn.transaction():
+        key_id, number = conn.execute(
+            "INSERT INTO minno.encryption_keys (key_name, encrypted_key, status, kek_fingerprint) "
+            "VALUES (%s, 'pending-wrap', %s, %s) RETURNING id::text, key_number",
+            (name, status, kek.fingerprint)).fetchone()
+        conn.execute("UPDATE minno.encryption_keys SET encrypted_key = %s WHERE id = %s",
+                     (wrap_dek(kek, dek, number), key_id))
+    return DataKey(key_id, number, status, dek)
