@@ -28,6 +28,7 @@ class ExitCode(enum.IntEnum):
     EXTENSION = 12  # a module needs a PostgreSQL extension the server lacks
     MIGRATION_FAILED = 13  # a migration failed; the database is as before it
     CRYPTO = 14  # master key missing, malformed or wrong; an encrypted field cannot be used
+    PARTIAL = 15  # stopped at --max-runtime with work left; run it again to resume
     INTERNAL = 70  # a bug in minnoctl (EX_SOFTWARE); the traceback is printed
 
 
@@ -47,6 +48,7 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.EXTENSION: "a chosen module needs a PostgreSQL extension the server does not have",
     ExitCode.MIGRATION_FAILED: "a migration failed; the database is as it was before that migration",
     ExitCode.CRYPTO: "the master key is missing, malformed or not the one that wrapped the data keys",
+    ExitCode.PARTIAL: "stopped at `--max-runtime` with work left (a rerun resumes), or some fields could not be used",
     ExitCode.INTERNAL: "a bug in minnoctl: the traceback is printed; please report it",
 }
 

@@ -168,11 +168,12 @@ def settings(database_url: str | None = None) -> Any:
     return config.load_settings(url)
 
 
-from minnoctl.cli import config_cmd, health, local_cmd, migrate_cmd, planned  # noqa: E402  (register commands)
+from minnoctl.cli import config_cmd, health, local_cmd, migrate_cmd, planned, token_cmd  # noqa: E402  (register)
 
 # the product's order: db, migrate, seed, backup, token, ports, cleanup, health, local, config
 migrate_cmd.register(app)
-planned.register(app, ("seed", "backup", "token", "ports", "cleanup"))
+token_cmd.register(app)
+planned.register(app, ("seed", "backup", "ports", "cleanup"))
 health.register(app)
 local_cmd.register(app)
 config_cmd.register(app)

@@ -13,7 +13,6 @@ from minnoctl.errors import NotBuiltError
 PLANNED = {
     "seed": "Load development data, or bulk synthetic data for load tests.",
     "backup": "Create, verify, list, restore and prune backups.",
-    "token": "Encrypted OAuth tokens and secrets; key generation and rotation.",
     "ports": "Allocate, release and inspect service ports (alias: port).",
     "cleanup": "Apply the retention policies; made for cron.",
 }

@@ -1,0 +1,1 @@
+DROP TRIGGER guard_secrets_field_keys ON secrets;

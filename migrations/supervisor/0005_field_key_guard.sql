@@ -1,0 +1,4 @@
+-- Reject secret values written under a retired or unknown data key (see minno/0004_field_key_guard).
+CREATE TRIGGER guard_secrets_field_keys
+    BEFORE INSERT OR UPDATE ON secrets
+    FOR EACH ROW EXECUTE FUNCTION minno.reject_retired_field_keys('encrypted_value');

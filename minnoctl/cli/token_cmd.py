@@ -1,0 +1,267 @@
+"""`minnoctl token ...`: encrypted tokens and secrets, keys and rotation.
+
+Secrets come from files or standard input, never from argv; no command prints a token's plaintext.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from minnoctl.cli.options import DatabaseUrl, Format
+
+token_app = typer.Typer(help="Encrypted OAuth tokens and secrets; key generation and rotation.\n\n"
+                        "Example: minnoctl token rotate --dry-run", no_args_is_help=True)
+
+
+def _context(database_url: str | None, new: bool = False):
+    """(settings, master key) for a command; the development key only for the embedded database."""
+    from minnoctl import crypto
+    from minnoctl.cli import settings as load
+
+    settings = load(database_url)
+    kek = crypto.load_master_key(embedded=settings.embedded, minno_home=settings.minno_home)
+    return settings, kek
+
+
+def _read_secret(path: str, option: str) -> str:
+    import sys
+    from pathlib import Path
+
+    from minnoctl.errors import UsageError
+
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{option}: cannot read {path} ({exc.__class__.__name__})") from None
+    text = text.rstrip("\r\n")
+    if not text:
+        raise UsageError(f"{option}: {'standard input' if path == '-' else path} is empty")
+    return text
+
+
+def _note(message: str, *args: object) -> None:
+    import logging
+
+    logging.getLogger("minnoctl").info(message, *args)
+
+
+@token_app.command("keygen")
+def keygen() -> None:
+    """Print a new master key (base64 of 32 random bytes) and nothing else.
+
+    Example: minnoctl token keygen > master.key && chmod 600 master.key
+    """
+    from minnoctl import crypto
+
+    typer.echo(crypto.encode_key(crypto.generate_key()))
+
+
+@token_app.command("put")
+def put(
+    workspace: Annotated[str, typer.Option("--workspace", help="The Slack team id (T...).")],
+    provider: Annotated[str, typer.Option("--provider", help="slack, notion, google, ...")],
+    access_token_file: Annotated[str, typer.Option("--access-token-file", help="File holding the access token, "
+                                                   "or - for standard input.")],
+    refresh_token_file: Annotated[Optional[str], typer.Option("--refresh-token-file", help="File holding the "
+                                                              "refresh token, or -.")] = None,
+    expires_at: Annotated[Optional[str], typer.Option("--expires-at", help="ISO 8601 time, e.g. "
+                                                      "2026-12-31T00:00:00Z.")] = None,
+    scopes: Annotated[Optional[str], typer.Option("--scopes", help="Comma-separated scopes.")] = None,
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Store (or replace) a workspace's token for a provider, encrypted.
+
+    Example: minnoctl token put --workspace T0123 --provider slack --access-token-file - < token.txt
+    """
+    import datetime as dt
+
+    from minnoctl import render, tokens
+    from minnoctl.connection import connect
+    from minnoctl.errors import UsageError
+
+    if access_token_file == "-" and refresh_token_file == "-":
+        raise UsageError("only one of --access-token-file and --refresh-token-file can read standard input")
+    when = None
+    if expires_at:
+        try:
+            when = dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"--expires-at '{expires_at}' is not an ISO 8601 time, e.g. 2026-12-31T00:00:00Z") from None
+        if when.tzinfo is not None:
+            when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)  # minno stores UTC TIMESTAMP
+    access = _read_secret(access_token_file, "--access-token-file")
+    refresh = _read_secret(refresh_token_file, "--refresh-token-file") if refresh_token_file else None
+    settings, kek = _context(database_url)
+    with connect(settings, autocommit=True) as conn:
+        row = tokens.put(conn, kek, workspace=workspace, provider=provider, access_token=access,
+                         refresh_token=refresh, expires_at=when,
+                         scopes=[s.strip() for s in (scopes or "").split(",") if s.strip()])
+    render.table([row], ["workspace", "provider", "expires_at", "scopes", "key", "updated"], fmt)
+
+
+@token_app.command("list")
+def list_(
+    workspace: Annotated[Optional[str], typer.Option("--workspace", help="Only this Slack team id.")] = None,
+    provider: Annotated[Optional[str], typer.Option("--provider", help="Only this provider.")] = None,
+    expiring_within: Annotated[Optional[float], typer.Option("--expiring-within", min=0, help="Only tokens "
+                                                             "expiring within this many days.")] = None,
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List stored tokens: workspace, provider, expiry, scopes, key. Never a token.
+
+    Example: minnoctl token list --expiring-within 7
+    """
+    from minnoctl import render, tokens
+    from minnoctl.cli import settings as load
+    from minnoctl.connection import connect
+
+    with connect(load(database_url), autocommit=True) as conn:
+        rows = tokens.list_tokens(conn, workspace=workspace, provider=provider, expiring_within_days=expiring_within)
+    render.table(rows, ["workspace", "provider", "expires_at", "scopes", "key", "has_refresh_token"], fmt)
+
+
+@token_app.command("keys")
+def keys(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
+    """Every data key: status, dates, and how many fields use it, per column.
+
+    Example: minnoctl token keys --format json
+    """
+    from minnoctl import render, tokens
+    from minnoctl.cli import settings as load
+    from minnoctl.connection import connect
+
+    with connect(load(database_url), autocommit=True) as conn:
+        rows = tokens.keys(conn)
+    for row in rows:
+        row["by_column"] = ", ".join(f"{k}={v}" for k, v in row["by_column"].items()) if fmt != "json" else row["by_column"]
+    render.table(rows, ["key", "name", "status", "created_at", "activated_at", "retired_at", "master_key", "fields",
+                        "by_column"], fmt)
+
+
+@token_app.command("verify")
+def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
+    """Decrypt every encrypted field; list failures by column and row (never values). Exit 15 if any.
+
+    Example: minnoctl token verify
+    """
+    from minnoctl import render, tokens
+    from minnoctl.connection import connect
+    from minnoctl.errors import ExitCode
+
+    settings, kek = _context(database_url)
+    with connect(settings, autocommit=True) as conn:
+        checked, failures = tokens.verify(conn, kek)
+    if failures:
+        render.table([f.__dict__ for f in failures], ["column", "row", "reason"], fmt)
+        _note("%d of %d encrypted field(s) failed to decrypt", len(failures), checked)
+        raise typer.Exit(int(ExitCode.PARTIAL))
+    if fmt == "json":
+        render.emit_json([])
+    _note("all %d encrypted field(s) decrypt", checked)
+
+
+@token_app.command("retire")
+def retire(key: Annotated[int, typer.Argument(help="The key number (see `token keys`).")],
+           database_url: DatabaseUrl = None) -> None:
+    """Retire a data key and destroy its material; refused while any field uses it.
+
+    Example: minnoctl token retire 3
+    """
+    from minnoctl import tokens
+    from minnoctl.cli import settings as load
+    from minnoctl.connection import connect
+
+    with connect(load(database_url), autocommit=True) as conn:
+        tokens.retire(conn, key)
+    _note("data key %d is retired", key)
+
+
+@token_app.command("rotate")
+def rotate(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be re-encrypted, per column and key.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=100_000, help="Rows per transaction.")] = 1000,
+    max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", min=0.1, help="Stop cleanly between "
+                                                         "batches after this many seconds; a rerun resumes.")] = None,
+    master: Annotated[bool, typer.Option("--master", help="Re-wrap the data keys under MINNO_NEW_MASTER_KEY "
+                                         "(or _FILE) instead; data rows stay byte-identical.")] = False,
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Make a new data key active and re-encrypt every field with it, online; retire the old key.
+
+    Exit 0 when done, 15 when stopped by --max-runtime or when damaged fields remain (listed).
+    Example: minnoctl token rotate --batch-size 500 --max-runtime 300
+    """
+    from minnoctl import crypto, render, tokens
+    from minnoctl.connection import connect
+
+    settings, kek = _context(database_url)
+    if master:
+        new = crypto.load_master_key(new=True)
+        with connect(settings, autocommit=True) as conn:
+            numbers = tokens.rotate_master(conn, kek, new)
+        _note("re-wrapped %d data key(s) under master key %s; set MINNO_MASTER_KEY to the new key now",
+              len(numbers), new.fingerprint)
+        return
+    bar = _progress_bar()
+    try:
+        result = tokens.rotate(settings, kek, batch_size=batch_size, max_runtime=max_runtime, dry_run=dry_run,
+                               progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    if dry_run:
+        if not result.plan and fmt != "json":
+            _note("nothing to re-encrypt: every field uses the active key %s (a rotation would still make a new "
+                  "key)", result.active)
+            return
+        render.table(result.plan, ["column", "key", "fields"], fmt,
+                     document={"active": result.active, "to_reencrypt": result.plan})
+        return
+    rows = [{"column": k, "reencrypted": v} for k, v in result.reencrypted.items()]
+    render.table(rows, ["column", "reencrypted"], fmt, document={
+        "status": result.status, "active": result.active, "old": result.old, "reencrypted": result.reencrypted,
+        "retired": result.retired, "failures": [f.__dict__ for f in result.failures],
+        "longest_batch_ms": round(result.longest_batch_ms, 1)})
+    for failure in result.failures[:20]:
+        render.warn(f"{failure.column} row {failure.row}: {failure.reason}")
+    _note("rotation %s: active key %s, retired %s", result.status, result.active, result.retired or "none")
+    raise typer.Exit(int(result.exit_code))
+
+
+class _Bar:
+    def __init__(self) -> None:
+        from rich.progress import Progress
+
+        from minnoctl import render
+
+        self.progress = Progress(console=render.console(stderr=True), transient=True)
+        self.progress.start()
+        self.tasks: dict[str, int] = {}
+
+    def update(self, column: str, done: int, _batch: int) -> None:
+        if column not in self.tasks:
+            self.tasks[column] = self.progress.add_task(column, total=None)
+        self.progress.update(self.tasks[column], completed=done)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _progress_bar() -> _Bar | None:
+    import sys
+
+    from minnoctl import render
+
+    return _Bar() if render.color_allowed(sys.stderr) else None
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(token_app, name="token")

@@ -1,0 +1,451 @@
+"""Encrypted tokens and secrets: storing, listing, verifying, retiring keys and rotating them on a
+live database. Returns data; never prints.
+
+Rotation (one at a time, under the `token-rotate` advisory lock):
+ 1. a new data key is made (pending), then in one transaction the old active key becomes
+    decrypt_only and the new one active — applications that reload the keyring encrypt with it;
+ 2. every encrypted column of every installed module is re-encrypted in batches: keyset pagination
+    on the primary key, FOR UPDATE SKIP LOCKED, one short transaction per batch with lock_timeout;
+    passes repeat until no field uses an old key (rows a writer held, or wrote with a stale key,
+    are caught by the next pass); a damaged field is reported and skipped;
+ 3. a verify pass counts, per column, the fields on each key;
+ 4. old keys no field uses are retired: in one transaction that blocks writes to the encrypted
+    tables for a moment (SHARE lock, bounded by lock_timeout), the count is taken again and the
+    wrapped key destroyed, so no writer holding a stale keyring can slip a field in under it.
+A kill -9 at any point leaves every field decryptable (each batch commits whole), and a rerun
+resumes with the same active key. --max-runtime stops cleanly between batches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from minnoctl import crypto, locks, modules
+from minnoctl.errors import ExitCode, MinnoctlError, UsageError
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from minnoctl.config import Settings
+
+log = logging.getLogger("minnoctl")
+
+
+@dataclass(frozen=True)
+class Column:
+    schema: str
+    spec: modules.EncryptedColumn
+    pk_type: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.spec.table}.{self.spec.column}"
+
+    @property
+    def qualified_table(self) -> str:
+        return f'"{self.schema}"."{self.spec.table}"'
+
+
+def header_sql(column: str) -> str:
+    """SQL giving the key number in a field's header (NULL when the field is not well formed)."""
+    return (f"CASE WHEN left({column}, 8) ~ '^[A-Za-z0-9+/]{{8}}$' AND get_byte(decode(left({column}, 8), "
+            f"'base64'), 0) = {crypto.VERSION} THEN ('x' || encode(substring(decode(left({column}, 8), 'base64') "
+            "from 2 for 4), 'hex'))::bit(32)::int END")
+
+
+def encrypted_columns(conn: "psycopg.Connection") -> list[Column]:
+    """The registry's encrypted columns whose tables exist (installed modules only)."""
+    found = []
+    for module in modules.MODULES:
+        for spec in module.encrypted:
+            row = conn.execute(
+                "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
+                (f"{module.schema}.{spec.table}", spec.pk)).fetchone()
+            if row:
+                found.append(Column(module.schema, spec, row[0]))
+    return found
+
+
+def _audit(conn: "psycopg.Connection", action: str, numbers: list[int], **details: Any) -> None:
+    conn.execute(
+        "INSERT INTO minno.key_audit_log (actor, host, action, key_numbers, details) VALUES (%s, %s, %s, %s, %s)",
+        (getpass.getuser(), socket.gethostname(), action, numbers, json.dumps(details, default=str)))
+
+
+def _require_core(conn: "psycopg.Connection") -> None:
+    if conn.execute("SELECT to_regclass('minno.key_audit_log')").fetchone()[0] is None:
+        raise MinnoctlError("the keyring is not installed in this database — run `minnoctl db init` (or "
+                            "`minnoctl migrate`) first")
+
+
+def ensure_active_key(conn: "psycopg.Connection", kek: crypto.MasterKey) -> crypto.Keyring:
+    """The keyring, with an active data key made on first use."""
+    ring = crypto.Keyring.load(conn, kek)
+    if ring.active is None:
+        key = crypto.create_data_key(conn, kek, name=f"dek-{uuid.uuid4().hex[:12]}", status="pending")
+        with conn.transaction():
+            conn.execute("UPDATE minno.encryption_keys SET status = 'active', activated_at = now() "
+                         "WHERE key_number = %s", (key.number,))
+            _audit(conn, "create-active", [key.number])
+        log.info("created the first data key (%d)", key.number)
+        ring = crypto.Keyring.load(conn, kek)
+    return ring
+
+
+# ---------------------------------------------------------------------------------------------
+# put / list
+
+
+def put(conn: "psycopg.Connection", kek: crypto.MasterKey, *, workspace: str, provider: str, access_token: str,
+        refresh_token: str | None, expires_at: dt.datetime | None, scopes: list[str]) -> dict[str, Any]:
+    """Store (upsert) a workspace's token for a provider, encrypted. Returns its metadata."""
+    _require_core(conn)
+    provider = provider.strip().lower()
+    if not provider:
+        raise UsageError("--provider must not be empty")
+    def find_workspace():
+        row = conn.execute("SELECT id FROM minno.workspaces WHERE slack_team_id = %s", (workspace,)).fetchone()
+        if row is None:
+            raise UsageError(f"workspace '{workspace}' does not exist — check the Slack team id "
+                             "(minno.workspaces.slack_team_id)")
+        return row[0]
+
+    find_workspace()  # before anything is written, even the first data key
+    ring = ensure_active_key(conn, kek)
+    with conn.transaction():
+        workspace_id = find_workspace()
+        existing = conn.execute("SELECT id FROM minno.oauth_tokens WHERE workspace_id = %s AND provider = %s "
+                                "FOR UPDATE", (workspace_id, provider)).fetchone()
+        token_id = existing[0] if existing else uuid.uuid4()
+        access = ring.encrypt("minno", "oauth_tokens", "access_token_encrypted", token_id, access_token)
+        refresh = (ring.encrypt("minno", "oauth_tokens", "refresh_token_encrypted", token_id, refresh_token)
+                   if refresh_token else None)
+        if existing:
+            conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = %s, refresh_token_encrypted = %s, "
+                         "expires_at = %s, scopes = %s WHERE id = %s",
+                         (access, refresh, expires_at, scopes, token_id))
+        else:
+            conn.execute("INSERT INTO minno.oauth_tokens (id, workspace_id, provider, access_token_encrypted, "
+                         "refresh_token_encrypted, expires_at, scopes) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                         (token_id, workspace_id, provider, access, refresh, expires_at, scopes))
+    return {"workspace": workspace, "provider": provider, "expires_at": expires_at, "scopes": ",".join(scopes),
+            "key": ring.active.number, "updated": bool(existing)}
+
+
+def list_tokens(conn: "psycopg.Connection", *, workspace: str | None = None, provider: str | None = None,
+                expiring_within_days: float | None = None) -> list[dict[str, Any]]:
+    """Metadata only — never a token."""
+    _require_core(conn)
+    clauses, params = ["true"], []
+    if workspace:
+        clauses.append("w.slack_team_id = %s")
+        params.append(workspace)
+    if provider:
+        clauses.append("t.provider = %s")
+        params.append(provider.lower())
+    if expiring_within_days is not None:
+        clauses.append("t.expires_at IS NOT NULL AND t.expires_at <= now() + make_interval(secs => %s)")
+        params.append(expiring_within_days * 86400)
+    rows = conn.execute(
+        f"SELECT w.slack_team_id, t.provider, t.expires_at, t.scopes, {header_sql('t.access_token_encrypted')}, "
+        f"t.refresh_token_encrypted IS NOT NULL FROM minno.oauth_tokens t JOIN minno.workspaces w "
+        f"ON w.id = t.workspace_id WHERE {' AND '.join(clauses)} ORDER BY w.slack_team_id, t.provider",
+        params).fetchall()
+    return [{"workspace": r[0], "provider": r[1], "expires_at": r[2], "scopes": ",".join(r[3] or []),
+             "key": r[4], "has_refresh_token": r[5]} for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# keys / verify / retire
+
+
+def field_counts(conn: "psycopg.Connection", columns: list[Column] | None = None) -> list[dict[str, Any]]:
+    """How many fields use each key, per column (key None = not a well-formed field)."""
+    out = []
+    for col in columns if columns is not None else encrypted_columns(conn):
+        c = f'"{col.spec.column}"'
+        for number, count in conn.execute(
+                f"SELECT {header_sql(c)}, count(*) FROM {col.qualified_table} WHERE {c} IS NOT NULL GROUP BY 1"):
+            out.append({"column": col.label, "key": number, "fields": count})
+    return out
+
+
+def keys(conn: "psycopg.Connection") -> list[dict[str, Any]]:
+    _require_core(conn)
+    counts = field_counts(conn)
+    rows = conn.execute("SELECT key_number, key_name, status, created_at, activated_at, retired_at, kek_fingerprint "
+                        "FROM minno.encryption_keys ORDER BY key_number").fetchall()
+    out = []
+    for number, name, status, created, activated, retired, fp in rows:
+        used = {c["column"]: c["fields"] for c in counts if c["key"] == number}
+        out.append({"key": number, "name": name, "status": status, "created_at": created,
+                    "activated_at": activated, "retired_at": retired, "master_key": fp,
+                    "fields": sum(used.values()), "by_column": used})
+    return out
+
+
+@dataclass
+class Failure:
+    column: str
+    row: str
+    reason: str
+
+
+def verify(conn: "psycopg.Connection", kek: crypto.MasterKey, batch_size: int = 5000) -> tuple[int, list[Failure]]:
+    """Decrypt every encrypted field; returns (fields checked, failures by column and row)."""
+    _require_core(conn)
+    ring = crypto.Keyring.load(conn, kek)
+    decrypting = ring.decrypting()
+    checked, failures = 0, []
+    for col in encrypted_columns(conn):
+        pk, c = f'"{col.spec.pk}"', f'"{col.spec.column}"'
+        with conn.cursor(name=f"verify_{uuid.uuid4().hex[:8]}") as cur, conn.transaction():
+            cur.itersize = batch_size
+            cur.execute(f"SELECT {pk}, {c} FROM {col.qualified_table} WHERE {c} IS NOT NULL ORDER BY {pk}")
+            for row_pk, value in cur:
+                checked += 1
+                try:
+                    crypto.decrypt_field(decrypting, col.schema, col.spec.table, col.spec.column, row_pk, value)
+                except crypto.FieldError as exc:
+                    failures.append(Failure(col.label, str(row_pk), exc.message))
+    return checked, failures
+
+
+def retire(conn: "psycopg.Connection", number: int) -> None:
+    """Retire a key: refused while it is active or any field uses it; destroys its wrapped key."""
+    _require_core(conn)
+    row = conn.execute("SELECT status FROM minno.encryption_keys WHERE key_number = %s", (number,)).fetchone()
+    if row is None:
+        raise UsageError(f"there is no data key {number} — see `minnoctl token keys`")
+    if row[0] == "retired":
+        log.info("data key %d is already retired", number)
+        return
+    if row[0] == "active":
+        raise MinnoctlError(f"data key {number} is the active key — rotate first (`minnoctl token rotate`)")
+    with conn.transaction():
+        columns = encrypted_columns(conn)
+        _lock_for_retire(conn, columns)
+        used = sum(c["fields"] for c in field_counts(conn, columns) if c["key"] == number)
+        if used:
+            raise MinnoctlError(f"data key {number} is still used by {used} field(s) — run `minnoctl token rotate` "
+                                "to move them to the active key; nothing was changed")
+        _retire_locked(conn, [number])
+
+
+def _lock_for_retire(conn: "psycopg.Connection", columns: list[Column]) -> None:
+    conn.execute("SET LOCAL lock_timeout = '5s'")
+    for table in dict.fromkeys(col.qualified_table for col in columns):
+        conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
+
+
+def _retire_locked(conn: "psycopg.Connection", numbers: list[int]) -> None:
+    conn.execute("UPDATE minno.encryption_keys SET status = 'retired', encrypted_key = NULL, retired_at = now() "
+                 "WHERE key_number = ANY(%s)", (numbers,))
+    _audit(conn, "retire", numbers)
+
+
+# ---------------------------------------------------------------------------------------------
+# rotate
+
+
+@dataclass
+class RotateResult:
+    status: str  # done | partial | failures | dry-run
+    active: int | None = None
+    old: list[int] = field(default_factory=list)
+    reencrypted: dict[str, int] = field(default_factory=dict)
+    plan: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    retired: list[int] = field(default_factory=list)
+    remaining: dict[str, int] = field(default_factory=dict)
+    longest_batch_ms: float = 0.0
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.status in ("done", "dry-run") else ExitCode.PARTIAL
+
+
+def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 1000, max_runtime: float | None = None,
+           dry_run: bool = False, progress: Callable[[str, int, int], None] | None = None) -> RotateResult:
+    """Rotate the data key and re-encrypt every encrypted field (see the module docstring)."""
+    from minnoctl.connection import connect
+
+    started = time.monotonic()
+    deadline = started + max_runtime if max_runtime else None
+    conn = connect(settings, autocommit=True)
+    conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("token-rotate"),))
+    try:
+        _require_core(conn)
+        with locks.advisory_lock(conn, "token-rotate", timeout_s=0):
+            ring = crypto.Keyring.load(conn, kek)  # a wrong master key stops here, before any change
+            columns = encrypted_columns(conn)
+            resuming = ring.active is not None and any(k.status == "decrypt_only" for k in ring.keys.values())
+            if dry_run:
+                # a new rotation moves every field to a new key; a resumed one, those not on its key yet
+                active = ring.active.number if ring.active else None
+                plan = [c for c in field_counts(conn, columns) if not resuming or c["key"] != active]
+                return RotateResult("dry-run", active=active, plan=plan)
+            if resuming:
+                log.info("resuming the rotation to data key %d", ring.active.number)
+            else:
+                ring = _switch_active(conn, kek, ring)
+            result = RotateResult("done", active=ring.active.number,
+                                  old=[n for n, k in ring.keys.items() if k.status == "decrypt_only"])
+            for col in columns:
+                if not _rotate_column(conn, ring, col, batch_size, deadline, result, progress):
+                    result.status = "partial"
+                    _audit(conn, "rotate-partial", [result.active, *result.old], reencrypted=result.reencrypted)
+                    return result
+            # verify pass: what is left on old keys, per column (only the damaged fields, if all went well)
+            counts = field_counts(conn, columns)
+            result.remaining = {c["column"]: c["fields"] for c in counts if c["key"] != result.active}
+            _retire_unused(conn, ring, columns, batch_size, result)
+            if result.failures:
+                result.status = "failures"
+            _audit(conn, "rotate-done" if result.status == "done" else "rotate-incomplete",
+                   [result.active, *result.old], reencrypted=result.reencrypted, retired=result.retired,
+                   failures=len(result.failures))
+            return result
+    finally:
+        conn.close()
+
+
+def _retire_unused(conn: "psycopg.Connection", ring: crypto.Keyring, columns: list[Column], batch_size: int,
+                   result: RotateResult) -> None:
+    """Retire the old keys no field uses. Writes to the encrypted tables are blocked (SHARE lock)
+    for this one transaction: the fields a writer with a stale keyring put under an old key since
+    the last pass are re-encrypted here, where no new ones can appear, and then the old keys are
+    retired; after that the guard trigger rejects any write under them."""
+    import psycopg
+
+    try:
+        with conn.transaction():
+            _lock_for_retire(conn, columns)
+            failed = len(result.failures)
+            stray = sum(c["fields"] for c in field_counts(conn, columns) if c["key"] != result.active) - failed
+            if stray > 0:
+                log.info("re-encrypting %d field(s) written under an old key during the rotation", stray)
+                for col in columns:
+                    _rotate_column(conn, ring, col, batch_size, None, result, None)
+            in_use = {c["key"] for c in field_counts(conn, columns) if c["key"] != result.active}
+            retire_now = [n for n in result.old if n not in in_use and n not in result.retired]
+            if retire_now:
+                _retire_locked(conn, retire_now)
+                result.retired += retire_now
+    except psycopg.errors.LockNotAvailable:
+        log.warning("could not lock the token tables for 5 s to retire the old keys; every field is re-encrypted "
+                    "— run `minnoctl token rotate` again to retire them")
+        result.status = "partial"
+
+
+def _switch_active(conn: "psycopg.Connection", kek: crypto.MasterKey, ring: crypto.Keyring) -> crypto.Keyring:
+    new = crypto.create_data_key(conn, kek, name=f"dek-{uuid.uuid4().hex[:12]}", status="pending")
+    with conn.transaction():
+        old = [r[0] for r in conn.execute(
+            "UPDATE minno.encryption_keys SET status = 'decrypt_only', last_rotated_at = now(), "
+            "rotation_count = rotation_count + 1 WHERE status = 'active' RETURNING key_number")]
+        conn.execute("UPDATE minno.encryption_keys SET status = 'active', activated_at = now() WHERE key_number = %s",
+                     (new.number,))
+        _audit(conn, "rotate-start", [new.number, *old])
+    log.info("data key %d is now active%s", new.number, f"; {old} decrypt-only" if old else "")
+    return crypto.Keyring.load(conn, kek)
+
+
+def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column, batch_size: int,
+                   deadline: float | None, result: RotateResult, progress: Callable | None) -> bool:
+    """Re-encrypt one column until no field uses an old key; False when the deadline stopped it."""
+    active = ring.active
+    assert active is not None and active.key is not None
+    decrypting = ring.decrypting()
+    pk, c = f'"{col.spec.pk}"', f'"{col.spec.column}"'
+    hdr = header_sql(c)
+    failed: set[str] = {f.row for f in result.failures if f.column == col.label}  # known damaged: not again
+    key_ref = f', "{col.spec.key_ref}" = %s::uuid' if col.spec.key_ref else ""
+    done = result.reencrypted.setdefault(col.label, 0)
+    idle_passes = 0
+    while True:
+        last = None
+        changed_this_pass = 0
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            t0 = time.perf_counter()
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '1s'")
+                after = f"AND {pk} > %s::{col.pk_type}" if last is not None else ""
+                rows = conn.execute(
+                    f"SELECT {pk}, {c} FROM {col.qualified_table} WHERE {c} IS NOT NULL "
+                    f"AND {hdr} IS DISTINCT FROM %s {after} ORDER BY {pk} LIMIT %s FOR UPDATE SKIP LOCKED",
+                    [active.number, *([last] if last is not None else []), batch_size]).fetchall()
+                updates = []
+                for row_pk, value in rows:
+                    key = str(row_pk)
+                    if key in failed:
+                        continue
+                    try:
+                        plain = crypto.decrypt_field(decrypting, col.schema, col.spec.table, col.spec.column,
+                                                     row_pk, value)
+                    except crypto.FieldError as exc:
+                        failed.add(key)
+                        result.failures.append(Failure(col.label, key, exc.message))
+                        continue
+                    updates.append((crypto.encrypt_field(active.key, active.number, col.schema, col.spec.table,
+                                                         col.spec.column, row_pk, plain), row_pk))
+                if updates:
+                    params = [(new, active.id, p) for new, p in updates] if key_ref else updates
+                    with conn.cursor() as cur:
+                        cur.executemany(f"UPDATE {col.qualified_table} SET {c} = %s{key_ref} WHERE {pk} = %s", params)
+            result.longest_batch_ms = max(result.longest_batch_ms, (time.perf_counter() - t0) * 1000)
+            changed_this_pass += len(updates)
+            done += len(updates)
+            result.reencrypted[col.label] = done
+            if progress:
+                progress(col.label, done, len(updates))
+            if len(rows) < batch_size:
+                break
+            last = rows[-1][0]
+        # another pass while fields remain on old keys (skipped as locked, or written meanwhile by a
+        # writer with a stale keyring); the damaged ones stay and are reported
+        left = conn.execute(f"SELECT count(*) FROM {col.qualified_table} WHERE {c} IS NOT NULL "
+                            f"AND {hdr} IS DISTINCT FROM %s", (active.number,)).fetchone()[0]
+        if left <= len(failed):
+            return True
+        if changed_this_pass == 0:
+            # only rows other sessions hold remain: give them a moment, but not forever
+            idle_passes += 1
+            if idle_passes > 100:
+                log.warning("%s: %d field(s) stayed locked by other sessions for 5 s; stopping (a rerun resumes)",
+                            col.label, left - len(failed))
+                return False
+            time.sleep(0.05)
+        else:
+            idle_passes = 0
+
+
+def rotate_master(conn: "psycopg.Connection", old: crypto.MasterKey, new: crypto.MasterKey) -> list[int]:
+    """Re-wrap every live data key under a new master key, in one transaction. Data rows are not
+    touched, so they stay byte-identical."""
+    _require_core(conn)
+    if old.fingerprint == new.fingerprint:
+        raise UsageError("MINNO_NEW_MASTER_KEY is the same key as MINNO_MASTER_KEY")
+    ring = crypto.Keyring.load(conn, old)  # the old key must unwrap everything first
+    numbers = []
+    with conn.transaction():
+        conn.execute("SELECT 1 FROM minno.encryption_keys FOR UPDATE")
+        for number, key in ring.keys.items():
+            if key.key is None:
+                continue
+            conn.execute("UPDATE minno.encryption_keys SET encrypted_key = %s, kek_fingerprint = %s "
+                         "WHERE key_number = %s", (crypto.wrap_dek(new, key.key, number), new.fingerprint, number))
+            numbers.append(number)
+        _audit(conn, "rewrap-master", numbers, old_master=old.fingerprint, new_master=new.fingerprint)
+    return numbers
