@@ -369,7 +369,10 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
     pk, c = f'"{col.spec.pk}"', f'"{col.spec.column}"'
     hdr = header_sql(c)
     failed: set[str] = {f.row for f in result.failures if f.column == col.label}  # known damaged: not again
-    key_ref = f', "{col.spec.key_ref}" = %s::uuid' if col.spec.key_ref else ""
+    # one UPDATE per batch: the new values travel as two arrays (keys, values)
+    set_ref = f', "{col.spec.key_ref}" = %(ref)s::uuid' if col.spec.key_ref else ""
+    update_sql = (f"UPDATE {col.qualified_table} AS t SET {c} = v.value{set_ref} "
+                  f"FROM unnest(%(pks)s::{col.pk_type}[], %(values)s::text[]) AS v(pk, value) WHERE t.{pk} = v.pk")
     done = result.reencrypted.setdefault(col.label, 0)
     idle_passes = 0
     while True:
@@ -401,9 +404,8 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
                     updates.append((crypto.encrypt_field(active.key, active.number, col.schema, col.spec.table,
                                                          col.spec.column, row_pk, plain), row_pk))
                 if updates:
-                    params = [(new, active.id, p) for new, p in updates] if key_ref else updates
-                    with conn.cursor() as cur:
-                        cur.executemany(f"UPDATE {col.qualified_table} SET {c} = %s{key_ref} WHERE {pk} = %s", params)
+                    conn.execute(update_sql, {"pks": [p for _, p in updates], "values": [v for v, _ in updates],
+                                              "ref": active.id})
             result.longest_batch_ms = max(result.longest_batch_ms, (time.perf_counter() - t0) * 1000)
             changed_this_pass += len(updates)
             done += len(updates)

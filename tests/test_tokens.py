@@ -345,3 +345,28 @@ def test_the_guard_rejects_a_field_under_a_retired_or_unknown_key(migrated, kek)
                 conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = %s WHERE id = %s", (field, tid))
             assert info.value.sqlstate == "MK001"
         conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = 'not-a-field' WHERE id = %s", (tid,))
+
+
+def test_secrets_and_assistant_tokens_rotate_too_and_secrets_point_at_the_new_key(migrated, kek):
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        ring = tokens.ensure_active_key(conn, kek)
+        pid = conn.execute("INSERT INTO supervisor.projects (name, path) VALUES ('odin', '/srv/odin') "
+                           "RETURNING id").fetchone()[0]
+        sid = uuid.uuid4()
+        value = ring.encrypt("supervisor", "secrets", "encrypted_value", sid, "db-password-123")
+        conn.execute("INSERT INTO supervisor.secrets (id, project_id, key_name, encrypted_value, encryption_key_id) "
+                     "VALUES (%s, %s, 'DB_PASSWORD', %s, %s)", (sid, pid, value, ring.active.id))
+        token = ring.encrypt("assistant", "user_tokens", "slack_access_token", "U1", "xoxp-user")
+        conn.execute("INSERT INTO assistant.user_tokens (user_id, slack_access_token) VALUES ('U1', %s)", (token,))
+    result = tokens.rotate(load_settings(env={"MINNO_DATABASE_URL": migrated}), kek)
+    assert result.status == "done"
+    assert result.reencrypted["supervisor.secrets.encrypted_value"] == 1
+    assert result.reencrypted["assistant.user_tokens.slack_access_token"] == 1
+    with psycopg.connect(migrated) as conn:
+        ring = crypto.Keyring.load(conn, kek)
+        ref, value = conn.execute("SELECT encryption_key_id::text, encrypted_value FROM supervisor.secrets").fetchone()
+        assert ref == ring.active.id
+        assert ring.decrypt("supervisor", "secrets", "encrypted_value", sid, value) == b"db-password-123"
+        token = conn.execute("SELECT slack_access_token FROM assistant.user_tokens").fetchone()[0]
+        assert crypto.field_key_number(token) == ring.active.number
+        assert ring.decrypt("assistant", "user_tokens", "slack_access_token", "U1", token) == b"xoxp-user"
