@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -153,7 +154,9 @@ def _development_key(home: Path) -> MasterKey:
 # Data keys, wrapped by the master key
 
 
+@functools.lru_cache(maxsize=64)
 def _aesgcm(key: bytes):
+    """One cipher object per key (building one costs more than encrypting a token with it)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     return AESGCM(key)
@@ -191,12 +194,18 @@ def unwrap_dek(kek: MasterKey, wrapped: str, key_number: int) -> bytes:
 # Fields
 
 
+def _lp(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return struct.pack(">I", len(data)) + data  # length-prefixed: no two rows share an AAD
+
+
+@functools.lru_cache(maxsize=256)
+def _where(schema: str, table: str, column: str) -> bytes:
+    return _lp(schema) + _lp(table) + _lp(column)
+
+
 def _field_aad(header: bytes, schema: str, table: str, column: str, pk: object) -> bytes:
-    parts = [header]
-    for part in (schema, table, column, str(pk)):
-        data = part.encode("utf-8")
-        parts.append(struct.pack(">I", len(data)) + data)  # length-prefixed: no two rows share an AAD
-    return b"".join(parts)
+    return header + _where(schema, table, column) + _lp(str(pk))
 
 
 def encrypt_field(dek: bytes, key_number: int, schema: str, table: str, column: str, pk: object,
