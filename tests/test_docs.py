@@ -27,7 +27,9 @@ def test_every_configuration_variable_is_documented():
     variables = [*config.URL_VARS, *config.DB_VARS, *config.PG_SELECTORS, "PGPASSWORD", "DB_SSL_MODE",
                  "DB_SSL_CA", "DB_SSL_CERT", "DB_SSL_KEY", "DB_SSL_ENABLED", "DB_SSL_REJECT_UNAUTHORIZED",
                  "DB_CONNECTION_TIMEOUT", "DB_STATEMENT_TIMEOUT", "DB_QUERY_TIMEOUT", "DB_IDLE_TIMEOUT",
-                 "DB_POOL_SIZE", "MINNO_HOME", "NO_COLOR", "MINNO_TEST_DATABASE_URL"]
+                 "DB_POOL_SIZE", "MINNO_HOME", "NO_COLOR", "MINNO_TEST_DATABASE_URL", "MINNO_MASTER_KEY",
+                 "MINNO_MASTER_KEY_FILE", "MINNO_NEW_MASTER_KEY", "MINNO_NEW_MASTER_KEY_FILE",
+                 "MINNOCTL_MIGRATIONS_DIR", "MINNOCTL_TRACEBACK"]
     source = (Path(config.__file__)).read_text()
     for var in variables:
         assert f"`{var}`" in README, f"{var} is not documented in the README"
