@@ -238,11 +238,13 @@ def rotate(
 
 class _Bar:
     def __init__(self) -> None:
-        from rich.progress import Progress
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from minnoctl import render
 
-        self.progress = Progress(console=render.console(stderr=True), transient=True)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.completed:,} re-encrypted"), TimeElapsedColumn(),
+                                 console=render.console(stderr=True), transient=True)
         self.progress.start()
         self.tasks: dict[str, int] = {}
 
