@@ -8,7 +8,8 @@ Rotation (one at a time, under the `token-rotate` advisory lock):
     on the primary key, FOR UPDATE SKIP LOCKED, one short transaction per batch with lock_timeout;
     passes repeat until no field uses an old key (rows a writer held, or wrote with a stale key,
     are caught by the next pass); a damaged field is reported and skipped;
- 3. a verify pass counts, per column, the fields on each key;
+ 3. a verify pass decrypts every field (and counts, per column, the fields on each key); a field
+    that does not decrypt keeps the old keys alive;
  4. old keys no field uses are retired: in one transaction that blocks writes to the encrypted
     tables for a moment (SHARE lock, bounded by lock_timeout), the count is taken again and the
     wrapped key destroyed, so no writer holding a stale keyring can slip a field in under it.
@@ -305,10 +306,18 @@ def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 100
                     result.status = "partial"
                     _audit(conn, "rotate-partial", [result.active, *result.old], reencrypted=result.reencrypted)
                     return result
-            # verify pass: what is left on old keys, per column (only the damaged fields, if all went well)
+            # verify pass: every field decrypts (the old keys are still there to fall back on), and
+            # what is left on old keys, per column (only the damaged fields, if all went well)
+            _checked, failures = verify(conn, kek)
+            known = {(f.column, f.row) for f in result.failures}
+            fresh = [f for f in failures if (f.column, f.row) not in known]
             counts = field_counts(conn, columns)
             result.remaining = {c["column"]: c["fields"] for c in counts if c["key"] != result.active}
-            _retire_unused(conn, ring, columns, batch_size, result)
+            if fresh:
+                result.failures += fresh
+                log.warning("the verify pass found %d field(s) that do not decrypt; the old keys are kept", len(fresh))
+            else:
+                _retire_unused(conn, ring, columns, batch_size, result)
             if result.failures:
                 result.status = "failures"
             _audit(conn, "rotate-done" if result.status == "done" else "rotate-incomplete",

@@ -370,3 +370,22 @@ def test_secrets_and_assistant_tokens_rotate_too_and_secrets_point_at_the_new_ke
         token = conn.execute("SELECT slack_access_token FROM assistant.user_tokens").fetchone()[0]
         assert crypto.field_key_number(token) == ring.active.number
         assert ring.decrypt("assistant", "user_tokens", "slack_access_token", "U1", token) == b"xoxp-user"
+
+
+def test_list_filters_by_workspace_provider_and_expiry(cli, migrated, kek):
+    env = env_for(migrated, kek)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("INSERT INTO minno.workspaces (slack_team_id, slack_team_name) VALUES ('TA', 'a'), ('TB', 'b')")
+    for ws, provider, expires in (("TA", "slack", "2000-01-01T00:00:00Z"), ("TA", "notion", "2999-01-01T00:00:00Z"),
+                                  ("TB", "slack", None)):
+        args = ["token", "put", "--workspace", ws, "--provider", provider, "--access-token-file", "-"]
+        assert cli(*args, *(["--expires-at", expires] if expires else []), env=env, input="t").exit_code == 0
+
+    def listed(*args: str) -> list[tuple[str, str]]:
+        return [(r["workspace"], r["provider"]) for r in json.loads(cli("token", "list", "--format", "json", *args,
+                                                                        env=env).stdout)]
+
+    assert listed() == [("TA", "notion"), ("TA", "slack"), ("TB", "slack")]
+    assert listed("--workspace", "TA") == [("TA", "notion"), ("TA", "slack")]
+    assert listed("--provider", "slack") == [("TA", "slack"), ("TB", "slack")]
+    assert listed("--expiring-within", "7") == [("TA", "slack")]  # already expired counts as expiring
