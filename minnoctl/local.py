@@ -148,6 +148,21 @@ def _allow_traverse(path: Path) -> None:
             parent.chmod(mode | 0o001)
 
 
+def _die_with(parent: int):
+    """A preexec_fn (Linux) that has the child killed when minnoctl dies (PR_SET_PDEATHSIG). It runs
+    after the switch to the service user, which would otherwise clear the setting."""
+
+    def set_death_signal() -> None:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # minnoctl died before the call: follow it now
+            os._exit(1)
+
+    return set_death_signal
+
+
 @functools.lru_cache(maxsize=1)
 def _binaries_version() -> str | None:
     """'18.3': the version of the embedded binaries (one subprocess per process at most)."""
@@ -229,10 +244,13 @@ class Embedded:
 
     # -- running commands as the server's user -----------------------------------------------
 
-    def _run(self, args: list[str], ids: tuple[int, int] | None, timeout: float) -> subprocess.CompletedProcess:
+    def _run(self, args: list[str], ids: tuple[int, int] | None, timeout: float,
+             die_with_parent: bool = False) -> subprocess.CompletedProcess:
         kwargs: dict = {}
         if ids is not None:
             kwargs.update(user=ids[0], group=ids[1], extra_groups=[])
+        if die_with_parent and sys.platform.startswith("linux"):
+            kwargs["preexec_fn"] = _die_with(os.getpid())
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
         try:
@@ -249,18 +267,30 @@ class Embedded:
             _allow_traverse(self.home)
             _allow_traverse(bin_dir().parent)
 
+    def _sweep(self) -> None:
+        """Remove what an initdb killed with its minnoctl left behind (called under the start lock).
+        initdb's own bootstrap postgres may still write there for a moment after initdb dies (it
+        exits when its input pipe closes), so sweep until the folders stay gone, for a few seconds."""
+        deadline = time.monotonic() + 5
+        while True:
+            leftovers = list(self.home.glob("pgdata.tmp-*"))
+            if not leftovers or time.monotonic() > deadline:
+                return
+            for leftover in leftovers:
+                shutil.rmtree(leftover, ignore_errors=True)
+            time.sleep(0.2)
+
     def _initdb(self, ids: tuple[int, int] | None) -> None:
         """initdb into a temporary directory, then rename: a killed initdb leaves no half cluster."""
         self.db_marker.unlink(missing_ok=True)
-        for leftover in self.home.glob("pgdata.tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        self._sweep()
         tmp = Path(tempfile.mkdtemp(prefix="pgdata.tmp-", dir=self.home))
         if ids is not None:
             os.chown(tmp, *ids)
         result = self._run(
             [str(bin_dir() / "initdb"), "-D", str(tmp), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
              "--no-locale", "--no-instructions"],
-            ids, timeout=180,
+            ids, timeout=180, die_with_parent=True,  # a killed minnoctl leaves no initdb writing on
         )
         if result.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -357,6 +387,8 @@ class Embedded:
                        "another minnoctl process is starting or stopping the embedded PostgreSQL; try again"):
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb(ids)
+            else:
+                self._sweep()
             found = self._wait_ready()
             if found is None or found[1] != "ready":
                 self._start_locked(ids)
