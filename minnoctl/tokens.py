@@ -268,7 +268,8 @@ class RotateResult:
     failures: list[Failure] = field(default_factory=list)
     retired: list[int] = field(default_factory=list)
     remaining: dict[str, int] = field(default_factory=dict)
-    longest_batch_ms: float = 0.0
+    longest_transaction_ms: float = 0.0
+    retire_ms: float = 0.0  # the final transaction that blocks writes while old keys are retired
 
     @property
     def exit_code(self) -> ExitCode:
@@ -336,6 +337,7 @@ def _retire_unused(conn: "psycopg.Connection", ring: crypto.Keyring, columns: li
     retired; after that the guard trigger rejects any write under them."""
     import psycopg
 
+    t0 = time.perf_counter()
     try:
         with conn.transaction():
             _lock_for_retire(conn, columns)
@@ -350,6 +352,9 @@ def _retire_unused(conn: "psycopg.Connection", ring: crypto.Keyring, columns: li
             if retire_now:
                 _retire_locked(conn, retire_now)
                 result.retired += retire_now
+        # writers wait for this transaction: it counts as the rotation's longest if it is
+        result.retire_ms = (time.perf_counter() - t0) * 1000
+        result.longest_transaction_ms = max(result.longest_transaction_ms, result.retire_ms)
     except psycopg.errors.LockNotAvailable:
         log.warning("could not lock the token tables for 5 s to retire the old keys; every field is re-encrypted "
                     "— run `minnoctl token rotate` again to retire them")
@@ -415,7 +420,7 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
                 if updates:
                     conn.execute(update_sql, {"pks": [p for _, p in updates], "values": [v for v, _ in updates],
                                               "ref": active.id})
-            result.longest_batch_ms = max(result.longest_batch_ms, (time.perf_counter() - t0) * 1000)
+            result.longest_transaction_ms = max(result.longest_transaction_ms, (time.perf_counter() - t0) * 1000)
             changed_this_pass += len(updates)
             done += len(updates)
             result.reencrypted[col.label] = done

@@ -229,7 +229,8 @@ def rotate(
     render.table(rows, ["column", "reencrypted"], fmt, document={
         "status": result.status, "active": result.active, "old": result.old, "reencrypted": result.reencrypted,
         "retired": result.retired, "failures": [f.__dict__ for f in result.failures],
-        "longest_batch_ms": round(result.longest_batch_ms, 1)})
+        "longest_transaction_ms": round(result.longest_transaction_ms, 1),
+        "retire_transaction_ms": round(result.retire_ms, 1)})
     for failure in result.failures[:20]:
         render.warn(f"{failure.column} row {failure.row}: {failure.reason}")
     _note("rotation %s: active key %s, retired %s", result.status, result.active, result.retired or "none")
