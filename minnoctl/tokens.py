@@ -10,9 +10,10 @@ Rotation (one at a time, under the `token-rotate` advisory lock):
     are caught by the next pass); a damaged field is reported and skipped;
  3. a verify pass decrypts every field (and counts, per column, the fields on each key); a field
     that does not decrypt keeps the old keys alive;
- 4. old keys no field uses are retired: in one transaction that blocks writes to the encrypted
-    tables for a moment (SHARE lock, bounded by lock_timeout), the count is taken again and the
-    wrapped key destroyed, so no writer holding a stale keyring can slip a field in under it.
+ 4. old keys no field uses are retired: they are fenced first (the guard trigger then rejects
+    new fields under them), a momentary barrier waits for transactions that began before the
+    fence, a last pass re-encrypts what those wrote, and the count is taken with no lock held,
+    since nothing can add a field under a fenced key; then the wrapped keys are destroyed.
 A kill -9 at any point leaves every field decryptable (each batch commits whole), and a rerun
 resumes with the same active key. --max-runtime stops cleanly between batches.
 """
@@ -224,34 +225,59 @@ def verify(conn: "psycopg.Connection", kek: crypto.MasterKey, batch_size: int = 
 def retire(conn: "psycopg.Connection", number: int) -> None:
     """Retire a key: refused while it is active or any field uses it; destroys its wrapped key."""
     _require_core(conn)
-    row = conn.execute("SELECT status FROM minno.encryption_keys WHERE key_number = %s", (number,)).fetchone()
+    row = conn.execute("SELECT status, write_fenced_at IS NOT NULL FROM minno.encryption_keys WHERE key_number = %s",
+                       (number,)).fetchone()
     if row is None:
         raise UsageError(f"there is no data key {number} — see `minnoctl token keys`")
-    if row[0] == "retired":
+    status, was_fenced = row
+    if status == "retired":
         log.info("data key %d is already retired", number)
         return
-    if row[0] == "active":
+    if status == "active":
         raise MinnoctlError(f"data key {number} is the active key — rotate first (`minnoctl token rotate`)")
+    columns = encrypted_columns(conn)
+    _fence(conn, [number])
+    _barrier(conn, columns)
+    used = sum(c["fields"] for c in field_counts(conn, columns) if c["key"] == number)
+    if used:
+        if not was_fenced:
+            _unfence(conn, [number])
+        raise MinnoctlError(f"data key {number} is still used by {used} field(s) — run `minnoctl token rotate` "
+                            "to move them to the active key; nothing was changed")
+    _retire_now(conn, [number])
+
+
+def _fence(conn: "psycopg.Connection", numbers: list[int]) -> None:
+    """From the commit on, the guard trigger rejects new fields under these keys (they still decrypt)."""
     with conn.transaction():
-        columns = encrypted_columns(conn)
-        _lock_for_retire(conn, columns)
-        used = sum(c["fields"] for c in field_counts(conn, columns) if c["key"] == number)
-        if used:
-            raise MinnoctlError(f"data key {number} is still used by {used} field(s) — run `minnoctl token rotate` "
-                                "to move them to the active key; nothing was changed")
-        _retire_locked(conn, [number])
+        conn.execute("UPDATE minno.encryption_keys SET write_fenced_at = coalesce(write_fenced_at, now()) "
+                     "WHERE key_number = ANY(%s)", (numbers,))
+        _audit(conn, "fence", numbers)
 
 
-def _lock_for_retire(conn: "psycopg.Connection", columns: list[Column]) -> None:
-    conn.execute("SET LOCAL lock_timeout = '5s'")
-    for table in dict.fromkeys(col.qualified_table for col in columns):
-        conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
+def _unfence(conn: "psycopg.Connection", numbers: list[int]) -> None:
+    with conn.transaction():
+        conn.execute("UPDATE minno.encryption_keys SET write_fenced_at = NULL WHERE key_number = ANY(%s)", (numbers,))
+        _audit(conn, "unfence", numbers)
 
 
-def _retire_locked(conn: "psycopg.Connection", numbers: list[int]) -> None:
-    conn.execute("UPDATE minno.encryption_keys SET status = 'retired', encrypted_key = NULL, retired_at = now() "
-                 "WHERE key_number = ANY(%s)", (numbers,))
-    _audit(conn, "retire", numbers)
+def _barrier(conn: "psycopg.Connection", columns: list[Column]) -> float:
+    """Wait until every transaction that may have written to the token tables before the fence has
+    ended: a SHARE lock is granted only then, and is released at once (nothing is counted under
+    it). Returns how long the barrier took, in ms."""
+    t0 = time.perf_counter()
+    with conn.transaction():
+        conn.execute("SET LOCAL lock_timeout = '5s'")
+        for table in dict.fromkeys(col.qualified_table for col in columns):
+            conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
+    return (time.perf_counter() - t0) * 1000
+
+
+def _retire_now(conn: "psycopg.Connection", numbers: list[int]) -> None:
+    with conn.transaction():
+        conn.execute("UPDATE minno.encryption_keys SET status = 'retired', encrypted_key = NULL, retired_at = now() "
+                     "WHERE key_number = ANY(%s)", (numbers,))
+        _audit(conn, "retire", numbers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +295,7 @@ class RotateResult:
     retired: list[int] = field(default_factory=list)
     remaining: dict[str, int] = field(default_factory=dict)
     longest_transaction_ms: float = 0.0
-    retire_ms: float = 0.0  # the final transaction that blocks writes while old keys are retired
+    retire_ms: float = 0.0  # how long the barrier before retiring the old keys made writers wait
 
     @property
     def exit_code(self) -> ExitCode:
@@ -331,34 +357,31 @@ def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 100
 
 def _retire_unused(conn: "psycopg.Connection", ring: crypto.Keyring, columns: list[Column], batch_size: int,
                    result: RotateResult) -> None:
-    """Retire the old keys no field uses. Writes to the encrypted tables are blocked (SHARE lock)
-    for this one transaction: the fields a writer with a stale keyring put under an old key since
-    the last pass are re-encrypted here, where no new ones can appear, and then the old keys are
-    retired; after that the guard trigger rejects any write under them."""
+    """Retire the old keys no field uses, without blocking writers for more than a moment: fence
+    the keys (no new field under them from now on), wait for the transactions that began before
+    the fence (the barrier), re-encrypt what they wrote, then count with no lock held — nothing
+    can add a field under a fenced key — and retire in a short transaction."""
     import psycopg
 
-    t0 = time.perf_counter()
+    old = [n for n in result.old if n not in result.retired]
+    if not old:
+        return
+    _fence(conn, old)
     try:
-        with conn.transaction():
-            _lock_for_retire(conn, columns)
-            failed = len(result.failures)
-            stray = sum(c["fields"] for c in field_counts(conn, columns) if c["key"] != result.active) - failed
-            if stray > 0:
-                log.info("re-encrypting %d field(s) written under an old key during the rotation", stray)
-                for col in columns:
-                    _rotate_column(conn, ring, col, batch_size, None, result, None)
-            in_use = {c["key"] for c in field_counts(conn, columns) if c["key"] != result.active}
-            retire_now = [n for n in result.old if n not in in_use and n not in result.retired]
-            if retire_now:
-                _retire_locked(conn, retire_now)
-                result.retired += retire_now
-        # writers wait for this transaction: it counts as the rotation's longest if it is
-        result.retire_ms = (time.perf_counter() - t0) * 1000
-        result.longest_transaction_ms = max(result.longest_transaction_ms, result.retire_ms)
+        result.retire_ms = _barrier(conn, columns)
     except psycopg.errors.LockNotAvailable:
-        log.warning("could not lock the token tables for 5 s to retire the old keys; every field is re-encrypted "
-                    "— run `minnoctl token rotate` again to retire them")
+        log.warning("the token tables stayed busy for 5 s; every field is re-encrypted — run `minnoctl token "
+                    "rotate` again to retire the old keys")
         result.status = "partial"
+        return
+    result.longest_transaction_ms = max(result.longest_transaction_ms, result.retire_ms)
+    for col in columns:  # what stale writers committed before the fence
+        _rotate_column(conn, ring, col, batch_size, None, result, None)
+    in_use = {c["key"] for c in field_counts(conn, columns) if c["key"] != result.active}
+    retire_now = [n for n in old if n not in in_use]
+    if retire_now:
+        _retire_now(conn, retire_now)
+        result.retired += retire_now
 
 
 def _switch_active(conn: "psycopg.Connection", kek: crypto.MasterKey, ring: crypto.Keyring) -> crypto.Keyring:

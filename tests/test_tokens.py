@@ -170,7 +170,7 @@ def test_rotate_reencrypts_everything_verifies_and_retires_the_old_key(cli, migr
     with psycopg.connect(migrated) as conn:
         actions = [r[0] for r in conn.execute("SELECT action FROM minno.key_audit_log ORDER BY id")]
         audit = conn.execute("SELECT string_agg(details::text, ' ') FROM minno.key_audit_log").fetchone()[0]
-    assert actions[-3:] == ["rotate-start", "retire", "rotate-done"]
+    assert actions[-4:] == ["rotate-start", "fence", "retire", "rotate-done"]
     assert crypto.encode_key(kek.key) not in audit
     assert cli("token", "verify", env=env_for(migrated, kek)).exit_code == 0
 
@@ -389,3 +389,17 @@ def test_list_filters_by_workspace_provider_and_expiry(cli, migrated, kek):
     assert listed("--workspace", "TA") == [("TA", "notion"), ("TA", "slack")]
     assert listed("--provider", "slack") == [("TA", "slack"), ("TB", "slack")]
     assert listed("--expiring-within", "7") == [("TA", "slack")]  # already expired counts as expiring
+
+
+def test_a_fenced_key_still_decrypts_but_takes_no_new_field(migrated, kek):
+    plain = fill(migrated, kek, 1, providers=1)
+    (tid, _), = [k for k in plain if k[1] == "access_token_encrypted"]
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        ring = crypto.Keyring.load(conn, kek)
+        conn.execute("UPDATE minno.encryption_keys SET write_fenced_at = now()")
+        value = conn.execute("SELECT access_token_encrypted FROM minno.oauth_tokens").fetchone()[0]
+        assert ring.decrypt("minno", "oauth_tokens", "access_token_encrypted", tid, value)
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = %s",
+                         (ring.encrypt("minno", "oauth_tokens", "access_token_encrypted", tid, "new"),))
+        assert info.value.sqlstate == "MK001" and "being retired" in str(info.value)

@@ -12,7 +12,8 @@ TABLES = {
     "encryption_keys": ["id", "key_name", "encrypted_key", "algorithm", "is_active", "rotation_count",
                         "last_rotated_at", "created_at", "updated_at",
                         # added by minno/0003_envelope_keyring for envelope encryption (the token issue)
-                        "key_number", "status", "kek_fingerprint", "activated_at", "retired_at"],
+                        "key_number", "status", "kek_fingerprint", "activated_at", "retired_at",
+                        "write_fenced_at"],
     "key_audit_log": ["id", "at", "actor", "host", "action", "key_numbers", "details"],
 }
 
@@ -26,9 +27,9 @@ INDEXES = [
 
 VIEWS = []
 
-FUNCTIONS = ["sync_encryption_key_is_active"]
+FUNCTIONS = ["sync_encryption_key_is_active", "reject_retired_field_keys"]
 
-TRIGGERS = ["update_encryption_keys_updated_at", "sync_encryption_keys_is_active"]
+TRIGGERS = ["update_encryption_keys_updated_at", "sync_encryption_keys_is_active", "guard_oauth_tokens_field_keys"]
 
 EXAMPLE_QUERIES = [
     "SELECT id, key_name, algorithm, is_active, rotation_count, last_rotated_at FROM encryption_keys "
