@@ -203,22 +203,30 @@ class Failure:
 
 
 def verify(conn: "psycopg.Connection", kek: crypto.MasterKey, batch_size: int = 5000) -> tuple[int, list[Failure]]:
-    """Decrypt every encrypted field; returns (fields checked, failures by column and row)."""
+    """Decrypt every encrypted field; returns (fields checked, failures by column and row). Reads in
+    primary-key windows, each its own short statement, so no snapshot is held for long."""
     _require_core(conn)
     ring = crypto.Keyring.load(conn, kek)
     decrypting = ring.decrypting()
     checked, failures = 0, []
     for col in encrypted_columns(conn):
         pk, c = f'"{col.spec.pk}"', f'"{col.spec.column}"'
-        with conn.cursor(name=f"verify_{uuid.uuid4().hex[:8]}") as cur, conn.transaction():
-            cur.itersize = batch_size
-            cur.execute(f"SELECT {pk}, {c} FROM {col.qualified_table} WHERE {c} IS NOT NULL ORDER BY {pk}")
-            for row_pk, value in cur:
+        last = None
+        while True:
+            rows = conn.execute(
+                f"SELECT {pk}, {c} FROM {col.qualified_table} WHERE ({pk} > %(last)s::{col.pk_type} OR %(first)s) "
+                f"ORDER BY {pk} LIMIT %(n)s", {"last": last, "first": last is None, "n": batch_size}).fetchall()
+            for row_pk, value in rows:
+                if value is None:
+                    continue
                 checked += 1
                 try:
                     crypto.decrypt_field(decrypting, col.schema, col.spec.table, col.spec.column, row_pk, value)
                 except crypto.FieldError as exc:
                     failures.append(Failure(col.label, str(row_pk), exc.message))
+            if len(rows) < batch_size:
+                break
+            last = rows[-1][0]
     return checked, failures
 
 
@@ -338,7 +346,7 @@ def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 100
             _checked, failures = verify(conn, kek)
             known = {(f.column, f.row) for f in result.failures}
             fresh = [f for f in failures if (f.column, f.row) not in known]
-            counts = field_counts(conn, columns)
+            counts = _timed_counts(conn, columns, result)
             result.remaining = {c["column"]: c["fields"] for c in counts if c["key"] != result.active}
             if fresh:
                 result.failures += fresh
@@ -377,11 +385,22 @@ def _retire_unused(conn: "psycopg.Connection", ring: crypto.Keyring, columns: li
     result.longest_transaction_ms = max(result.longest_transaction_ms, result.retire_ms)
     for col in columns:  # what stale writers committed before the fence
         _rotate_column(conn, ring, col, batch_size, None, result, None)
-    in_use = {c["key"] for c in field_counts(conn, columns) if c["key"] != result.active}
+    in_use = {c["key"] for c in _timed_counts(conn, columns, result) if c["key"] != result.active}
     retire_now = [n for n in old if n not in in_use]
     if retire_now:
         _retire_now(conn, retire_now)
         result.retired += retire_now
+
+
+def _timed_counts(conn: "psycopg.Connection", columns: list[Column], result: RotateResult) -> list[dict[str, Any]]:
+    """field_counts, one statement per column, each timed into the rotation's longest transaction
+    (a read-only scan, but a snapshot held all the same)."""
+    out = []
+    for col in columns:
+        t0 = time.perf_counter()
+        out += field_counts(conn, [col])
+        result.longest_transaction_ms = max(result.longest_transaction_ms, (time.perf_counter() - t0) * 1000)
+    return out
 
 
 def _switch_active(conn: "psycopg.Connection", kek: crypto.MasterKey, ring: crypto.Keyring) -> crypto.Keyring:
@@ -411,21 +430,31 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
     update_sql = (f"UPDATE {col.qualified_table} AS t SET {c} = v.value{set_ref} "
                   f"FROM unnest(%(pks)s::{col.pk_type}[], %(values)s::text[]) AS v(pk, value) WHERE t.{pk} = v.pk")
     done = result.reencrypted.setdefault(col.label, 0)
+    # Each transaction works on one window of the primary key: (last, upper], `upper` being the key
+    # batch_size rows ahead (an index-only look-up), so no transaction scans more than a batch,
+    # however few rows still need work. A pass walks the whole table; the column is done when a
+    # pass finds nothing left to change and no row it could not lock.
+    window = (f"SELECT {pk} FROM {col.qualified_table} WHERE {pk} > %(last)s::{col.pk_type} OR %(first)s "
+              f"ORDER BY {pk} OFFSET %(n)s - 1 LIMIT 1")
+    select = (f"SELECT {pk}, {c} FROM {col.qualified_table} WHERE ({pk} > %(last)s::{col.pk_type} OR %(first)s) "
+              f"AND (%(upper)s::{col.pk_type} IS NULL OR {pk} <= %(upper)s::{col.pk_type}) AND {c} IS NOT NULL "
+              f"AND {hdr} IS DISTINCT FROM %(active)s ORDER BY {pk}")
     idle_passes = 0
     while True:
         last = None
-        changed_this_pass = 0
+        changed_this_pass = skipped_this_pass = 0
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             t0 = time.perf_counter()
             with conn.transaction():
                 conn.execute("SET LOCAL lock_timeout = '1s'")
-                after = f"AND {pk} > %s::{col.pk_type}" if last is not None else ""
-                rows = conn.execute(
-                    f"SELECT {pk}, {c} FROM {col.qualified_table} WHERE {c} IS NOT NULL "
-                    f"AND {hdr} IS DISTINCT FROM %s {after} ORDER BY {pk} LIMIT %s FOR UPDATE SKIP LOCKED",
-                    [active.number, *([last] if last is not None else []), batch_size]).fetchall()
+                args = {"last": last, "first": last is None, "n": batch_size, "active": active.number}
+                bound = conn.execute(window, args).fetchone()
+                args["upper"] = bound[0] if bound else None
+                candidates = conn.execute(select, args).fetchall()
+                rows = conn.execute(select + " FOR UPDATE SKIP LOCKED", args).fetchall() if candidates else []
+                skipped_this_pass += len(candidates) - len(rows)
                 updates = []
                 for row_pk, value in rows:
                     key = str(row_pk)
@@ -449,21 +478,17 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
             result.reencrypted[col.label] = done
             if progress:
                 progress(col.label, done, len(updates))
-            if len(rows) < batch_size:
+            if bound is None:  # this window reached the end of the table
                 break
-            last = rows[-1][0]
-        # another pass while fields remain on old keys (skipped as locked, or written meanwhile by a
-        # writer with a stale keyring); the damaged ones stay and are reported
-        left = conn.execute(f"SELECT count(*) FROM {col.qualified_table} WHERE {c} IS NOT NULL "
-                            f"AND {hdr} IS DISTINCT FROM %s", (active.number,)).fetchone()[0]
-        if left <= len(failed):
-            return True
+            last = bound[0]
+        if changed_this_pass == 0 and skipped_this_pass == 0:
+            return True  # a whole pass found nothing on an old key but the damaged fields
         if changed_this_pass == 0:
             # only rows other sessions hold remain: give them a moment, but not forever
             idle_passes += 1
             if idle_passes > 100:
                 log.warning("%s: %d field(s) stayed locked by other sessions for 5 s; stopping (a rerun resumes)",
-                            col.label, left - len(failed))
+                            col.label, skipped_this_pass)
                 return False
             time.sleep(0.05)
         else:
