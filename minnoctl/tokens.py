@@ -170,14 +170,33 @@ def list_tokens(conn: "psycopg.Connection", *, workspace: str | None = None, pro
 # keys / verify / retire
 
 
-def field_counts(conn: "psycopg.Connection", columns: list[Column] | None = None) -> list[dict[str, Any]]:
-    """How many fields use each key, per column (key None = not a well-formed field)."""
+def field_counts(conn: "psycopg.Connection", columns: list[Column] | None = None, window: int = 100_000,
+                 timings: list[float] | None = None) -> list[dict[str, Any]]:
+    """How many fields use each key, per column (key None = not a well-formed field). Counted in
+    primary-key windows, each a short statement, so no snapshot is held for long on a big table."""
     out = []
     for col in columns if columns is not None else encrypted_columns(conn):
-        c = f'"{col.spec.column}"'
-        for number, count in conn.execute(
-                f"SELECT {header_sql(c)}, count(*) FROM {col.qualified_table} WHERE {c} IS NOT NULL GROUP BY 1"):
-            out.append({"column": col.label, "key": number, "fields": count})
+        pk, c = f'"{col.spec.pk}"', f'"{col.spec.column}"'
+        totals: dict[int | None, int] = {}
+        last = None
+        while True:
+            t0 = time.perf_counter()
+            args = {"last": last, "first": last is None, "n": window}
+            bound = conn.execute(
+                f"SELECT {pk} FROM {col.qualified_table} WHERE {pk} > %(last)s::{col.pk_type} OR %(first)s "
+                f"ORDER BY {pk} OFFSET %(n)s - 1 LIMIT 1", args).fetchone()
+            args["upper"] = bound[0] if bound else None
+            for number, count in conn.execute(
+                    f"SELECT {header_sql(c)}, count(*) FROM {col.qualified_table} "
+                    f"WHERE ({pk} > %(last)s::{col.pk_type} OR %(first)s) AND (%(upper)s::{col.pk_type} IS NULL "
+                    f"OR {pk} <= %(upper)s::{col.pk_type}) AND {c} IS NOT NULL GROUP BY 1", args):
+                totals[number] = totals.get(number, 0) + count
+            if timings is not None:
+                timings.append((time.perf_counter() - t0) * 1000)
+            if bound is None:
+                break
+            last = bound[0]
+        out += [{"column": col.label, "key": number, "fields": count} for number, count in totals.items()]
     return out
 
 
@@ -393,13 +412,11 @@ def _retire_unused(conn: "psycopg.Connection", ring: crypto.Keyring, columns: li
 
 
 def _timed_counts(conn: "psycopg.Connection", columns: list[Column], result: RotateResult) -> list[dict[str, Any]]:
-    """field_counts, one statement per column, each timed into the rotation's longest transaction
+    """field_counts, each of its window statements timed into the rotation's longest transaction
     (a read-only scan, but a snapshot held all the same)."""
-    out = []
-    for col in columns:
-        t0 = time.perf_counter()
-        out += field_counts(conn, [col])
-        result.longest_transaction_ms = max(result.longest_transaction_ms, (time.perf_counter() - t0) * 1000)
+    timings: list[float] = []
+    out = field_counts(conn, columns, timings=timings)
+    result.longest_transaction_ms = max([result.longest_transaction_ms, *timings])
     return out
 
 
@@ -452,9 +469,9 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
                 args = {"last": last, "first": last is None, "n": batch_size, "active": active.number}
                 bound = conn.execute(window, args).fetchone()
                 args["upper"] = bound[0] if bound else None
-                candidates = conn.execute(select, args).fetchall()
+                candidates = conn.execute(f"SELECT count(*) FROM ({select}) AS w", args).fetchone()[0]
                 rows = conn.execute(select + " FOR UPDATE SKIP LOCKED", args).fetchall() if candidates else []
-                skipped_this_pass += len(candidates) - len(rows)
+                skipped_this_pass += candidates - len(rows)
                 updates = []
                 for row_pk, value in rows:
                     key = str(row_pk)
