@@ -63,6 +63,30 @@ def header_sql(column: str) -> str:
             "from 2 for 4), 'hex'))::bit(32)::int END")
 
 
+def _in_window(col: Column) -> str:
+    """SQL: the row's primary key is in the window (last, upper]; `first` opens it at the start, a
+    NULL `upper` at the end."""
+    pk, t = f'"{col.spec.pk}"', col.pk_type
+    return (f"({pk} > %(last)s::{t} OR %(first)s) AND (%(upper)s::{t} IS NULL OR {pk} <= %(upper)s::{t})")
+
+
+def _windows(conn: "psycopg.Connection", col: Column, size: int):
+    """Yield the primary-key windows of `size` rows that cover the table, as query arguments, so
+    each statement or transaction over a window touches at most `size` rows (the bound is an
+    index-only look-up `size` rows ahead)."""
+    pk = f'"{col.spec.pk}"'
+    last = None
+    while True:
+        bound = conn.execute(
+            f"SELECT {pk} FROM {col.qualified_table} WHERE {pk} > %(last)s::{col.pk_type} OR %(first)s "
+            f"ORDER BY {pk} OFFSET %(n)s - 1 LIMIT 1", {"last": last, "first": last is None, "n": size}).fetchone()
+        upper = bound[0] if bound else None
+        yield {"last": last, "first": last is None, "upper": upper}
+        if upper is None:
+            return
+        last = upper
+
+
 def encrypted_columns(conn: "psycopg.Connection") -> list[Column]:
     """The registry's encrypted columns whose tables exist (installed modules only)."""
     found = []
@@ -176,26 +200,17 @@ def field_counts(conn: "psycopg.Connection", columns: list[Column] | None = None
     primary-key windows, each a short statement, so no snapshot is held for long on a big table."""
     out = []
     for col in columns if columns is not None else encrypted_columns(conn):
-        pk, c = f'"{col.spec.pk}"', f'"{col.spec.column}"'
+        c = f'"{col.spec.column}"'
         totals: dict[int | None, int] = {}
-        last = None
-        while True:
-            t0 = time.perf_counter()
-            args = {"last": last, "first": last is None, "n": window}
-            bound = conn.execute(
-                f"SELECT {pk} FROM {col.qualified_table} WHERE {pk} > %(last)s::{col.pk_type} OR %(first)s "
-                f"ORDER BY {pk} OFFSET %(n)s - 1 LIMIT 1", args).fetchone()
-            args["upper"] = bound[0] if bound else None
+        t0 = time.perf_counter()
+        for args in _windows(conn, col, window):
             for number, count in conn.execute(
                     f"SELECT {header_sql(c)}, count(*) FROM {col.qualified_table} "
-                    f"WHERE ({pk} > %(last)s::{col.pk_type} OR %(first)s) AND (%(upper)s::{col.pk_type} IS NULL "
-                    f"OR {pk} <= %(upper)s::{col.pk_type}) AND {c} IS NOT NULL GROUP BY 1", args):
+                    f"WHERE {_in_window(col)} AND {c} IS NOT NULL GROUP BY 1", args):
                 totals[number] = totals.get(number, 0) + count
             if timings is not None:
                 timings.append((time.perf_counter() - t0) * 1000)
-            if bound is None:
-                break
-            last = bound[0]
+            t0 = time.perf_counter()
         out += [{"column": col.label, "key": number, "fields": count} for number, count in totals.items()]
     return out
 
@@ -230,22 +245,14 @@ def verify(conn: "psycopg.Connection", kek: crypto.MasterKey, batch_size: int = 
     checked, failures = 0, []
     for col in encrypted_columns(conn):
         pk, c = f'"{col.spec.pk}"', f'"{col.spec.column}"'
-        last = None
-        while True:
-            rows = conn.execute(
-                f"SELECT {pk}, {c} FROM {col.qualified_table} WHERE ({pk} > %(last)s::{col.pk_type} OR %(first)s) "
-                f"ORDER BY {pk} LIMIT %(n)s", {"last": last, "first": last is None, "n": batch_size}).fetchall()
-            for row_pk, value in rows:
-                if value is None:
-                    continue
+        for args in _windows(conn, col, batch_size):
+            for row_pk, value in conn.execute(f"SELECT {pk}, {c} FROM {col.qualified_table} "
+                                              f"WHERE {_in_window(col)} AND {c} IS NOT NULL", args):
                 checked += 1
                 try:
                     crypto.decrypt_field(decrypting, col.schema, col.spec.table, col.spec.column, row_pk, value)
                 except crypto.FieldError as exc:
                     failures.append(Failure(col.label, str(row_pk), exc.message))
-            if len(rows) < batch_size:
-                break
-            last = rows[-1][0]
     return checked, failures
 
 
@@ -447,28 +454,21 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
     update_sql = (f"UPDATE {col.qualified_table} AS t SET {c} = v.value{set_ref} "
                   f"FROM unnest(%(pks)s::{col.pk_type}[], %(values)s::text[]) AS v(pk, value) WHERE t.{pk} = v.pk")
     done = result.reencrypted.setdefault(col.label, 0)
-    # Each transaction works on one window of the primary key: (last, upper], `upper` being the key
-    # batch_size rows ahead (an index-only look-up), so no transaction scans more than a batch,
-    # however few rows still need work. A pass walks the whole table; the column is done when a
-    # pass finds nothing left to change and no row it could not lock.
-    window = (f"SELECT {pk} FROM {col.qualified_table} WHERE {pk} > %(last)s::{col.pk_type} OR %(first)s "
-              f"ORDER BY {pk} OFFSET %(n)s - 1 LIMIT 1")
-    select = (f"SELECT {pk}, {c} FROM {col.qualified_table} WHERE ({pk} > %(last)s::{col.pk_type} OR %(first)s) "
-              f"AND (%(upper)s::{col.pk_type} IS NULL OR {pk} <= %(upper)s::{col.pk_type}) AND {c} IS NOT NULL "
+    # Each transaction works on one window of the primary key (see _windows), so no transaction
+    # scans more than a batch, however few rows still need work. A pass walks the whole table; the
+    # column is done when a pass finds nothing left to change and no row it could not lock.
+    select = (f"SELECT {pk}, {c} FROM {col.qualified_table} WHERE {_in_window(col)} AND {c} IS NOT NULL "
               f"AND {hdr} IS DISTINCT FROM %(active)s ORDER BY {pk}")
     idle_passes = 0
     while True:
-        last = None
         changed_this_pass = skipped_this_pass = 0
-        while True:
+        for args in _windows(conn, col, batch_size):
             if deadline is not None and time.monotonic() >= deadline:
                 return False
+            args["active"] = active.number
             t0 = time.perf_counter()
             with conn.transaction():
                 conn.execute("SET LOCAL lock_timeout = '1s'")
-                args = {"last": last, "first": last is None, "n": batch_size, "active": active.number}
-                bound = conn.execute(window, args).fetchone()
-                args["upper"] = bound[0] if bound else None
                 candidates = conn.execute(f"SELECT count(*) FROM ({select}) AS w", args).fetchone()[0]
                 rows = conn.execute(select + " FOR UPDATE SKIP LOCKED", args).fetchall() if candidates else []
                 skipped_this_pass += candidates - len(rows)
@@ -495,9 +495,6 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
             result.reencrypted[col.label] = done
             if progress:
                 progress(col.label, done, len(updates))
-            if bound is None:  # this window reached the end of the table
-                break
-            last = bound[0]
         if changed_this_pass == 0 and skipped_this_pass == 0:
             return True  # a whole pass found nothing on an old key but the damaged fields
         if changed_this_pass == 0:
