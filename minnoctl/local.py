@@ -152,11 +152,16 @@ def _die_with(parent: int):
     """A preexec_fn (Linux) that has the child killed when minnoctl dies (PR_SET_PDEATHSIG). It runs
     after the switch to the service user, which would otherwise clear the setting."""
 
-    def set_death_signal() -> None:
-        import ctypes
-        import signal
+    # Resolved here, in minnoctl: the child has already switched to the service user, which may
+    # not be able to read the Python installation to import anything (a pyenv under /root).
+    import ctypes
+    import signal
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    sigkill = int(signal.SIGKILL)
+
+    def set_death_signal() -> None:
+        prctl(1, sigkill)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # minnoctl died before the call: follow it now
             os._exit(1)
 
