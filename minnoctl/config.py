@@ -78,6 +78,10 @@ class Settings:
     def display_url(self) -> str:
         return display_url(self.params)
 
+    def label(self) -> str:
+        """The target as a person reads it in a question or a message (password masked)."""
+        return f"the embedded database in {self.minno_home}" if self.embedded else self.display_url()
+
 
 # ---------------------------------------------------------------------------------------------
 # .env

@@ -29,6 +29,7 @@ class ExitCode(enum.IntEnum):
     MIGRATION_FAILED = 13  # a migration failed; the database is as before it
     CRYPTO = 14  # master key missing, malformed or wrong; an encrypted field cannot be used
     PARTIAL = 15  # stopped at --max-runtime with work left; run it again to resume
+    PRODUCTION = 16  # refused: the target is production and --force was not given
     INTERNAL = 70  # a bug in minnoctl (EX_SOFTWARE); the traceback is printed
 
 
@@ -49,6 +50,7 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.MIGRATION_FAILED: "a migration failed; the database is as it was before that migration",
     ExitCode.CRYPTO: "the master key is missing, malformed or not the one that wrapped the data keys",
     ExitCode.PARTIAL: "stopped at `--max-runtime` with work left (a rerun resumes), or some fields could not be used",
+    ExitCode.PRODUCTION: "refused: the target is production (`MINNO_ENV`, `APP_ENV` or `NODE_ENV`, or `db init --environment production`) and `--force` was not given",
     ExitCode.INTERNAL: "a bug in minnoctl: the traceback is printed; please report it",
 }
 

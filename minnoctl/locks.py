@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import psycopg
 
 NAMESPACE = 0x4D494E4E  # 'MINN': the first key of every minnoctl advisory lock
-KEYS = {"migrate": 1, "token-rotate": 2, "cleanup": 3}
+KEYS = {"migrate": 1, "token-rotate": 2, "cleanup": 3, "seed": 4}
 
 
 def holder_name(purpose: str) -> str:

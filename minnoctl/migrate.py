@@ -62,7 +62,46 @@ BOOKKEEPING_DDL = (
         host         text NOT NULL,
         duration_ms  double precision NOT NULL
     )""",
+    # What the database says about itself: `environment` (db init --environment), which the seed's
+    # production guard reads, so the guard holds on every machine whatever its variables say.
+    f"""CREATE TABLE IF NOT EXISTS {BOOKKEEPING}.settings (
+        name    text PRIMARY KEY,
+        value   text NOT NULL,
+        set_at  timestamptz NOT NULL DEFAULT now(),
+        set_by  text NOT NULL
+    )""",
 )
+
+ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def recorded_environment(conn: "psycopg.Connection") -> str | None:
+    """The environment the database was marked with by `db init --environment`, or None."""
+    if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.settings",)).fetchone()[0] is None:
+        return None
+    row = conn.execute(f"SELECT value FROM {BOOKKEEPING}.settings WHERE name = 'environment'").fetchone()
+    return row[0] if row else None
+
+
+def read_environment(settings: "Settings") -> str | None:
+    """recorded_environment of the configured database; None when it does not exist yet."""
+    from minnoctl.connection import connect
+    from minnoctl.errors import ConnectError
+
+    try:
+        with connect(settings, autocommit=True) as conn:
+            return recorded_environment(conn)
+    except ConnectError as exc:
+        if exc.kind == "no-database":
+            return None
+        raise
+
+
+def check_environment(name: str) -> str:
+    value = name.strip().lower()
+    if not ENVIRONMENT_RE.match(value):
+        raise UsageError(f"--environment '{name}' is not a name like production, staging or development")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +311,7 @@ def _first_line(statement: str) -> str:
 
 @dataclass
 class RunResult:
+    environment_before: str | None = None
     applied: list[MigrationFile] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
     database_created: bool = False
@@ -631,7 +671,7 @@ def _create_database(settings: "Settings", selected: list[modules.Module]) -> No
 
 def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, force: bool = False,
          lock_timeout: float = 30, files: list[MigrationFile] | None = None,
-         verbose: bool = False) -> RunResult:
+         verbose: bool = False, environment: str | None = None) -> RunResult:
     """Create the database if needed, the extensions and the schemas, and apply every migration of
     the chosen modules (all by default). `force` first drops exactly minnoctl's module schemas and
     its bookkeeping schema (the CLI asks for confirmation)."""
@@ -656,6 +696,9 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
             to_create = runner.check_extensions(selected)  # before any change
             all_schemas = [m.schema for m in modules.MODULES] + [BOOKKEEPING]
             before = _catalog(conn, all_schemas) if verbose else set()
+            result.environment_before = recorded_environment(conn)
+            if environment is None:
+                environment = result.environment_before  # kept through --force too
             if force:
                 with conn.transaction():
                     for schema in reversed(all_schemas):
@@ -664,6 +707,12 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
                 before = set()
             plan = _locked_plan(runner, [m for m in modules.MODULES if m.name in names], allow_drift=False)
             result.extensions_created = _create_extensions(runner, to_create)
+            if environment is not None and environment != recorded_environment(conn):
+                runner.ensure_bookkeeping()
+                conn.execute(
+                    f"INSERT INTO {BOOKKEEPING}.settings (name, value, set_by) VALUES ('environment', %s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, set_at = now(), set_by = excluded.set_by",
+                    (environment, f"{runner.user}@{runner.host}"))
             if not plan.pending and not result.extensions_created:
                 result.up_to_date = True
                 return result

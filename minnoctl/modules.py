@@ -1,7 +1,7 @@
 """The module registry: for each module its schema, migrations folder, extensions and dependencies.
 
 Commands iterate this registry; adding a module is adding one entry here and one folder under
-migrations/. Later issues add each module's seed file, retention rules, encrypted columns and
+migrations/. Each entry names its seed file; later issues add retention rules, encrypted columns and
 health checks to the same entries.
 """
 
@@ -32,10 +32,16 @@ class Module:
     extensions: tuple[str, ...] = ()
     depends: tuple[str, ...] = ()
     encrypted: tuple[EncryptedColumn, ...] = ()
+    seed_keeps: tuple[str, ...] = ()  # tables `minnoctl seed` never empties (the keyring)
 
     @property
     def migrations_folder(self) -> str:
         return self.name
+
+    @property
+    def seed_file(self) -> str:
+        """The module's development data in seeds/ (format: seeds/README.md)."""
+        return f"{self.name}.json"
 
 
 # In dependency order: a module comes after every module it depends on.
@@ -43,7 +49,8 @@ MODULES: tuple[Module, ...] = (
     Module("minno", "minno", "core: Slack workspaces, Notion, encrypted OAuth tokens, sessions, messages, keyring",
            "000 (and 003's encryption_keys)",
            encrypted=(EncryptedColumn("oauth_tokens", "access_token_encrypted", "id"),
-                      EncryptedColumn("oauth_tokens", "refresh_token_encrypted", "id"))),
+                      EncryptedColumn("oauth_tokens", "refresh_token_encrypted", "id")),
+           seed_keeps=("encryption_keys", "key_audit_log")),
     Module("chatbot", "chatbot", "Micro Chatbot Service: conversations and messages", "001", depends=("minno",)),
     Module("assistant", "assistant", "AI Assistant Platform: user tokens, sessions, confirmations", "002",
            depends=("minno",),

@@ -163,6 +163,32 @@ def records(rows: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
     return [{"setting": k, "value": v} for k, v in rows]
 
 
+class ProgressBar:
+    """A Rich progress bar on stderr, one line per label; `update(label, done, total)`."""
+
+    def __init__(self, unit: str) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn(f"{{task.completed:,}} {unit}"), TimeElapsedColumn(),
+                                 console=console(stderr=True), transient=True)
+        self.progress.start()
+        self.tasks: dict[str, Any] = {}
+
+    def update(self, label: str, done: int, total: int | None = None) -> None:
+        if label not in self.tasks:
+            self.tasks[label] = self.progress.add_task(label, total=total)
+        self.progress.update(self.tasks[label], completed=done)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def progress_bar(unit: str) -> ProgressBar | None:
+    """A progress bar when stderr is a colour terminal; None otherwise (cron, pipes, NO_COLOR)."""
+    return ProgressBar(unit) if color_allowed(sys.stderr) else None
+
+
 # -- stderr: notes, warnings, errors ---------------------------------------------------------
 
 

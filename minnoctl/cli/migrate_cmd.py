@@ -35,6 +35,10 @@ def init(
                                         "first (asks; --yes in scripts). Nothing else is touched.")] = False,
     yes: Yes = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every object created.")] = False,
+    environment: Annotated[Optional[str], typer.Option(
+        "--environment", "-e", help="Record what this database is (production, staging, development) in the "
+        "database itself; `minnoctl seed` refuses a production database without --force.",
+        show_default=False)] = None,
     lock_timeout: LockTimeout = 30,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
@@ -44,17 +48,27 @@ def init(
     Running it again is a no-op that says so. On a server without pgvector, leave knowledge out:
     --modules minno,chatbot,assistant,supervisor,slackbot.
 
-    Example: minnoctl db init --modules chatbot,slackbot
+    Example: minnoctl db init --environment production
     """
     from minnoctl import migrate, render
     from minnoctl import modules as registry
 
     chosen = registry.parse_list(modules)
+    if environment is not None:
+        environment = migrate.check_environment(environment)
     settings = _settings(database_url)
+    target = settings.label()
     if force:
         schemas = ", ".join([m.schema for m in registry.MODULES] + [migrate.BOOKKEEPING])
-        confirm(f"Drop the schemas {schemas} and everything in them at {settings.display_url() or 'the embedded database'}?", yes)
-    result = migrate.init(settings, chosen, force=force, lock_timeout=lock_timeout, verbose=verbose)
+        confirm(f"Drop the schemas {schemas} and everything in them at {target}?", yes)
+    if environment is not None and environment != "production":
+        if migrate.read_environment(settings) == "production":
+            confirm(f"{target} is marked production; mark it {environment}, which lifts the seed's "
+                    "production guard?", yes)
+    result = migrate.init(settings, chosen, force=force, lock_timeout=lock_timeout, verbose=verbose,
+                          environment=environment)
+    if environment is not None and environment != result.environment_before:
+        _note("marked the database as %s", environment)
     if result.up_to_date:
         _note("the database is already initialised and up to date; nothing to do")
         return

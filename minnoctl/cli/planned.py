@@ -11,7 +11,6 @@ import typer
 from minnoctl.errors import NotBuiltError
 
 PLANNED = {
-    "seed": "Load development data, or bulk synthetic data for load tests.",
     "backup": "Create, verify, list, restore and prune backups.",
     "ports": "Allocate, release and inspect service ports (alias: port).",
     "cleanup": "Apply the retention policies; made for cron.",

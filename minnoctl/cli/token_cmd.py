@@ -210,10 +210,10 @@ def rotate(
         _note("re-wrapped %d data key(s) under master key %s; set MINNO_MASTER_KEY to the new key now",
               len(numbers), new.fingerprint)
         return
-    bar = _progress_bar()
+    bar = render.progress_bar("re-encrypted")
     try:
         result = tokens.rotate(settings, kek, batch_size=batch_size, max_runtime=max_runtime, dry_run=dry_run,
-                               progress=bar.update if bar else None)
+                               progress=(lambda label, done, _batch: bar.update(label, done)) if bar else None)
     finally:
         if bar:
             bar.close()
@@ -235,35 +235,6 @@ def rotate(
         render.warn(f"{failure.column} row {failure.row}: {failure.reason}")
     _note("rotation %s: active key %s, retired %s", result.status, result.active, result.retired or "none")
     raise typer.Exit(int(result.exit_code))
-
-
-class _Bar:
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from minnoctl import render
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.completed:,} re-encrypted"), TimeElapsedColumn(),
-                                 console=render.console(stderr=True), transient=True)
-        self.progress.start()
-        self.tasks: dict[str, int] = {}
-
-    def update(self, column: str, done: int, _batch: int) -> None:
-        if column not in self.tasks:
-            self.tasks[column] = self.progress.add_task(column, total=None)
-        self.progress.update(self.tasks[column], completed=done)
-
-    def close(self) -> None:
-        self.progress.stop()
-
-
-def _progress_bar() -> _Bar | None:
-    import sys
-
-    from minnoctl import render
-
-    return _Bar() if render.color_allowed(sys.stderr) else None
 
 
 def register(app: typer.Typer) -> None:

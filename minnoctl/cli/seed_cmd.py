@@ -1,0 +1,129 @@
+"""`minnoctl seed`: development data for every module, and bulk synthetic rows for load tests."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Yes, confirm
+
+
+def _note(message: str, *args: object) -> None:
+    import logging
+
+    logging.getLogger("minnoctl").info(message, *args)
+
+
+def _guard_production(reason: str | None, force: bool, yes: bool, target: str) -> bool:
+    """Refuse a production target unless --force; in a terminal --force still asks (even with --yes).
+    Returns whether a person or --yes has confirmed."""
+    import sys
+
+    from minnoctl.seed import ProductionRefused
+
+    if reason is None:
+        return False
+    if not force:
+        raise ProductionRefused(f"refusing to seed a production database ({reason}) at {target}: it would replace "
+                                "its data — use --force only if you really mean to")
+    if sys.stdin.isatty():
+        confirm(f"{target} is PRODUCTION ({reason}). Replace its data with development data anyway?", False)
+    else:
+        confirm(f"seeding a production database ({reason})", yes)
+    return True
+
+
+def _load_key(settings, needed: bool):
+    if not needed:
+        return None
+    from minnoctl import crypto
+
+    return crypto.load_master_key(embedded=settings.embedded, minno_home=settings.minno_home)
+
+
+def seed(
+    modules: Modules = None,
+    force: Annotated[bool, typer.Option("--force", help="Seed even a production database (MINNO_ENV, APP_ENV or "
+                                        "NODE_ENV = production, or db init --environment production); "
+                                        "in a terminal it still asks.")] = False,
+    yes: Yes = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show the workspaces and sessions "
+                                          "loaded.")] = False,
+    scale: Annotated[Optional[int], typer.Option("--scale", min=1, help="Instead: add this many synthetic rows "
+                                                 "to the large tables (messages, audit logs, query history, "
+                                                 "OAuth tokens, knowledge chunks) with COPY.",
+                                                 show_default=False)] = None,
+    random_seed: Annotated[Optional[int], typer.Option("--random-seed", min=0, help="With --scale: the seed "
+                                                       "that makes the rows (same seed, same rows).",
+                                                       show_default=False)] = None,
+    lock_timeout: LockTimeout = 30,
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Replace the data of the installed modules with development data, in one transaction.
+
+    Asks before replacing data (--yes in scripts); refuses a production database without --force.
+    With --scale N it adds N synthetic rows instead, for load tests and benchmarks.
+
+    Example: minnoctl seed --modules chatbot,slackbot --yes
+    """
+    from minnoctl import render
+    from minnoctl import modules as registry
+    from minnoctl import seed as seedlib
+    from minnoctl.cli import settings as load_settings
+    from minnoctl.connection import connect
+    from minnoctl.errors import UsageError
+
+    if random_seed is not None and scale is None:
+        raise UsageError("--random-seed goes with --scale")
+    chosen = registry.parse_list(modules)
+    settings = load_settings(database_url)
+    where = settings.label()
+    with connect(settings, autocommit=True) as conn:
+        reason = seedlib.production_reason(conn)
+        if scale is not None:
+            scaled = seedlib.scale_modules(conn, chosen)
+            kek = _load_key(settings, any(m.name == "minno" for m in scaled))
+            _guard_production(reason, force, yes, where)
+            if random_seed is None:
+                import secrets
+
+                random_seed = secrets.randbelow(2**31)
+                _note("random seed %d (pass --random-seed %d to make the same rows again)", random_seed, random_seed)
+            bar = render.progress_bar("rows")
+            try:
+                result = seedlib.scale(conn, scale, random_seed, scaled, kek, lock_timeout=lock_timeout,
+                                       progress=bar.update if bar else None)
+            finally:
+                if bar:
+                    bar.close()
+            render.table(result.counts, ["table", "rows", "parent"], fmt,
+                         document={"random_seed": result.random_seed, "rows": result.rows,
+                                   "seconds": round(result.seconds, 3), "tables": result.counts})
+            _note("added %d synthetic rows (and %d parent rows) in %.1f s", result.rows,
+                  sum(c["rows"] for c in result.counts) - result.rows, result.seconds)
+            return
+        target = seedlib.plan(conn, chosen)
+        kek = _load_key(settings, target.needs_key)
+        confirmed = _guard_production(reason, force, yes, where)
+        for module in target.added:
+            _note("seeding %s too: its tables refer to the seeded ones", module.name)
+        if target.nonempty and not confirmed:
+            names = ", ".join(m.name for m in target.seeded)
+            confirm(f"Replace the data of {names} at {where} ({len(target.nonempty)} table(s) hold rows)?", yes)
+        result = seedlib.load(conn, target, kek, lock_timeout=lock_timeout, verbose=verbose)
+    if verbose and result.workspaces and fmt != "json":  # in JSON they are part of the document
+        render.table(result.workspaces, ["slack_team_id", "name", "notion_workspace_id", "tokens"], fmt,
+                     title="workspaces")
+        render.table(result.sessions, ["workspace", "channel", "thread_ts", "status", "messages"], fmt,
+                     title="sessions")
+    render.table(result.counts, ["module", "table", "rows"], fmt,
+                 document={"modules": result.modules, "tables": result.counts,
+                           **({"workspaces": result.workspaces, "sessions": result.sessions} if verbose else {})})
+    _note("seeded %s: %d rows in %d tables (%.1f s)", ", ".join(result.modules),
+          sum(c["rows"] for c in result.counts), len(result.counts), result.seconds)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("seed")(seed)
