@@ -32,6 +32,9 @@ def test_wheel_contains_the_migration_set_and_seeds(wheel):
     wheel_sql = sorted(n[len("minnoctl/migrations/"):] for n in names
                        if n.startswith("minnoctl/migrations/") and n.endswith(".sql"))
     assert wheel_sql == repo_sql
+    repo_seeds = sorted(p.name for p in (REPO / "seeds").glob("*.json"))
+    wheel_seeds = sorted(n[len("minnoctl/seeds/"):] for n in names if n.startswith("minnoctl/seeds/") and n.endswith(".json"))
+    assert repo_seeds and wheel_seeds == repo_seeds
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
