@@ -254,6 +254,35 @@ def parse_duration_ms(text: str, origin: str) -> int:
     return int(float(match.group(1)) * _UNIT_MS[unit])
 
 
+SPAN_AMOUNT = r"\d+(?:\.\d+)?[smhdw]"  # one amount of a span: 90s, 5m, 2h, 1.5d, 1w
+SPAN_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SPAN = re.compile(rf"^(?:{SPAN_AMOUNT})+$")
+_SPAN_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def span_seconds(text: str) -> float:
+    """'90s', '5m', '2h', '1d', '1w', '1h30m' -> seconds; a bare number is seconds. ValueError else."""
+    value = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        return float(value)
+    if not _SPAN.match(value):
+        raise ValueError(text)
+    return sum(float(n) * SPAN_UNITS_S[u] for n, u in _SPAN_PART.findall(value))
+
+
+def parse_span(text: str, option: str, *, allow_zero: bool = False) -> float:
+    """A command-line duration in seconds, or a UsageError naming the option."""
+    from minnoctl.errors import UsageError
+
+    try:
+        seconds = span_seconds(text)
+    except ValueError:
+        raise UsageError(f"{option} '{text}' is not a duration — use e.g. 30s, 15m, 2h, 1d or 1h30m") from None
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise UsageError(f"{option} '{text}' must be {'zero or more' if allow_zero else 'more than zero'}")
+    return seconds
+
+
 def _positive_int(text: str, origin: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise ConfigError(f"{origin}='{text}' is not a whole number of at least 1 — fix or unset it")

@@ -30,6 +30,9 @@ class ExitCode(enum.IntEnum):
     CRYPTO = 14  # master key missing, malformed or wrong; an encrypted field cannot be used
     PARTIAL = 15  # stopped at --max-runtime with work left; run it again to resume
     PRODUCTION = 16  # refused: the target is production and --force was not given
+    RANGE_FULL = 17  # `ports`: no free port left in the range
+    PORT_TAKEN = 18  # `ports`: the port asked for is held, reserved or cooling down
+    NOT_FOUND = 19  # a project, range or other named object does not exist
     INTERNAL = 70  # a bug in minnoctl (EX_SOFTWARE); the traceback is printed
 
 
@@ -51,6 +54,9 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.CRYPTO: "the master key is missing, malformed or not the one that wrapped the data keys",
     ExitCode.PARTIAL: "stopped at `--max-runtime` with work left (a rerun resumes), or some fields could not be used",
     ExitCode.PRODUCTION: "refused: the target is production (`MINNO_ENV`, `APP_ENV` or `NODE_ENV`, or `db init --environment production`) and `--force` was not given",
+    ExitCode.RANGE_FULL: "`ports`: no free port left in the range (every port allocated, reserved or cooling down)",
+    ExitCode.PORT_TAKEN: "`ports`: the port asked for is held by another service (named), reserved, cooling down, or bound outside minnoctl",
+    ExitCode.NOT_FOUND: "a project, port range or other named object does not exist (the message lists the known ones)",
     ExitCode.INTERNAL: "a bug in minnoctl: the traceback is printed; please report it",
 }
 

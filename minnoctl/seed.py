@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from minnoctl import locks, modules
+from minnoctl.config import SPAN_AMOUNT, span_seconds
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
 
 if TYPE_CHECKING:
@@ -109,20 +110,16 @@ def read_file(module: modules.Module) -> SeedFile:
     return SeedFile(module.name, str(doc.get("description", "")), tables)
 
 
-_AMOUNT = r"\d+(?:\.\d+)?[smhdw]"
-_TIME_RE = re.compile(rf"^now((?:[+-](?:{_AMOUNT})+)*)$")  # now, now-95d, now-1d-6h, now-2h30m
-_TIME_GROUP = re.compile(rf"([+-])((?:{_AMOUNT})+)")
-_TIME_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_TIME_RE = re.compile(rf"^now((?:[+-](?:{SPAN_AMOUNT})+)*)$")  # now, now-95d, now-1d-6h, now-2h30m
+_TIME_GROUP = re.compile(rf"([+-])((?:{SPAN_AMOUNT})+)")
 
 
 def parse_time(text: str, now: dt.datetime) -> dt.datetime:
     """'now', 'now-95d', 'now+2h', 'now-1d-6h' relative to `now`; otherwise ISO 8601."""
     match = _TIME_RE.match(text.strip())
     if match:
-        seconds = sum((1 if sign == "+" else -1) * float(num) * _UNIT_S[unit]
-                      for sign, group in _TIME_GROUP.findall(match.group(1))
-                      for num, unit in _TIME_PART.findall(group))
+        seconds = sum((1 if sign == "+" else -1) * span_seconds(group)
+                      for sign, group in _TIME_GROUP.findall(match.group(1)))
         return now + dt.timedelta(seconds=seconds)
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))

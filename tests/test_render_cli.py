@@ -330,8 +330,8 @@ def test_planned_commands_exit_1_with_one_line(cli, argv):
 
 def test_port_is_an_alias_of_ports(cli):
     ports, port = cli("ports", "--yes"), cli("port", "--yes")
-    assert (port.exit_code, port.stdout) == (ports.exit_code, ports.stdout) == (1, "")
-    assert port.stderr.replace("`minnoctl port`", "`minnoctl ports`") == ports.stderr
+    assert (port.exit_code, port.stdout) == (ports.exit_code, ports.stdout) == (2, "")
+    assert port.stderr.replace("minnoctl port ", "minnoctl ports ") == ports.stderr
     ports_help, port_help = cli("ports", "--help"), cli("port", "--help")
     assert port_help.exit_code == ports_help.exit_code == 0
     assert port_help.stdout.replace("minnoctl port ", "minnoctl ports ") == ports_help.stdout

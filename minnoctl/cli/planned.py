@@ -12,7 +12,6 @@ from minnoctl.errors import NotBuiltError
 
 PLANNED = {
     "backup": "Create, verify, list, restore and prune backups.",
-    "ports": "Allocate, release and inspect service ports (alias: port).",
     "cleanup": "Apply the retention policies; made for cron.",
 }
 
@@ -31,6 +30,4 @@ def register(app: typer.Typer, names: tuple[str, ...]) -> None:
         settings = {"ignore_unknown_options": True, "allow_extra_args": True}
         short = f"{description} [not built yet]"
         app.command(name, context_settings=settings, short_help=short)(_planned(name, description))
-        if name == "ports":
-            app.command("port", context_settings=settings, short_help=short, hidden=True)(
-                _planned("port", description))
+

@@ -165,7 +165,8 @@ DECLARE
     v_port    INTEGER;
 BEGIN
     INSERT INTO projects (name, path) VALUES ('consilio', '/srv/consilio') RETURNING id INTO v_project;
-    INSERT INTO port_ranges (range_name, start_port, end_port) VALUES ('mcp-servers', 8100, 8102)
+    -- no cooldown here, so a released port is reused at once (tests/test_ports.py covers the cooldown)
+    INSERT INTO port_ranges (range_name, start_port, end_port, cooldown_seconds) VALUES ('mcp-servers', 8100, 8102, 0)
         RETURNING id INTO v_range;
     ASSERT find_available_port(v_range, 'localhost', 'tcp') = 8100;
     ASSERT allocate_port(v_project, v_range, 'api', 'api', 'localhost', 'tcp') = 8100;

@@ -1,0 +1,275 @@
+"""`minnoctl ports ...` (alias `minnoctl port ...`): allocate, release, list, reserve and check ports."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+from minnoctl.cli.options import DatabaseUrl, Format
+
+ports_app = typer.Typer(help="Allocate, release and inspect service ports (alias: port).\n\n"
+                        "Example: minnoctl ports allocate --project odin --service api --format plain",
+                        no_args_is_help=True)
+range_app = typer.Typer(help="Port ranges: list (utilisation), add, disable.\n\n"
+                        "Example: minnoctl ports range list", no_args_is_help=True)
+
+Project = Annotated[str, typer.Option("--project", "-p", help="The project's name (supervisor.projects).")]
+Service = Annotated[str, typer.Option("--service", "-s", help="The service's name within the project.")]
+RangeName = Annotated[Optional[str], typer.Option("--range", "-r", help="The port range to take from.",
+                                                  show_default=False)]
+ServiceType = Annotated[Optional[str], typer.Option(
+    "--service-type", "-t", help="Take from the range serving this type (api, web, database, ...); "
+    "recorded on the allocation.", show_default=False)]
+Hostname = Annotated[str, typer.Option("--hostname", "-H", help="The host the port is on.")]
+Protocol = Annotated[str, typer.Option("--protocol", "-P", help="tcp or udp.")]
+
+
+def _note(message: str, *args: object) -> None:
+    import logging
+
+    logging.getLogger("minnoctl").info(message, *args)
+
+
+@contextmanager
+def _conn(database_url: str | None) -> Iterator[object]:
+    from minnoctl.cli import settings
+    from minnoctl.connection import connect
+
+    with connect(settings(database_url), autocommit=True) as conn:
+        yield conn
+
+
+def _span(text: str | None, option: str, allow_zero: bool = False) -> float | None:
+    from minnoctl.config import parse_span
+
+    return None if text is None else parse_span(text, option, allow_zero=allow_zero)
+
+
+def _one_of(range_name: str | None, service_type: str | None) -> None:
+    from minnoctl.errors import UsageError
+
+    if range_name is not None and service_type is not None:
+        raise UsageError("use --range or --service-type, not both")
+
+
+@ports_app.command("allocate")
+def allocate(
+    project: Project,
+    service: Service,
+    range_name: RangeName = None,
+    service_type: ServiceType = None,
+    hostname: Hostname = "localhost",
+    protocol: Protocol = "tcp",
+    port: Annotated[Optional[int], typer.Option("--port", help="This port rather than the lowest free one.",
+                                                show_default=False)] = None,
+    lease: Annotated[Optional[str], typer.Option("--lease", help="Hold the port for this long (30m, 2h, 1d); "
+                                                 "allocating again renews it; cleanup releases expired leases.",
+                                                 show_default=False)] = None,
+    verify_bind: Annotated[bool, typer.Option("--verify-bind", help="This host only: skip ports that something "
+                                              "outside minnoctl has bound.")] = False,
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Give the service the lowest free port of the range (or --port), or the one it already holds.
+
+    Safe with any number of concurrent callers: no port is ever handed out twice. Exit 17 when the
+    range is full, 18 when --port is taken (the holder is named), 19 for an unknown project or range.
+
+    In scripts: PORT=$(minnoctl ports allocate ... --format plain) prints the port alone.
+
+    Example: minnoctl ports allocate --project odin --service api -t api --format plain
+    """
+    from minnoctl import ports, render
+
+    _one_of(range_name, service_type)
+    lease_s = _span(lease, "--lease")
+    with _conn(database_url) as conn:
+        got = ports.allocate(conn, project=project, service=service, range_name=range_name,
+                             service_type=service_type, hostname=hostname, protocol=protocol, port=port,
+                             lease_s=lease_s, verify_bind=verify_bind)
+    for skipped in got.skipped:
+        _note("skipped port %d: bound on this host outside minnoctl", skipped)
+    if fmt == "plain":
+        typer.echo(str(got.port))
+        return
+    row = {"port": got.port, "project": got.project, "service": got.service, "range": got.range,
+           "hostname": got.hostname, "protocol": got.protocol, "state": got.state,
+           "lease_expires_at": got.lease_expires_at}
+    render.table([row], list(row), fmt, document=row)
+
+
+@ports_app.command("release")
+def release(
+    port: Annotated[Optional[int], typer.Argument(help="The port to release.", show_default=False)] = None,
+    hostname: Hostname = "localhost",
+    protocol: Annotated[Optional[str], typer.Option("--protocol", "-P", help="tcp or udp (default: both).",
+                                                    show_default=False)] = None,
+    project: Annotated[Optional[str], typer.Option("--project", "-p", help="With --service: release that "
+                                                   "service's ports instead.", show_default=False)] = None,
+    service: Annotated[Optional[str], typer.Option("--service", "-s", help="The service (with --project).",
+                                                   show_default=False)] = None,
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Release a port (or a service's ports). Releasing a free port is not an error.
+
+    A released port is handed out again only after its range's cooldown.
+
+    Example: minnoctl ports release 4001 --protocol tcp
+    """
+    from minnoctl import ports, render
+
+    with _conn(database_url) as conn:
+        rows = ports.release(conn, port=port, hostname=hostname, protocol=protocol, project=project,
+                             service=service)
+    if not rows:
+        _note("nothing to release: no active allocation matches")
+    render.table(rows, ["port", "protocol", "hostname", "project", "service"], fmt)
+
+
+@ports_app.command("list")
+def list_(
+    project: Annotated[Optional[str], typer.Option("--project", "-p", help="Only this project.",
+                                                   show_default=False)] = None,
+    status: Annotated[str, typer.Option("--status", help="active (allocated or in_use), allocated, in_use, "
+                                        "released or all.")] = "active",
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List port allocations.
+
+    Example: minnoctl ports list --project odin --status all --format json
+    """
+    from minnoctl import ports, render
+
+    with _conn(database_url) as conn:
+        rows = ports.list_allocations(conn, project=project, status=status)
+    render.table(rows, ["port", "protocol", "hostname", "project", "service", "service_type", "range", "status",
+                        "allocated_at", "lease_expires_at", "released_at"], fmt)
+
+
+@ports_app.command("reserve")
+def reserve(
+    project: Project,
+    service: Service,
+    ttl: Annotated[str, typer.Option("--ttl", help="How long the reservation holds (15m, 2h, 1d).")],
+    range_name: RangeName = None,
+    service_type: ServiceType = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="This port rather than the lowest free one.",
+                                                show_default=False)] = None,
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Hold a port for a service (on every host and protocol) until --ttl runs out; the service's
+    next `allocate` takes it. Reserving again extends it.
+
+    Example: minnoctl ports reserve --project consilio --service web --range web --ttl 2h
+    """
+    from minnoctl import ports, render
+
+    _one_of(range_name, service_type)
+    ttl_s = _span(ttl, "--ttl")
+    with _conn(database_url) as conn:
+        row = ports.reserve(conn, project=project, service=service, ttl_s=ttl_s, range_name=range_name,
+                            service_type=service_type, port=port)
+    if fmt == "plain":
+        typer.echo(str(row["port"]))
+        return
+    render.table([row], list(row), fmt, document=row)
+
+
+@ports_app.command("check")
+def check(
+    project: Annotated[Optional[str], typer.Option("--project", "-p", help="Only this project.",
+                                                   show_default=False)] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.01, max=30, help="Seconds to wait for each "
+                                           "port.")] = 0.5,
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Probe this host's allocated ports (is something listening?) and record each result in
+    supervisor.port_health_checks. Exit 1 when any is not healthy.
+
+    Example: minnoctl ports check --format json
+    """
+    from minnoctl import ports, render
+    from minnoctl.errors import ExitCode
+
+    with _conn(database_url) as conn:
+        rows = ports.check(conn, project=project, timeout_s=timeout)
+    if not rows:
+        _note("no port of this host is allocated")
+    render.table(rows, ["port", "protocol", "hostname", "project", "service", "status", "response_ms", "error"],
+                 fmt, styles={"status": lambda v: "green" if v == "healthy" else "red"})
+    if any(r["status"] != "healthy" for r in rows):
+        raise typer.Exit(int(ExitCode.FAILURE))
+
+
+@range_app.command("list")
+def range_list(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
+    """Every range with its utilisation (supervisor.port_range_utilization), cooldown and service types.
+
+    Example: minnoctl ports range list --format json
+    """
+    from minnoctl import ports, render
+
+    with _conn(database_url) as conn:
+        rows = ports.list_ranges(conn)
+    render.table(rows, ["range", "start", "end", "total", "allocated", "reserved", "utilization_percent", "active",
+                        "cooldown_s", "service_types", "description"], fmt)
+
+
+@range_app.command("add")
+def range_add(
+    name: Annotated[str, typer.Argument(help="The range's name.")],
+    start: Annotated[int, typer.Option("--start", help="First port of the range.")],
+    end: Annotated[int, typer.Option("--end", help="Last port of the range (included).")],
+    description: Annotated[Optional[str], typer.Option("--description", help="What the range is for.",
+                                                       show_default=False)] = None,
+    service_types: Annotated[Optional[str], typer.Option("--service-type", "-t", help="Comma-separated service "
+                                                         "types it serves (for allocate --service-type).",
+                                                         show_default=False)] = None,
+    cooldown: Annotated[str, typer.Option("--cooldown", help="How long a released port stays out of automatic "
+                                          "allocation (0 for none).")] = "60s",
+    fmt: Format = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Add a port range. Active ranges may not overlap.
+
+    Example: minnoctl ports range add grpc --start 50000 --end 50999 -t grpc --description "gRPC services"
+    """
+    from minnoctl import ports, render
+
+    cooldown_s = _span(cooldown, "--cooldown", allow_zero=True)
+    types = [t.strip() for t in (service_types or "").split(",") if t.strip()]
+    with _conn(database_url) as conn:
+        row = ports.add_range(conn, name, start, end, description=description, service_types=types,
+                              cooldown_s=cooldown_s)
+    render.table([row], list(row), fmt, document=row)
+
+
+@range_app.command("disable")
+def range_disable(
+    name: Annotated[str, typer.Argument(help="The range's name.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Disable a range: nothing more is allocated from it; its allocations stay until released.
+
+    Example: minnoctl ports range disable legacy-mcp
+    """
+    from minnoctl import ports
+
+    with _conn(database_url) as conn:
+        changed, left = ports.disable_range(conn, name)
+    _note("range %s %s; %d active allocation(s) in it stay until released", name,
+          "disabled" if changed else "was already disabled", left)
+
+
+ports_app.add_typer(range_app, name="range")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ports_app, name="ports")
+    app.add_typer(ports_app, name="port", hidden=True)  # both spellings are in use
