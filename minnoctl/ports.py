@@ -142,11 +142,20 @@ def pick_range(conn: "psycopg.Connection", range_name: str | None, service_type:
     raise UsageError(f"say which range: --range NAME or --service-type TYPE (ranges: {_range_names(conn)})")
 
 
-def _sql_error(exc: Exception) -> MinnoctlError | None:
-    """supervisor's port SQLSTATEs as minnoctl errors."""
+def _sql_error(exc: Exception, conn: "psycopg.Connection | None" = None, *, project: str | None = None,
+               range_name: str | None = None, service_type: str | None = None) -> MinnoctlError | None:
+    """supervisor's port SQLSTATEs as minnoctl errors; the name errors are rebuilt by the same
+    lookups that list what exists (they run after the failed statement, in a new transaction)."""
     state = getattr(exc, "sqlstate", None)
     diag = getattr(exc, "diag", None)
     message = (diag.message_primary if diag else None) or str(exc)
+    if state in ("MP001", "MP009", "MP010", "MP011", "MP012") and conn is not None:
+        try:
+            if state == "MP009":
+                project_id(conn, project or "")
+            pick_range(conn, range_name, service_type)
+        except MinnoctlError as named:
+            return named
     if state == "MP001":
         return UsageError(f"{message} — see `minnoctl ports range list`")
     if state == "MP002":
@@ -201,7 +210,8 @@ def allocate(conn: "psycopg.Connection", *, project: str, service: str, range_na
              service_type: str | None = None, hostname: str = "localhost", protocol: str = "tcp",
              port: int | None = None, lease_s: float | None = None, verify_bind: bool = False) -> Allocation:
     """The service's port: its existing allocation, or a new one (the port asked for, or the lowest
-    free one). `conn` is an autocommit connection; everything happens in one transaction."""
+    free one). `conn` is an autocommit connection. Without --verify-bind it is one statement, one
+    round trip (supervisor.allocate_service_port), which is what keeps it fast under contention."""
     import psycopg
 
     hostname, protocol = check_hostname(hostname), check_protocol(protocol)
@@ -212,56 +222,49 @@ def allocate(conn: "psycopg.Connection", *, project: str, service: str, range_na
         raise UsageError(f"--verify-bind checks this host only, and '{hostname}' is not this host "
                          f"({', '.join(sorted(local_names() - {'0.0.0.0'}))})")
     lease = dt.timedelta(seconds=lease_s) if lease_s is not None else None
-    require_supervisor(conn)
+    call = ("SELECT port, state, range_name, lease_expires_at FROM supervisor.allocate_service_port("
+            "%s, %s, %s, %s, %s, %s, %s, %s)")
+    args = (project, range_name, service_type, service, hostname, protocol, port, lease)
     skipped: list[int] = []
     try:
-        with conn.transaction():
-            pid = project_id(conn, project)
-            rng = pick_range(conn, range_name, service_type)
-            # the lock allocate_port takes for this service (re-entrant): the check below is then exact
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                         (f"minnoctl-port:{pid}/{service}/{hostname}/{protocol}",))
-            existing = conn.execute(
-                """SELECT port_number FROM supervisor.port_allocations WHERE project_id = %s AND service_name = %s
-                      AND hostname = %s AND protocol = %s AND status IN ('allocated', 'in_use')""",
-                (pid, service, hostname, protocol)).fetchone()
-            for _ in range(BIND_TRIES):
-                got = conn.execute("SELECT supervisor.allocate_port(%s, %s, %s, %s, %s, %s, %s, %s)",
-                                   (pid, rng.id, service, service_type, hostname, protocol, port, lease)).fetchone()[0]
-                if existing or not verify_bind or can_bind(got, protocol):
-                    break
-                if port is not None:
-                    raise PortTaken(f"port {got}/{protocol} is bound on this host by a process outside minnoctl — "
-                                    "stop it, or leave --port out for the lowest free port")
-                skipped.append(got)
-                # not handed out: back to the pool, held out for a while, and try the next
-                conn.execute("DELETE FROM supervisor.port_allocations WHERE project_id = %s AND service_name = %s "
-                             "AND hostname = %s AND protocol = %s AND status IN ('allocated', 'in_use')",
-                             (pid, service, hostname, protocol))
-                conn.execute("UPDATE supervisor.port_pool SET available_at = now() + make_interval(secs => %s) "
-                             "WHERE port_range_id = %s AND hostname = %s AND protocol = %s AND port_number = %s",
-                             (BUSY_HOLD_S, rng.id, hostname, protocol, got))
-            else:
-                raise RangeFull(f"the first {BIND_TRIES} free ports of range {rng.name} are all bound on this host "
-                                "by processes outside minnoctl")
-            lease_at = conn.execute(
-                "SELECT lease_expires_at FROM supervisor.port_allocations WHERE project_id = %s AND service_name = %s "
-                "AND hostname = %s AND protocol = %s AND status IN ('allocated', 'in_use')",
-                (pid, service, hostname, protocol)).fetchone()[0]
+        if not verify_bind:
+            got, state, rname, lease_at = conn.execute(call, args).fetchone()
+        else:
+            with conn.transaction():
+                for _ in range(BIND_TRIES):
+                    got, state, rname, lease_at = conn.execute(call, args).fetchone()
+                    if state == "existing" or can_bind(got, protocol):
+                        break
+                    if port is not None:
+                        raise PortTaken(f"port {got}/{protocol} is bound on this host by a process outside "
+                                        "minnoctl — stop it, or leave --port out for the lowest free port")
+                    skipped.append(got)
+                    # not handed out: back to the pool, held out for a while, and try the next
+                    conn.execute(
+                        "DELETE FROM supervisor.port_allocations a USING supervisor.projects p WHERE p.id = a.project_id "
+                        "AND p.name = %s AND a.service_name = %s AND a.hostname = %s AND a.protocol = %s "
+                        "AND a.status IN ('allocated', 'in_use')", (project, service, hostname, protocol))
+                    conn.execute("UPDATE supervisor.port_pool SET available_at = now() + make_interval(secs => %s) "
+                                 "WHERE hostname = %s AND protocol = %s AND port_number = %s",
+                                 (BUSY_HOLD_S, hostname, protocol, got))
+                else:
+                    raise RangeFull(f"the first {BIND_TRIES} free ports of range {rname} are all bound on this "
+                                    "host by processes outside minnoctl")
+    except psycopg.errors.UndefinedFunction:
+        require_supervisor(conn)
+        raise
     except psycopg.errors.UniqueViolation:
         if port is None:
             raise
-        with conn.transaction():
-            holder = _holder(conn, port, hostname, protocol)
+        holder = _holder(conn, port, hostname, protocol)
         raise PortTaken(f"port {port}/{protocol} on {hostname} is held by {holder} — choose another port, or "
                         "leave --port out for the lowest free one") from None
     except psycopg.Error as exc:
-        mapped = _sql_error(exc)
+        mapped = _sql_error(exc, conn, project=project, range_name=range_name, service_type=service_type)
         if mapped is None:
             raise
         raise mapped from None
-    return Allocation(got, project, service, rng.name, hostname, protocol, "existing" if existing else "new",
-                      lease_at, tuple(skipped))
+    return Allocation(got, project, service, rname, hostname, protocol, state, lease_at, tuple(skipped))
 
 
 def release(conn: "psycopg.Connection", *, port: int | None = None, hostname: str = "localhost",

@@ -1,5 +1,6 @@
 -- Undo supervisor/0006_port_pool: back to 0003's allocator (range row lock and gap search).
 
+DROP FUNCTION allocate_service_port(VARCHAR, VARCHAR, VARCHAR, VARCHAR, VARCHAR, VARCHAR, INTEGER, INTERVAL);
 DROP FUNCTION reserve_port(UUID, UUID, VARCHAR, INTERVAL, VARCHAR, INTEGER);
 
 CREATE OR REPLACE FUNCTION find_available_port(

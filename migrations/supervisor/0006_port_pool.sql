@@ -162,8 +162,9 @@ DECLARE
     v_until    TIMESTAMPTZ;
     v_lease    TIMESTAMPTZ := CASE WHEN p_lease IS NULL THEN NULL ELSE now() + p_lease END;
 BEGIN
-    -- FOR KEY SHARE: the range cannot be deleted meanwhile, and allocators do not wait for each other
-    SELECT * INTO v_range FROM port_ranges WHERE id = p_range_id FOR KEY SHARE;
+    -- No row lock on the range: allocators must not wait for each other. The foreign key of the
+    -- INSERT below keeps the range from being deleted meanwhile.
+    SELECT * INTO v_range FROM port_ranges WHERE id = p_range_id;
     IF NOT FOUND OR NOT v_range.is_active THEN
         RAISE EXCEPTION 'port range % does not exist or is not active', p_range_id USING ERRCODE = 'MP001';
     END IF;
@@ -171,6 +172,8 @@ BEGIN
         RAISE EXCEPTION 'port % is outside range % (%-%)', p_port, v_range.range_name, v_range.start_port,
             v_range.end_port USING ERRCODE = 'MP004';
     END IF;
+    -- whether the service's existing port came back (read by allocate_service_port)
+    PERFORM set_config('minnoctl.port_state', 'new', true);
 
     -- Idempotent: one caller per service at a time; the service's active port comes back.
     PERFORM pg_advisory_xact_lock(hashtextextended(
@@ -187,6 +190,7 @@ BEGIN
         IF v_lease IS NOT NULL THEN
             UPDATE port_allocations SET lease_expires_at = v_lease, last_used_at = now() WHERE id = v_held_id;
         END IF;
+        PERFORM set_config('minnoctl.port_state', 'existing', true);
         RETURN v_held;
     END IF;
 
@@ -335,7 +339,7 @@ DECLARE
     v_service VARCHAR;
     v_project VARCHAR;
 BEGIN
-    SELECT * INTO v_range FROM port_ranges WHERE id = p_range_id FOR KEY SHARE;
+    SELECT * INTO v_range FROM port_ranges WHERE id = p_range_id;
     IF NOT FOUND OR NOT v_range.is_active THEN
         RAISE EXCEPTION 'port range % does not exist or is not active', p_range_id USING ERRCODE = 'MP001';
     END IF;
@@ -388,5 +392,64 @@ BEGIN
     INSERT INTO port_reservations (project_id, port_range_id, port_number, service_name, reserved_by, expires_at)
     VALUES (p_project_id, p_range_id, v_port, p_service_name, p_reserved_by, now() + p_ttl);
     RETURN v_port;
+END;
+$$;
+
+-- allocate_service_port: allocate_port by names, in one statement (one round trip for minnoctl),
+-- saying whether the port is new or the service's existing one. The range is --range NAME, else
+-- the active range serving the service type (metadata.service_types or its name), else the only
+-- active range. More errors: MP009 unknown project; MP010 unknown range; MP011 no range serves
+-- the service type; MP012 several active ranges and none chosen.
+CREATE FUNCTION allocate_service_port(
+    p_project      VARCHAR,
+    p_range        VARCHAR,
+    p_service_type VARCHAR,
+    p_service_name VARCHAR,
+    p_hostname     VARCHAR DEFAULT 'localhost',
+    p_protocol     VARCHAR DEFAULT 'tcp',
+    p_port         INTEGER DEFAULT NULL,
+    p_lease        INTERVAL DEFAULT NULL
+)
+RETURNS TABLE (port INTEGER, state TEXT, range_name VARCHAR, lease_expires_at TIMESTAMPTZ)
+LANGUAGE plpgsql
+SET search_path = supervisor, public
+AS $$
+DECLARE
+    v_project  UUID;
+    v_range    UUID;
+    v_name     VARCHAR;
+    v_hostname VARCHAR := lower(p_hostname);
+    v_protocol VARCHAR := lower(p_protocol);
+    v_port     INTEGER;
+BEGIN
+    SELECT id INTO v_project FROM projects WHERE name = p_project;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown project %', p_project USING ERRCODE = 'MP009';
+    END IF;
+    IF p_range IS NOT NULL THEN
+        SELECT r.id, r.range_name INTO v_range, v_name FROM port_ranges r WHERE r.range_name = p_range;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown port range %', p_range USING ERRCODE = 'MP010';
+        END IF;
+    ELSIF p_service_type IS NOT NULL THEN
+        SELECT r.id, r.range_name INTO v_range, v_name FROM port_ranges r
+         WHERE r.is_active AND (r.metadata->'service_types' ? p_service_type OR r.range_name = p_service_type)
+         ORDER BY r.start_port LIMIT 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'no active port range serves service type %', p_service_type USING ERRCODE = 'MP011';
+        END IF;
+    ELSE
+        SELECT r.id, r.range_name INTO v_range, v_name FROM port_ranges r WHERE r.is_active;
+        IF (SELECT count(*) FROM port_ranges WHERE is_active) <> 1 THEN
+            RAISE EXCEPTION 'say which range' USING ERRCODE = 'MP012';
+        END IF;
+    END IF;
+    v_port := allocate_port(v_project, v_range, p_service_name, p_service_type, v_hostname, v_protocol, p_port,
+                            p_lease);
+    RETURN QUERY
+        SELECT v_port, current_setting('minnoctl.port_state'), v_name, a.lease_expires_at
+          FROM port_allocations a
+         WHERE a.project_id = v_project AND a.service_name = p_service_name AND a.hostname = v_hostname
+           AND a.protocol = v_protocol AND a.status IN ('allocated', 'in_use');
 END;
 $$;
