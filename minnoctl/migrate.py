@@ -64,6 +64,21 @@ BOOKKEEPING_DDL = (
     )""",
     # What the database says about itself: `environment` (db init --environment), which the seed's
     # production guard reads, so the guard holds on every machine whatever its variables say.
+    # One row per `minnoctl cleanup` run, so `health` can tell when cleanup last succeeded. A run
+    # killed with kill -9 stays 'running' until the next run (which holds the lock) marks it failed.
+    f"""CREATE TABLE IF NOT EXISTS {BOOKKEEPING}.cleanup_runs (
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        started_at  timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz,
+        status      text NOT NULL CHECK (status IN ('running', 'ok', 'partial', 'failed')),
+        dry_run     boolean NOT NULL,
+        rows        bigint NOT NULL DEFAULT 0,
+        tasks       jsonb NOT NULL DEFAULT '[]',
+        error       text,
+        by_user     text NOT NULL,
+        host        text NOT NULL,
+        pid         integer NOT NULL
+    )""",
     f"""CREATE TABLE IF NOT EXISTS {BOOKKEEPING}.settings (
         name    text PRIMARY KEY,
         value   text NOT NULL,

@@ -1,7 +1,7 @@
 """The module registry: for each module its schema, migrations folder, extensions and dependencies.
 
 Commands iterate this registry; adding a module is adding one entry here and one folder under
-migrations/. Each entry names its seed file; later issues add retention rules, encrypted columns and
+migrations/. Each entry names its seed file and declares its retention tasks, encrypted columns and
 health checks to the same entries.
 """
 
@@ -24,6 +24,18 @@ class EncryptedColumn:
 
 
 @dataclass(frozen=True)
+class RetentionTask:
+    """A retention rule of a module, applied by `minnoctl cleanup` (its SQL is in minnoctl/cleanup.py).
+    `default_days` is the age at which a row is due; None means the row is due when it expires, and
+    an age given with --older-than is then a grace period after expiry."""
+
+    name: str
+    action: str  # archive | delete | deactivate | mark-expired | release
+    description: str
+    default_days: float | None = None
+
+
+@dataclass(frozen=True)
 class Module:
     name: str
     schema: str
@@ -33,6 +45,7 @@ class Module:
     depends: tuple[str, ...] = ()
     encrypted: tuple[EncryptedColumn, ...] = ()
     seed_keeps: tuple[str, ...] = ()  # tables `minnoctl seed` never empties (the keyring)
+    retention: tuple[RetentionTask, ...] = ()
 
     @property
     def migrations_folder(self) -> str:
@@ -51,23 +64,42 @@ MODULES: tuple[Module, ...] = (
            encrypted=(EncryptedColumn("oauth_tokens", "access_token_encrypted", "id"),
                       EncryptedColumn("oauth_tokens", "refresh_token_encrypted", "id")),
            seed_keeps=("encryption_keys", "key_audit_log")),
-    Module("chatbot", "chatbot", "Micro Chatbot Service: conversations and messages", "001", depends=("minno",)),
+    Module("chatbot", "chatbot", "Micro Chatbot Service: conversations and messages", "001", depends=("minno",),
+           retention=(
+               RetentionTask("chatbot-conversations", "archive",
+                             "conversations inactive for DAYS (no update and no message since), with all their "
+                             "messages, moved to conversations_archive / messages_archive", 90),
+               RetentionTask("chatbot-system-messages", "delete", "system messages older than DAYS", 30))),
     Module("assistant", "assistant", "AI Assistant Platform: user tokens, sessions, confirmations", "002",
            depends=("minno",),
            encrypted=tuple(EncryptedColumn("user_tokens", f"{provider}_{kind}_token", "user_id")
                            for provider in ("google", "slack") for kind in ("access", "refresh"))
            + (EncryptedColumn("oauth_tokens", "access_token", "session_id"),
-              EncryptedColumn("oauth_tokens", "refresh_token", "session_id"))),
+              EncryptedColumn("oauth_tokens", "refresh_token", "session_id")),
+           retention=(
+               RetentionTask("assistant-sessions", "delete",
+                             "sessions past expires_at (with their confirmations and legacy tokens)"),
+               RetentionTask("assistant-confirmations", "mark-expired",
+                             "pending confirmations past expires_at, marked expired"))),
     Module("supervisor", "supervisor", "supervisor-service: projects, secrets, ports, task timing", "003 (001-004)",
            depends=("minno",),
-           encrypted=(EncryptedColumn("secrets", "encrypted_value", "id", key_ref="encryption_key_id"),)),
+           encrypted=(EncryptedColumn("secrets", "encrypted_value", "id", key_ref="encryption_key_id"),),
+           retention=(
+               RetentionTask("port-reservations", "delete", "port reservations past expires_at"),
+               RetentionTask("port-leases", "release", "port allocations whose lease has expired, released"))),
     Module("knowledge", "knowledge", "learnings index for retrieval (pgvector)", "003 (005)",
            extensions=("vector",), depends=("minno", "supervisor")),
     Module("slackbot", "slackbot", "Slackbot: sessions, query history, cache, audit logs", "004",
-           depends=("minno",)),
+           depends=("minno",),
+           retention=(
+               RetentionTask("slackbot-sessions", "deactivate", "active sessions with no activity for DAYS", 1),
+               RetentionTask("slackbot-cache", "delete", "query cache entries past expires_at, or invalidated"),
+               RetentionTask("slackbot-audit-logs", "archive", "audit logs older than DAYS, moved to "
+                             "audit_logs_archive", 90))),
 )
 
 BY_NAME = {m.name: m for m in MODULES}
+TASKS = {t.name: (m, t) for m in MODULES for t in m.retention}
 
 
 def get(name: str) -> Module:

@@ -12,7 +12,6 @@ from minnoctl.errors import NotBuiltError
 
 PLANNED = {
     "backup": "Create, verify, list, restore and prune backups.",
-    "cleanup": "Apply the retention policies; made for cron.",
 }
 
 

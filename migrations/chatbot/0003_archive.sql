@@ -1,0 +1,33 @@
+-- Archive tables for the retention policy of document 001 ("Inactive conversations (>90 days):
+-- archive or delete"; "User messages: 90 days: archive"), filled by `minnoctl cleanup`.
+--
+-- conversations_archive and messages_archive have the columns of conversations and messages
+-- plus archived_at, no foreign keys (an archive outlives what it archived) and no CHECKs beyond
+-- NOT NULL (a row is archived as it was). minnoctl moves a batch of inactive conversations and
+-- all their messages here and deletes them, in one transaction per batch.
+-- The document's own implementation (CREATE TABLE conversations_archive AS SELECT ...) made the
+-- table on first use; here it exists from the start, so every run appends to it.
+
+CREATE TABLE conversations_archive (
+    id          UUID PRIMARY KEY,
+    user_id     VARCHAR(255) NOT NULL,
+    created_at  TIMESTAMP NOT NULL,
+    updated_at  TIMESTAMP NOT NULL,
+    metadata    JSONB,
+    archived_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE INDEX idx_conversations_archive_user_id ON conversations_archive (user_id);
+CREATE INDEX idx_conversations_archive_archived_at ON conversations_archive (archived_at);
+
+CREATE TABLE messages_archive (
+    id              UUID PRIMARY KEY,
+    conversation_id UUID NOT NULL,
+    role            VARCHAR(50) NOT NULL,
+    content         TEXT NOT NULL,
+    created_at      TIMESTAMP NOT NULL,
+    metadata        JSONB,
+    archived_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE INDEX idx_messages_archive_conversation_id ON messages_archive (conversation_id, created_at);

@@ -1,0 +1,5 @@
+-- transactional: false
+-- Undo chatbot/0004_cleanup_indexes.
+
+DROP INDEX CONCURRENTLY IF EXISTS idx_messages_system_created_at;
+DROP INDEX CONCURRENTLY IF EXISTS idx_conversations_updated_at;
