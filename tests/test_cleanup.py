@@ -252,8 +252,8 @@ def _spawn(url: str, *args: str) -> subprocess.Popen:
 
 
 def test_two_cleanups_started_at_once_one_works_one_reports_the_lock(migrated):
-    _fill_conversations(migrated, 3000)
-    procs = [_spawn(migrated, "--batch-size", "50", "--format", "json") for _ in range(2)]
+    _fill_conversations(migrated, 30000)  # a few seconds of work: the runs overlap
+    procs = [_spawn(migrated, "--batch-size", "10", "--format", "json") for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, ExitCode.LOCK_HELD], outs

@@ -5,11 +5,15 @@
 -- plus archived_at, no foreign keys (an archive outlives what it archived) and no CHECKs beyond
 -- NOT NULL (a row is archived as it was). minnoctl moves a batch of inactive conversations and
 -- all their messages here and deletes them, in one transaction per batch.
+-- No indexes and no primary keys: archiving is append-only and must stay cheap next to the
+-- DELETE it accompanies (an index on random UUIDs costs a random page write per archived row).
+-- Each row is archived once (it is deleted in the same statement). Index the archive when you
+-- query it: CREATE INDEX ON chatbot.messages_archive (conversation_id).
 -- The document's own implementation (CREATE TABLE conversations_archive AS SELECT ...) made the
 -- table on first use; here it exists from the start, so every run appends to it.
 
 CREATE TABLE conversations_archive (
-    id          UUID PRIMARY KEY,
+    id          UUID NOT NULL,
     user_id     VARCHAR(255) NOT NULL,
     created_at  TIMESTAMP NOT NULL,
     updated_at  TIMESTAMP NOT NULL,
@@ -17,11 +21,8 @@ CREATE TABLE conversations_archive (
     archived_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
-CREATE INDEX idx_conversations_archive_user_id ON conversations_archive (user_id);
-CREATE INDEX idx_conversations_archive_archived_at ON conversations_archive (archived_at);
-
 CREATE TABLE messages_archive (
-    id              UUID PRIMARY KEY,
+    id              UUID NOT NULL,
     conversation_id UUID NOT NULL,
     role            VARCHAR(50) NOT NULL,
     content         TEXT NOT NULL,
@@ -29,5 +30,3 @@ CREATE TABLE messages_archive (
     metadata        JSONB,
     archived_at     TIMESTAMPTZ NOT NULL DEFAULT now()
 );
-
-CREATE INDEX idx_messages_archive_conversation_id ON messages_archive (conversation_id, created_at);
