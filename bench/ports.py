@@ -24,7 +24,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -75,120 +74,106 @@ def main() -> int:
     import psycopg
 
     from minnoctl import migrate, modules
+    from benchlib import server as bench_server
     from minnoctl.config import load_settings
-    from minnoctl.connection import connect_kwargs, resolve
 
-    with tempfile.TemporaryDirectory() as tmp:
-        if not os.environ.get("MINNO_DATABASE_URL"):
-            os.environ["MINNO_HOME"] = str(Path(tmp) / "home")
-        base = load_settings(os.environ.get("MINNO_DATABASE_URL"))
-        admin = connect_kwargs(base, resolve(base)) | {"dbname": "postgres"}
-        name = f"bench_ports_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(**admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-            server = conn.execute("SHOW server_version").fetchone()[0]
-        dsn = " ".join(f"{k}='{v}'" for k, v in (admin | {"dbname": name}).items())
-        try:
-            migrate.init(load_settings(dsn), modules.parse_list("supervisor"))
-            original = _original_allocator()
+    with bench_server("bench_ports") as bench:
+        tmp = bench.tmp
+        dsn = bench.dsn(bench.new_db())
+        server = bench.server_version()
+        migrate.init(load_settings(dsn), modules.parse_list("supervisor"))
+        original = _original_allocator()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SET search_path = supervisor, public")
+            conn.execute(original)  # two CREATE FUNCTIONs, no parameters: one simple query
+            conn.execute("INSERT INTO projects (name, path) VALUES ('bench', '/srv/bench')")
+            conn.execute("CREATE TABLE public.bench_floor (i integer)")
+
+        def fresh_range(fill: float) -> str:
+            """A new 10,000-port range (the others disabled) with `fill` of it allocated."""
+            rname = f"r{uuid.uuid4().hex[:6]}"
             with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute("SET search_path = supervisor, public")
-                conn.execute(original)  # two CREATE FUNCTIONs, no parameters: one simple query
-                conn.execute("INSERT INTO projects (name, path) VALUES ('bench', '/srv/bench')")
-                conn.execute("CREATE TABLE public.bench_floor (i integer)")
+                conn.execute("DELETE FROM supervisor.port_pools")  # the previous range's pool, then its rows
+                conn.execute("DELETE FROM supervisor.port_allocations")
+                conn.execute("UPDATE supervisor.port_ranges SET is_active = false")
+                rid = conn.execute(
+                    "INSERT INTO supervisor.port_ranges (range_name, start_port, end_port, cooldown_seconds) "
+                    "VALUES (%s, %s, %s, 0) RETURNING id", (rname, *RANGE)).fetchone()[0]
+                conn.execute("SELECT supervisor.ensure_port_pool(%s, 'localhost', 'tcp')", (rid,))
+                n = int((RANGE[1] - RANGE[0] + 1) * fill)
+                conn.execute("""INSERT INTO supervisor.port_allocations (project_id, port_range_id, port_number,
+                                    service_name) SELECT p.id, %s, %s + g, 'fill-' || g
+                                  FROM supervisor.projects p, generate_series(0, %s - 1) g WHERE p.name = 'bench'""",
+                             (rid, RANGE[0], n))
+                conn.execute("VACUUM ANALYZE supervisor.port_allocations")
+                conn.execute("VACUUM ANALYZE supervisor.port_pool")
+            return rname
 
-            def fresh_range(fill: float) -> str:
-                """A new 10,000-port range (the others disabled) with `fill` of it allocated."""
-                rname = f"r{uuid.uuid4().hex[:6]}"
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    conn.execute("DELETE FROM supervisor.port_pools")  # the previous range's pool, then its rows
-                    conn.execute("DELETE FROM supervisor.port_allocations")
-                    conn.execute("UPDATE supervisor.port_ranges SET is_active = false")
-                    rid = conn.execute(
-                        "INSERT INTO supervisor.port_ranges (range_name, start_port, end_port, cooldown_seconds) "
-                        "VALUES (%s, %s, %s, 0) RETURNING id", (rname, *RANGE)).fetchone()[0]
-                    conn.execute("SELECT supervisor.ensure_port_pool(%s, 'localhost', 'tcp')", (rid,))
-                    n = int((RANGE[1] - RANGE[0] + 1) * fill)
-                    conn.execute("""INSERT INTO supervisor.port_allocations (project_id, port_range_id, port_number,
-                                        service_name) SELECT p.id, %s, %s + g, 'fill-' || g
-                                      FROM supervisor.projects p, generate_series(0, %s - 1) g WHERE p.name = 'bench'""",
-                                 (rid, RANGE[0], n))
-                    conn.execute("VACUUM ANALYZE supervisor.port_allocations")
-                    conn.execute("VACUUM ANALYZE supervisor.port_pool")
-                return rname
+        cold: dict[str, list[float]] = {}
 
-            cold: dict[str, list[float]] = {}
+        def run(kind: str, rname: str, workers: int, count: int) -> tuple[list[list[float]], float]:
+            go = Path(tmp) / f"go-{uuid.uuid4().hex[:6]}"
+            env = dict(os.environ, URL=dsn, RANGE=rname)
+            procs = [subprocess.Popen([sys.executable, "-c", WORKER, kind, f"{kind}-{w}", str(count),
+                                       str(go) if workers > 1 else ""], env=env, stdout=subprocess.PIPE,
+                                      text=True) for w in range(workers)]
+            if workers > 1:
+                time.sleep(3)  # every worker connected and waiting
+                go.touch()
+            t0 = time.perf_counter()
+            results = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+            elapsed = time.perf_counter() - t0
+            cold.setdefault(kind, []).extend(rs[0][1] for rs in results if rs)
+            # each worker's first call runs on a new backend (PL/pgSQL compiled, caches filled):
+            # reported apart, as `cold`
+            return [r for rs in results for r in rs[1:]], elapsed
 
-            def run(kind: str, rname: str, workers: int, count: int) -> tuple[list[list[float]], float]:
-                go = Path(tmp) / f"go-{uuid.uuid4().hex[:6]}"
-                env = dict(os.environ, URL=dsn, RANGE=rname)
-                procs = [subprocess.Popen([sys.executable, "-c", WORKER, kind, f"{kind}-{w}", str(count),
-                                           str(go) if workers > 1 else ""], env=env, stdout=subprocess.PIPE,
-                                          text=True) for w in range(workers)]
-                if workers > 1:
-                    time.sleep(3)  # every worker connected and waiting
-                    go.touch()
-                t0 = time.perf_counter()
-                results = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
-                elapsed = time.perf_counter() - t0
-                cold.setdefault(kind, []).extend(rs[0][1] for rs in results if rs)
-                # each worker's first call runs on a new backend (PL/pgSQL compiled, caches filled):
-                # reported apart, as `cold`
-                return [r for rs in results for r in rs[1:]], elapsed
-
-            print(f"bench/ports: PostgreSQL {server}, range of {RANGE[1] - RANGE[0] + 1:,} ports", flush=True)
-            print(f"1. {args.workers} concurrent allocators at 90% fill, {args.per_worker} allocations each")
-            conc = {}
+        print(f"bench/ports: PostgreSQL {server}, range of {RANGE[1] - RANGE[0] + 1:,} ports", flush=True)
+        print(f"1. {args.workers} concurrent allocators at 90% fill, {args.per_worker} allocations each")
+        conc = {}
+        for kind in ("baseline", "minnoctl"):
+            rname = fresh_range(0.90)
+            rows, elapsed = run(kind, rname, args.workers, args.per_worker)
+            ports_given = [r[0] for r in rows]
+            lat = [r[1] for r in rows]
+            dup = len(ports_given) - len(set(ports_given))
+            with psycopg.connect(dsn) as conn:
+                db_dup = conn.execute("SELECT count(*) - count(DISTINCT port_number) FROM supervisor.port_allocations "
+                                      "a JOIN supervisor.port_ranges r ON r.id = a.port_range_id "
+                                      "WHERE r.range_name = %s AND a.status IN ('allocated', 'in_use')",
+                                      (rname,)).fetchone()[0]
+            conc[kind] = (len(rows) / elapsed, pct(lat, 99), statistics.median(lat), dup + db_dup)
+            print(f"   {'spec 003 allocator (baseline)' if kind == 'baseline' else 'minnoctl':30} "
+                  f"{conc[kind][0]:8,.0f} allocations/s  p50 {conc[kind][2]:6.1f} ms  p99 {conc[kind][1]:6.1f} ms  "
+                  f"duplicates {conc[kind][3]}", flush=True)
+        floor_rows, floor_s = run("floor", "none", args.workers, args.per_worker)
+        floor_lat = [r[1] for r in floor_rows]
+        print(f"   {'a durable one-row INSERT (floor)':30} {len(floor_rows) / floor_s:8,.0f} statements/s   "
+              f"p50 {statistics.median(floor_lat):6.1f} ms  p99 {pct(floor_lat, 99):6.1f} ms", flush=True)
+        print(f"   first call on a new connection (median of {args.workers}): "
+              + ", ".join(f"{k} {statistics.median(v):.1f} ms" for k, v in cold.items()), flush=True)
+        print(f"2. one allocator, {args.samples} allocations per fill level: p50 ms")
+        flat: dict[str, dict[float, float]] = {"baseline": {}, "minnoctl": {}}
+        for fill in (0.0, 0.5, 0.9, 0.99):
             for kind in ("baseline", "minnoctl"):
-                rname = fresh_range(0.90)
-                rows, elapsed = run(kind, rname, args.workers, args.per_worker)
-                ports_given = [r[0] for r in rows]
-                lat = [r[1] for r in rows]
-                dup = len(ports_given) - len(set(ports_given))
-                with psycopg.connect(dsn) as conn:
-                    db_dup = conn.execute("SELECT count(*) - count(DISTINCT port_number) FROM supervisor.port_allocations "
-                                          "a JOIN supervisor.port_ranges r ON r.id = a.port_range_id "
-                                          "WHERE r.range_name = %s AND a.status IN ('allocated', 'in_use')",
-                                          (rname,)).fetchone()[0]
-                conc[kind] = (len(rows) / elapsed, pct(lat, 99), statistics.median(lat), dup + db_dup)
-                print(f"   {'spec 003 allocator (baseline)' if kind == 'baseline' else 'minnoctl':30} "
-                      f"{conc[kind][0]:8,.0f} allocations/s  p50 {conc[kind][2]:6.1f} ms  p99 {conc[kind][1]:6.1f} ms  "
-                      f"duplicates {conc[kind][3]}", flush=True)
-            floor_rows, floor_s = run("floor", "none", args.workers, args.per_worker)
-            floor_lat = [r[1] for r in floor_rows]
-            print(f"   {'a durable one-row INSERT (floor)':30} {len(floor_rows) / floor_s:8,.0f} statements/s   "
-                  f"p50 {statistics.median(floor_lat):6.1f} ms  p99 {pct(floor_lat, 99):6.1f} ms", flush=True)
-            print(f"   first call on a new connection (median of {args.workers}): "
-                  + ", ".join(f"{k} {statistics.median(v):.1f} ms" for k, v in cold.items()), flush=True)
-            print(f"2. one allocator, {args.samples} allocations per fill level: p50 ms")
-            flat: dict[str, dict[float, float]] = {"baseline": {}, "minnoctl": {}}
-            for fill in (0.0, 0.5, 0.9, 0.99):
-                for kind in ("baseline", "minnoctl"):
-                    rname = fresh_range(fill)
-                    n = min(args.samples, int((RANGE[1] - RANGE[0] + 1) * (1 - fill)) - 1)
-                    rows, _ = run(kind, rname, 1, n)
-                    flat[kind][fill] = statistics.median([r[1] for r in rows])
-                print(f"   {fill:4.0%} fill: baseline {flat['baseline'][fill]:6.2f}  minnoctl {flat['minnoctl'][fill]:6.2f}",
-                      flush=True)
-            ours, basel = conc["minnoctl"], conc["baseline"]
-            growth = flat["minnoctl"][0.99] / flat["minnoctl"][0.0]
-            base_growth = flat["baseline"][0.99] / flat["baseline"][0.0]
-            ok = ours[3] == 0 and ours[1] <= P99_TARGET_MS and growth <= FLAT_TARGET
-            print(f"allocations/s at 90% fill: minnoctl {ours[0]:,.0f} vs baseline {basel[0]:,.0f} "
-                  f"(ratio {ours[0] / basel[0]:.1f}x)")
-            print(f"duplicates: minnoctl {ours[3]} (target 0: {'met' if ours[3] == 0 else 'NOT met'}); baseline {basel[3]}")
-            print(f"p99 at 90% fill: minnoctl {ours[1]:.1f} ms vs baseline {basel[1]:.1f} ms "
-                  f"(target <= {P99_TARGET_MS:.0f} ms: {'met' if ours[1] <= P99_TARGET_MS else 'NOT met'})")
-            print(f"p50 at 99% / p50 at 0%: minnoctl {growth:.2f} vs baseline {base_growth:.2f} "
-                  f"(target <= {FLAT_TARGET:.0f}: {'met' if growth <= FLAT_TARGET else 'NOT met'})")
-            return 0 if ok else 1
-        finally:
-            with psycopg.connect(**admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            if not os.environ.get("MINNO_DATABASE_URL"):
-                from minnoctl.local import Embedded
-
-                Embedded(Path(os.environ["MINNO_HOME"])).stop(wait_s=10)
+                rname = fresh_range(fill)
+                n = min(args.samples, int((RANGE[1] - RANGE[0] + 1) * (1 - fill)) - 1)
+                rows, _ = run(kind, rname, 1, n)
+                flat[kind][fill] = statistics.median([r[1] for r in rows])
+            print(f"   {fill:4.0%} fill: baseline {flat['baseline'][fill]:6.2f}  minnoctl {flat['minnoctl'][fill]:6.2f}",
+                  flush=True)
+        ours, basel = conc["minnoctl"], conc["baseline"]
+        growth = flat["minnoctl"][0.99] / flat["minnoctl"][0.0]
+        base_growth = flat["baseline"][0.99] / flat["baseline"][0.0]
+        ok = ours[3] == 0 and ours[1] <= P99_TARGET_MS and growth <= FLAT_TARGET
+        print(f"allocations/s at 90% fill: minnoctl {ours[0]:,.0f} vs baseline {basel[0]:,.0f} "
+              f"(ratio {ours[0] / basel[0]:.1f}x)")
+        print(f"duplicates: minnoctl {ours[3]} (target 0: {'met' if ours[3] == 0 else 'NOT met'}); baseline {basel[3]}")
+        print(f"p99 at 90% fill: minnoctl {ours[1]:.1f} ms vs baseline {basel[1]:.1f} ms "
+              f"(target <= {P99_TARGET_MS:.0f} ms: {'met' if ours[1] <= P99_TARGET_MS else 'NOT met'})")
+        print(f"p50 at 99% / p50 at 0%: minnoctl {growth:.2f} vs baseline {base_growth:.2f} "
+              f"(target <= {FLAT_TARGET:.0f}: {'met' if growth <= FLAT_TARGET else 'NOT met'})")
+        return 0 if ok else 1
 
 
 def _original_allocator() -> str:

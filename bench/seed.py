@@ -26,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -34,10 +33,6 @@ from pathlib import Path
 RATE_TARGET = 0.7
 MEMORY_TARGET_MB = 200.0
 SEED = 20261201
-
-
-def _dsn(params: dict[str, str]) -> str:
-    return " ".join(f"{k}='{v}'" for k, v in params.items())
 
 
 def main() -> int:
@@ -50,119 +45,96 @@ def main() -> int:
     import psycopg
 
     from minnoctl import crypto, migrate, modules, seed, tokens
+    from benchlib import server as bench_server
     from minnoctl.config import load_settings
-    from minnoctl.connection import connect_kwargs, resolve
 
-    with tempfile.TemporaryDirectory() as tmp:
-        if not os.environ.get("MINNO_DATABASE_URL"):  # a throw-away embedded server, stopped at the end
-            os.environ["MINNO_HOME"] = str(Path(tmp) / "home")
-        base = load_settings(os.environ.get("MINNO_DATABASE_URL"))
-        admin = connect_kwargs(base, resolve(base)) | {"dbname": "postgres"}
+    with bench_server("bench_seed") as bench:
+        tmp = bench.tmp
         kek = crypto.MasterKey(crypto.generate_key(), "bench")
         env = dict(os.environ, MINNO_MASTER_KEY=crypto.encode_key(kek.key))
         env.pop("MINNO_ENV", None)
-        created: list[str] = []
 
         def new_db(template: str | None = None) -> str:
-            name = f"bench_seed_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(**admin, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-            created.append(name)
-            return _dsn(admin | {"dbname": name})
+            return bench.dsn(bench.new_db(template))
 
-        def db_name(dsn: str) -> str:
-            return dsn.split("dbname='")[1].split("'")[0]
+        template = bench.new_db()
+        template_dsn = bench.dsn(template)
+        server = bench.server_version()
+        with psycopg.connect(**bench.admin) as conn:
+            has_vector = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+        chosen = None if has_vector else modules.parse_list("minno,chatbot,assistant,supervisor,slackbot")
+        migrate.init(load_settings(template_dsn), chosen)
+        names = {m.name for m in modules.with_dependencies(chosen)}
 
-        try:
-            template_dsn = new_db()
-            template = db_name(template_dsn)
-            with psycopg.connect(**admin) as conn:
-                server = conn.execute("SHOW server_version").fetchone()[0]
-                has_vector = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
-            chosen = None if has_vector else modules.parse_list("minno,chatbot,assistant,supervisor,slackbot")
-            migrate.init(load_settings(template_dsn), chosen)
-            names = {m.name for m in modules.with_dependencies(chosen)}
+        def run_minnoctl(n: int) -> tuple[float, float]:
+            dsn = new_db(template)
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-m", "minnoctl", "seed", "--scale", str(n), "--random-seed",
+                                     str(SEED), "--format", "json"], env=dict(env, MINNO_DATABASE_URL=dsn),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                raise SystemExit(f"minnoctl seed --scale failed: {proc.stderr.read().decode()}")
+            return seconds, usage.ru_maxrss / 1024  # kB -> MB on Linux
 
-            def run_minnoctl(n: int) -> tuple[float, float]:
-                dsn = new_db(template)
+        def run_raw(n: int) -> float:
+            dsn = new_db(template)
+            folder = Path(tmp) / f"raw-{uuid.uuid4().hex[:6]}"
+            folder.mkdir()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                ring = tokens.ensure_active_key(conn, kek)
+                now = conn.execute("SELECT now()").fetchone()[0]
+                jobs = seed.scale_jobs(n, SEED, now, names, ring)
+                files = []
+                for job in jobs:  # not timed: the raw run only copies ready-made rows
+                    path = folder / f"{job.name}.copy"
+                    with path.open("w") as f:
+                        for block in job.blocks():
+                            f.write(block)
+                    files.append((job, path))
                 t0 = time.perf_counter()
-                proc = subprocess.Popen([sys.executable, "-m", "minnoctl", "seed", "--scale", str(n), "--random-seed",
-                                         str(SEED), "--format", "json"], env=dict(env, MINNO_DATABASE_URL=dsn),
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                _, status, usage = os.wait4(proc.pid, 0)
+                with conn.transaction():
+                    conn.execute("SET LOCAL TimeZone = 'UTC'")
+                    for job, path in files:
+                        with conn.cursor() as cur, cur.copy(job.copy_sql()) as copy, path.open("rb") as f:
+                            while block := f.read(seed.BLOCK_BYTES):
+                                copy.write(block)
                 seconds = time.perf_counter() - t0
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                if proc.returncode != 0:
-                    raise SystemExit(f"minnoctl seed --scale failed: {proc.stderr.read().decode()}")
-                return seconds, usage.ru_maxrss / 1024  # kB -> MB on Linux
+            for _, path in files:
+                path.unlink()
+            return seconds
 
-            def run_raw(n: int) -> float:
-                dsn = new_db(template)
-                folder = Path(tmp) / f"raw-{uuid.uuid4().hex[:6]}"
-                folder.mkdir()
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    ring = tokens.ensure_active_key(conn, kek)
-                    now = conn.execute("SELECT now()").fetchone()[0]
-                    jobs = seed.scale_jobs(n, SEED, now, names, ring)
-                    files = []
-                    for job in jobs:  # not timed: the raw run only copies ready-made rows
-                        path = folder / f"{job.name}.copy"
-                        with path.open("w") as f:
-                            for block in job.blocks():
-                                f.write(block)
-                        files.append((job, path))
-                    t0 = time.perf_counter()
-                    with conn.transaction():
-                        conn.execute("SET LOCAL TimeZone = 'UTC'")
-                        for job, path in files:
-                            with conn.cursor() as cur, cur.copy(job.copy_sql()) as copy, path.open("rb") as f:
-                                while block := f.read(seed.BLOCK_BYTES):
-                                    copy.write(block)
-                    seconds = time.perf_counter() - t0
-                for _, path in files:
-                    path.unlink()
-                return seconds
+        def drop_runs() -> None:
+            bench.drop([n for n in bench.made if n != template])
 
-            def drop_runs() -> None:
-                with psycopg.connect(**admin, autocommit=True) as conn:
-                    for name in created[1:]:
-                        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                del created[1:]
-
-            print(f"bench/seed: PostgreSQL {server}, seed --scale {args.rows:,} (modules: {', '.join(sorted(names))}), "
-                  f"{args.runs} interleaved runs", flush=True)
-            raw_s, ours_s, ratios, rss = [], [], [], []
-            for i in range(args.runs):
-                r = run_raw(args.rows)
-                o, mb = run_minnoctl(args.rows)
-                drop_runs()
-                raw_s.append(r)
-                ours_s.append(o)
-                rss.append(mb)
-                ratios.append((args.rows / o) / (args.rows / r))
-                print(f"  run {i + 1}: raw COPY {args.rows / r:,.0f} rows/s ({r:.1f} s); minnoctl {args.rows / o:,.0f} "
-                      f"rows/s ({o:.1f} s, peak {mb:.0f} MB); ratio {ratios[-1]:.2f}", flush=True)
-            small_o, small_mb = run_minnoctl(args.small_rows)
+        print(f"bench/seed: PostgreSQL {server}, seed --scale {args.rows:,} (modules: {', '.join(sorted(names))}), "
+              f"{args.runs} interleaved runs", flush=True)
+        raw_s, ours_s, ratios, rss = [], [], [], []
+        for i in range(args.runs):
+            r = run_raw(args.rows)
+            o, mb = run_minnoctl(args.rows)
             drop_runs()
-            _, base_mb = _version_rss(env)
-            ratio = statistics.median(ratios)
-            peak = max(rss + [small_mb])
-            print(f"raw psycopg COPY: median {args.rows / statistics.median(raw_s):,.0f} rows/s")
-            print(f"minnoctl seed --scale: median {args.rows / statistics.median(ours_s):,.0f} rows/s")
-            print(f"ratio (median of same-run ratios): {ratio:.2f}  (target >= {RATE_TARGET}: "
-                  f"{'met' if ratio >= RATE_TARGET else 'NOT met'})")
-            print(f"peak memory: {max(rss):.0f} MB at N={args.rows:,}, {small_mb:.0f} MB at N={args.small_rows:,}; "
-                  f"`minnoctl --version` {base_mb:.0f} MB  (target < {MEMORY_TARGET_MB:.0f} MB: "
-                  f"{'met' if peak < MEMORY_TARGET_MB else 'NOT met'})")
-            return 0 if ratio >= RATE_TARGET and peak < MEMORY_TARGET_MB else 1
-        finally:
-            with psycopg.connect(**admin, autocommit=True) as conn:
-                for name in created:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            if not os.environ.get("MINNO_DATABASE_URL"):
-                from minnoctl.local import Embedded
-
-                Embedded(Path(os.environ["MINNO_HOME"])).stop(wait_s=10)
+            raw_s.append(r)
+            ours_s.append(o)
+            rss.append(mb)
+            ratios.append((args.rows / o) / (args.rows / r))
+            print(f"  run {i + 1}: raw COPY {args.rows / r:,.0f} rows/s ({r:.1f} s); minnoctl {args.rows / o:,.0f} "
+                  f"rows/s ({o:.1f} s, peak {mb:.0f} MB); ratio {ratios[-1]:.2f}", flush=True)
+        small_o, small_mb = run_minnoctl(args.small_rows)
+        drop_runs()
+        _, base_mb = _version_rss(env)
+        ratio = statistics.median(ratios)
+        peak = max(rss + [small_mb])
+        print(f"raw psycopg COPY: median {args.rows / statistics.median(raw_s):,.0f} rows/s")
+        print(f"minnoctl seed --scale: median {args.rows / statistics.median(ours_s):,.0f} rows/s")
+        print(f"ratio (median of same-run ratios): {ratio:.2f}  (target >= {RATE_TARGET}: "
+              f"{'met' if ratio >= RATE_TARGET else 'NOT met'})")
+        print(f"peak memory: {max(rss):.0f} MB at N={args.rows:,}, {small_mb:.0f} MB at N={args.small_rows:,}; "
+              f"`minnoctl --version` {base_mb:.0f} MB  (target < {MEMORY_TARGET_MB:.0f} MB: "
+              f"{'met' if peak < MEMORY_TARGET_MB else 'NOT met'})")
+        return 0 if ratio >= RATE_TARGET and peak < MEMORY_TARGET_MB else 1
 
 
 def _version_rss(env: dict[str, str]) -> tuple[float, float]:

@@ -1,0 +1,69 @@
+"""What the benchmarks share: databases on a throw-away server, dropped at the end.
+
+With MINNO_DATABASE_URL set, the databases are made on that server; otherwise on an embedded
+PostgreSQL under a temporary MINNO_HOME, stopped at the end (never the developer's own).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+class Bench:
+    def __init__(self, admin: dict[str, str], prefix: str, tmp: Path):
+        self.admin, self.prefix, self.tmp = admin, prefix, tmp
+        self.made: list[str] = []
+
+    def dsn(self, name: str) -> str:
+        return " ".join(f"{k}='{v}'" for k, v in (self.admin | {"dbname": name}).items())
+
+    def new_db(self, template: str | None = None) -> str:
+        """A new database (a copy of `template`); returns its name."""
+        import psycopg
+
+        name = f"{self.prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(**self.admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        self.made.append(name)
+        return name
+
+    def drop(self, names: list[str] | None = None) -> None:
+        import psycopg
+
+        names = list(self.made) if names is None else names
+        with psycopg.connect(**self.admin, autocommit=True) as conn:
+            for name in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.made = [n for n in self.made if n not in names]
+
+    def server_version(self) -> str:
+        import psycopg
+
+        with psycopg.connect(**self.admin) as conn:
+            return conn.execute("SHOW server_version").fetchone()[0]
+
+
+@contextmanager
+def server(prefix: str) -> Iterator[Bench]:
+    from minnoctl.config import load_settings
+    from minnoctl.connection import connect_kwargs, resolve
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = os.environ.get("MINNO_DATABASE_URL")
+        if not url:
+            os.environ["MINNO_HOME"] = str(Path(tmp) / "home")
+        base = load_settings(url)
+        bench = Bench(connect_kwargs(base, resolve(base)) | {"dbname": "postgres"}, prefix, Path(tmp))
+        try:
+            yield bench
+        finally:
+            bench.drop()
+            if not url:
+                from minnoctl.local import Embedded
+
+                Embedded(Path(os.environ["MINNO_HOME"])).stop(wait_s=10)
