@@ -4,7 +4,7 @@ chatbot.conversations WHERE updated_at < now() - interval '90 days'` (its messag
 foreign key's cascade) of the same rows in the same run, each on its own copy of one database.
 
 minnoctl archives every row it removes (conversations_archive, messages_archive) in batches of
-about 60 ms; the raw DELETE archives nothing and holds its locks for the whole statement. A second
+about 50 ms; the raw DELETE archives nothing and holds its locks for the whole statement. A second
 baseline, the raw floor of archiving, archives and deletes the same rows with two plain
 statements in one transaction: what any archiving cleanup must at least do. Rows
 per second count conversations and messages removed. Also the longest and the p99 batch

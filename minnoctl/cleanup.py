@@ -5,7 +5,7 @@ cutoff is not due). A run takes the cleanup advisory lock (one run at a time; a 
 once), and works each task in batches: select the next keys in (time, key) order past the last
 batch's (keyset, so no batch rescans what earlier ones removed), FOR UPDATE SKIP LOCKED (rows an
 application holds are left for the next run), re-check the predicate, apply the action, commit.
-Each batch is one transaction with a lock_timeout; its size adapts to keep it near 100 ms; a
+Each batch is one transaction with a lock_timeout; its size adapts to keep it near 50 ms; a
 short pause follows it; --max-runtime stops between batches and the next run resumes (the
 predicates hold no state). A dry run walks the same predicates and counts instead of writing.
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("minnoctl")
 
-TARGET_BATCH_S = 0.060  # aim for transactions of about this long (so that the p99 stays under 100 ms)
+TARGET_BATCH_S = 0.050  # aim for transactions of about this long (so that the p99 stays under 100 ms)
 MAX_BATCH = 50_000
 LOCK_TIMEOUT_MS = 2000  # a batch that cannot get its locks in time is left for the next run
 PAUSE_FRACTION = 0.05  # pause after each batch: this share of its duration (at least 2 ms)
@@ -445,8 +445,8 @@ def _run_task(conn: "psycopg.Connection", p: Plan, cutoff: Any, tr: TaskResult, 
         tr.batch_ms.append(elapsed * 1000)
         if progress:
             progress(p.task.name, tr.rows, total or 0)
-        # adapt: about TARGET_BATCH_S per transaction (proportional, at most x1.5 or /2 a step)
-        factor = min(1.5, max(0.5, TARGET_BATCH_S / max(elapsed, 1e-4)))
+        # adapt: about TARGET_BATCH_S per transaction (proportional, at most x1.25 or /2 a step)
+        factor = min(1.25, max(0.5, TARGET_BATCH_S / max(elapsed, 1e-4)))
         size = max(1, min(MAX_BATCH, int(size * factor)))
         time.sleep(max(0.002, elapsed * PAUSE_FRACTION))
     if tr.status != "partial":

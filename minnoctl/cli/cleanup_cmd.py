@@ -22,7 +22,7 @@ def cleanup(
         "--older-than", help="TASK=DAYS: another age for a task (for a task due at expiry: a grace period "
         "after it); repeatable.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=50_000, help="Rows in the first batch; "
-                                            "the size then adapts to keep each transaction near 100 ms.")] = 500,
+                                            "the size then adapts to keep each transaction near 50 ms.")] = 500,
     max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", min=0.1, help="Stop cleanly between "
                                                          "batches after this many seconds (exit 15); the next "
                                                          "run resumes.", show_default=False)] = None,
