@@ -447,7 +447,7 @@ def _run_task(conn: "psycopg.Connection", p: Plan, cutoff: Any, tr: TaskResult, 
             progress(p.task.name, tr.rows, total or 0)
         # adapt: about TARGET_BATCH_S per transaction (proportional, at most x1.25 or /2 a step)
         factor = min(1.25, max(0.5, TARGET_BATCH_S / max(elapsed, 1e-4)))
-        size = max(1, min(MAX_BATCH, int(size * factor)))
+        size = max(1, min(MAX_BATCH, int(size * factor) if factor <= 1 else max(size + 1, int(size * factor))))
         time.sleep(max(0.002, elapsed * PAUSE_FRACTION))
     if tr.status != "partial":
         tr.status = "ok" if tr.rows else "nothing"

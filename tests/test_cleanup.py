@@ -209,19 +209,19 @@ def test_runs_are_recorded_and_max_runtime_stops_and_resumes(cli, migrated):
     with psycopg.connect(migrated, autocommit=True) as conn:
         conn.execute("INSERT INTO slackbot.audit_logs (event_type, event_category, event_description, created_at) "
                      "SELECT 'e', 'c', 'd', now() - interval '100 days' - g * interval '1 second' "
-                     "FROM generate_series(1, 100000) g")
-    result = cli("cleanup", "--only", "slackbot-audit-logs", "--batch-size", "1", "--max-runtime", "0.3",
+                     "FROM generate_series(1, 200000) g")
+    result = cli("cleanup", "--only", "slackbot-audit-logs", "--batch-size", "1", "--max-runtime", "0.1",
                  "--format", "json", env=env)
     assert result.exit_code == ExitCode.PARTIAL, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["status"] == "partial" and 0 < doc["rows"] < 100000
+    assert doc["status"] == "partial" and 0 < doc["rows"] < 200000
     assert doc["tasks"][0]["oldest_overdue"] is not None
     result = cli("cleanup", "--only", "slackbot-audit-logs", "--format", "json", env=env)
     assert result.exit_code == 0
-    assert doc["rows"] + json.loads(result.stdout)["rows"] == 100000
+    assert doc["rows"] + json.loads(result.stdout)["rows"] == 200000
     with psycopg.connect(migrated) as conn:
         runs = conn.execute("SELECT status, rows, dry_run FROM minnoctl.cleanup_runs ORDER BY id").fetchall()
-    assert [r[0] for r in runs] == ["partial", "ok"] and runs[0][1] + runs[1][1] == 100000
+    assert [r[0] for r in runs] == ["partial", "ok"] and runs[0][1] + runs[1][1] == 200000
 
 
 def test_a_second_run_reports_the_lock_at_once(run, migrated):
