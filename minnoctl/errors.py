@@ -33,6 +33,7 @@ class ExitCode(enum.IntEnum):
     RANGE_FULL = 17  # `ports`: no free port left in the range
     PORT_TAKEN = 18  # `ports`: the port asked for is held, reserved or cooling down
     NOT_FOUND = 19  # a project, range or other named object does not exist
+    BACKUP_INVALID = 20  # `backup`: not a backup, a checksum mismatch, unreadable, or a failed restore test
     INTERNAL = 70  # a bug in minnoctl (EX_SOFTWARE); the traceback is printed
 
 
@@ -57,6 +58,7 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.RANGE_FULL: "`ports`: no free port left in the range (every port allocated, reserved or cooling down)",
     ExitCode.PORT_TAKEN: "`ports`: the port asked for is held by another service (named), reserved, cooling down, or bound outside minnoctl",
     ExitCode.NOT_FOUND: "a project, port range or other named object does not exist (the message lists the known ones)",
+    ExitCode.BACKUP_INVALID: "`backup`: the file is not a minnoctl backup, is truncated or changed (checksum), cannot be read, or its restore test failed",
     ExitCode.INTERNAL: "a bug in minnoctl: the traceback is printed; please report it",
 }
 

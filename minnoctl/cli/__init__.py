@@ -168,13 +168,13 @@ def settings(database_url: str | None = None) -> Any:
     return config.load_settings(url)
 
 
-from minnoctl.cli import cleanup_cmd, config_cmd, health, local_cmd, migrate_cmd, planned, ports_cmd, seed_cmd, token_cmd  # noqa: E402  (register)
+from minnoctl.cli import backup_cmd, cleanup_cmd, config_cmd, health, local_cmd, migrate_cmd, ports_cmd, seed_cmd, token_cmd  # noqa: E402  (register)
 
 # the product's order: db, migrate, seed, backup, token, ports, cleanup, health, local, config
 migrate_cmd.register(app)
 seed_cmd.register(app)
 token_cmd.register(app)
-planned.register(app, ("backup",))
+backup_cmd.register(app)
 ports_cmd.register(app)
 cleanup_cmd.register(app)
 health.register(app)
