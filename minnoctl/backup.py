@@ -92,18 +92,26 @@ def _candidates(name: str) -> list[Path]:
     return [p for p in found if p.exists()]
 
 
-def find_tool(name: str, server_major: int) -> Tool:
-    """The first `name` (embedded first) whose major version is at least the server's."""
-    seen = []
+def find_tool(name: str, server_major: int, at_least: int | None = None) -> Tool:
+    """`name` of the server's own major version when there is one, else the oldest newer one (the
+    embedded package's, typically), and never older than `at_least` (the pg_dump that made an
+    archive). A newer pg_restore talking to an older server sends settings it lacks (pg_restore 18
+    sets transaction_timeout, which PostgreSQL 15 rejects), hence the exact match first."""
+    floor = max(server_major, at_least or 0)
+    seen, fitting = [], []
     for path in _candidates(name):
         tool = _version(path)
         if tool is None:
             continue
-        if tool.major >= server_major:
-            return tool
-        seen.append(f"{tool.major} at {path}")
+        if tool.major >= floor:
+            fitting.append(tool)
+        else:
+            seen.append(f"{tool.major} at {path}")
+    if fitting:
+        exact = [t for t in fitting if t.major == server_major]
+        return exact[0] if exact else min(fitting, key=lambda t: t.major)
     where = f" (found: {', '.join(seen)})" if seen else ""
-    raise BackupError(f"no {name} of major version {server_major} or later for this PostgreSQL {server_major} server"
+    raise BackupError(f"no {name} of major version {floor} or later for this PostgreSQL {server_major} server"
                       f"{where}; nothing was written — install the PostgreSQL {server_major} client tools, or point "
                       "MINNOCTL_PG_BINDIR at their bin directory", exit_code=ExitCode.CONFIG)
 
@@ -227,6 +235,20 @@ def parse_compress(text: str | None, fmt: str) -> tuple[str, int | None]:
     return method, None
 
 
+def _compress_args(dump: Tool, fmt: str, method: str, level: int | None) -> list[str]:
+    """pg_dump 16+ takes METHOD[:LEVEL]; older ones a gzip level only."""
+    if dump.major >= 16:
+        if method == "none" and fmt == "plain":
+            return []
+        return [f"--compress={method}" + (f":{level}" if level else "")]
+    if method in ("lz4", "zstd"):
+        raise UsageError(f"pg_dump {dump.major} ({dump.path}) compresses with gzip only — use --compress gzip "
+                         "or none")
+    if method == "none":
+        return ["--compress=0"]
+    return [f"--compress={level or 6}"] if (level or fmt == "plain") else []
+
+
 def _extension(fmt: str, method: str) -> str:
     if fmt == "custom":
         return ".dump"
@@ -299,8 +321,7 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
             final = folder / (name + _extension(fmt, method))
         tmp = folder / f"{PARTIAL_PREFIX}{os.getpid()}-{final.name}"
         args = [str(dump.path), f"--format={fmt}", f"--file={tmp}", f"--snapshot={snapshot}", "--no-password"]
-        if method != "none" or fmt != "plain":
-            args.append(f"--compress={method}" + (f":{level}" if level else ""))
+        args += _compress_args(dump, fmt, method, level)
         if jobs:
             args.append(f"--jobs={jobs}")
         if schema_only:
@@ -373,7 +394,9 @@ def _dump_error(code: int, stderr: str, folder: Path) -> BackupError:
         return BackupError(f"the disk is full: no space left in {folder}; nothing was kept — free space or "
                            "choose another --output-dir", exit_code=ExitCode.FAILURE)
     if "compression" in low and "not" in low and "support" in low:
-        return BackupError(f"pg_dump cannot compress that way: {first.strip()}", exit_code=ExitCode.USAGE)
+        detail = re.sub(r"^pg_dump: error: ", "", first.strip())
+        return BackupError(f"pg_dump cannot compress that way ({detail}); nothing was written — use --compress gzip",
+                           exit_code=ExitCode.USAGE)
     return BackupError(f"pg_dump failed (exit {code}): {first.strip()}; nothing was kept", exit_code=ExitCode.FAILURE)
 
 
@@ -443,11 +466,17 @@ def check_checksum(backup: Path, manifest: dict[str, Any]) -> None:
                           "restore it")
 
 
+def _dump_major(manifest: dict[str, Any]) -> int | None:
+    match = re.search(r"(\d+)", str((manifest.get("pg_dump") or {}).get("version", "")))
+    return int(match.group(1)) if match else None
+
+
 def _restore_list(backup: Path, manifest: dict[str, Any], major: int | None = None) -> None:
     """pg_restore --list (custom, directory) or a full decompression (compressed plain)."""
     fmt = manifest.get("format")
     if fmt in ("custom", "directory"):
-        tool = find_tool("pg_restore", major or int(str(manifest.get("server_version", "0")).split(".")[0]))
+        tool = find_tool("pg_restore", major or int(str(manifest.get("server_version", "0")).split(".")[0]),
+                         at_least=_dump_major(manifest))
         proc = subprocess.run([str(tool.path), "--list", str(backup)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise BackupError(f"pg_restore cannot read {backup.name}: {proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else proc.returncode}")
@@ -541,7 +570,7 @@ def _restore_into(settings: "Settings", backup: Path, manifest: dict[str, Any], 
     env = tool_env(settings, dbname=dbname)
     fmt = manifest["format"]
     if fmt in ("custom", "directory"):
-        tool = find_tool("pg_restore", major)
+        tool = find_tool("pg_restore", major, at_least=_dump_major(manifest))
         args = [str(tool.path), "--single-transaction", "--exit-on-error", "--no-password", f"--dbname={dbname}"]
         if clean:
             args += ["--clean", "--if-exists"]
@@ -553,8 +582,12 @@ def _restore_into(settings: "Settings", backup: Path, manifest: dict[str, Any], 
                 "--no-password", f"--dbname={dbname}", "--output=/dev/null"]
         if decompress:
             unzip = subprocess.Popen(decompress + [str(backup)], stdout=subprocess.PIPE)
-            proc = subprocess.run(args, env=env, stdin=unzip.stdout, capture_output=True, text=True)
+            psql_proc = subprocess.Popen(args, env=env, stdin=unzip.stdout, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True)
+            unzip.stdout.close()  # only psql reads the pipe: if it stops, the decompressor gets SIGPIPE
+            out, err = psql_proc.communicate()
             unzip.wait()
+            proc = subprocess.CompletedProcess(args, psql_proc.returncode, out, err)
         else:
             proc = subprocess.run(args + [f"--file={backup}"], env=env, capture_output=True, text=True)
     if proc.returncode != 0:

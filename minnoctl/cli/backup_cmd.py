@@ -71,7 +71,7 @@ def create(
     m = made.manifest
     row = {"file": str(made.path), "format": m["format"], "compress": m["compress"], "size": m["size"],
            "tables": len(m["rows"]), "rows": sum(m["rows"].values()), "sha256": m["sha256"]}
-    render.table([row], list(row), out, document={"file": str(made.path), **m})
+    render.table([row], list(row), out, document={**m, "file": str(made.path)})
 
 
 @backup_app.command("list")
