@@ -42,7 +42,8 @@ def main() -> int:
         env = dict(os.environ, MINNO_DATABASE_URL=dsn, MINNO_MASTER_KEY=crypto.encode_key(crypto.generate_key()))
         migrate.init(load_settings(dsn))
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "minnoctl", "-q", "seed", "--yes"], env=env, check=True)
+        subprocess.run([sys.executable, "-m", "minnoctl", "-q", "seed", "--yes"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
         subprocess.run([sys.executable, "-m", "minnoctl", "-q", "seed", "--scale", str(args.rows), "--random-seed", "1"],
                        env=env, check=True, stdout=subprocess.DEVNULL)
         with psycopg.connect(dsn, autocommit=True) as conn:

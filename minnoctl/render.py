@@ -184,6 +184,15 @@ class ProgressBar:
         self.progress.stop()
 
 
+def spinner(message: str) -> Any:
+    """A spinner on stderr for work of unknown length, in a colour terminal only; else a no-op."""
+    import contextlib
+
+    if not color_allowed(sys.stderr):
+        return contextlib.nullcontext()
+    return console(stderr=True).status(message)
+
+
 def progress_bar(unit: str) -> ProgressBar | None:
     """A progress bar when stderr is a colour terminal; None otherwise (cron, pipes, NO_COLOR)."""
     return ProgressBar(unit) if color_allowed(sys.stderr) else None

@@ -99,10 +99,11 @@ def verify(
     Exit 20 when it fails; a pass is recorded in the manifest.
     Example: minnoctl backup verify backups/minno-minno-20261201T120000Z.dump --restore-test
     """
-    from minnoctl import backup
+    from minnoctl import backup, render
 
     settings = _settings(database_url) if restore_test else None
-    done = backup.verify(settings, file, restore_test=restore_test, output_dir=output_dir)
+    with render.spinner(f"verifying {file}" + (" (restoring into a scratch database)" if restore_test else "")):
+        done = backup.verify(settings, file, restore_test=restore_test, output_dir=output_dir)
     if restore_test:
         _note("%s is whole and restores: %d table(s) match the manifest", done.backup.name, done.rows_compared)
     else:
@@ -125,12 +126,13 @@ def restore(
     A backup that does not match its checksum is refused.
     Example: minnoctl backup restore backups/minno-minno-20261201T120000Z.dump --into minno_copy
     """
-    from minnoctl import backup
+    from minnoctl import backup, render
 
     settings = _settings(database_url)
     if clean:
         confirm(f"Restore {file} over {settings.label()}, replacing what it holds?", yes)
-    done = backup.restore(settings, file, into=into, clean=clean, output_dir=output_dir)
+    with render.spinner(f"restoring {file}"):
+        done = backup.restore(settings, file, into=into, clean=clean, output_dir=output_dir)
     _note("restored %s into database %s", file, done.database)
     typer.echo(done.database)
 

@@ -11,7 +11,6 @@ import typer
 from minnoctl.errors import NotBuiltError
 
 PLANNED = {
-    "backup": "Create, verify, list, restore and prune backups.",
 }
 
 
