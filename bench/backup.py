@@ -26,7 +26,7 @@ MIN_BYTES = 1 << 30
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_500_000, help="seed --scale N (1.5 M: about 1.2 GB)")
+    parser.add_argument("--rows", type=int, default=2_200_000, help="seed --scale N (2.2 M: about 1.05 GB)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
