@@ -55,7 +55,7 @@ def main() -> int:
               f"(seed --scale {args.rows:,}, made in {time.perf_counter() - t0:.0f} s), {dump.path} {dump.version}",
               flush=True)
         if size < MIN_BYTES:
-            print(f"warning: the database is under 1 GB; raise --rows", flush=True)
+            print("warning: the database is under 1 GB; raise --rows", flush=True)
         tool_env = backup.tool_env(load_settings(dsn))
         raw_s, ours_s, ratios = [], [], []
         with tempfile.TemporaryDirectory(dir=bench.tmp) as out:

@@ -290,7 +290,6 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
            compress: str | None = None, schema_only: bool = False, data_only: bool = False,
            chosen: list[modules.Module] | None = None, label: str | None = None,
            progress: Callable[[int], None] | None = None) -> Created:
-    import psycopg
 
     from minnoctl.connection import connect, server_version
 
@@ -557,7 +556,6 @@ def _drop_database(settings: "Settings", name: str) -> None:
 
 
 def _server_major(settings: "Settings") -> int:
-    from minnoctl.connection import connect
 
     with _admin(settings) as conn:
         return conn.info.server_version // 10000

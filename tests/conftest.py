@@ -90,7 +90,6 @@ def server(request: pytest.FixtureRequest, minno_home: Path) -> Target:
 
         services.wait_until_responsive(check=ready, timeout=60, pause=0.5)
         return Target("docker", url)
-    from minnoctl.config import display_url
     from minnoctl.local import Embedded
 
     info, _ = Embedded(minno_home).ensure_running(hold=False)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, Modules, Yes, confirm
+from minnoctl.cli.options import DatabaseUrl, Format, Modules, Yes, confirm, note as _note
 
 backup_app = typer.Typer(help="Create, verify, list, restore and prune backups.\n\n"
                          "Example: minnoctl backup create --label before-deploy", no_args_is_help=True)
@@ -15,11 +15,6 @@ OutputDir = Annotated[Optional[str], typer.Option(
     "--output-dir", "-o", help="Where backups are (default: MINNO_BACKUP_DIR, else ./backups).", show_default=False)]
 File = Annotated[str, typer.Argument(help="The backup: a path, or a name in the backup directory.")]
 
-
-def _note(message: str, *args: object) -> None:
-    import logging
-
-    logging.getLogger("minnoctl").info(message, *args)
 
 
 def _settings(database_url: str | None):

@@ -6,15 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Yes, confirm
+from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Yes, confirm, note as _note
 
 
-
-def _note(message: str, *args: object) -> None:
-    """A note on stderr through the logic modules' logger (logging is imported only when used)."""
-    import logging
-
-    logging.getLogger("minnoctl").info(message, *args)
 
 db_app = typer.Typer(help="Create the database, schemas and extensions (db init).\n\n"
                      "Example: minnoctl db init", no_args_is_help=True)

@@ -54,6 +54,13 @@ Modules = Annotated[
 ]
 
 
+def note(message: str, *args: object) -> None:
+    """A note on stderr through the logic modules' logger (logging is imported only when used)."""
+    import logging
+
+    logging.getLogger("minnoctl").info(message, *args)
+
+
 def confirm(question: str, yes: bool) -> None:
     """Go on if --yes, or if a person at a terminal says yes; otherwise raise NotConfirmed."""
     import sys

@@ -7,7 +7,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format
+from minnoctl.cli.options import DatabaseUrl, Format, note as _note
 
 ports_app = typer.Typer(help="Allocate, release and inspect service ports (alias: port).\n\n"
                         "Example: minnoctl ports allocate --project odin --service api --format plain",
@@ -25,11 +25,6 @@ ServiceType = Annotated[Optional[str], typer.Option(
 Hostname = Annotated[str, typer.Option("--hostname", "-H", help="The host the port is on.")]
 Protocol = Annotated[str, typer.Option("--protocol", "-P", help="tcp or udp.")]
 
-
-def _note(message: str, *args: object) -> None:
-    import logging
-
-    logging.getLogger("minnoctl").info(message, *args)
 
 
 @contextmanager

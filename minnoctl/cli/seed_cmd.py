@@ -6,13 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Yes, confirm
+from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Yes, confirm, note as _note
 
-
-def _note(message: str, *args: object) -> None:
-    import logging
-
-    logging.getLogger("minnoctl").info(message, *args)
 
 
 def _guard_production(reason: str | None, force: bool, yes: bool, target: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format
+from minnoctl.cli.options import DatabaseUrl, Format, note as _note
 
 token_app = typer.Typer(help="Encrypted OAuth tokens and secrets; key generation and rotation.\n\n"
                         "Example: minnoctl token rotate --dry-run", no_args_is_help=True)
@@ -43,11 +43,6 @@ def _read_secret(path: str, option: str) -> str:
         raise UsageError(f"{option}: {'standard input' if path == '-' else path} is empty")
     return text
 
-
-def _note(message: str, *args: object) -> None:
-    import logging
-
-    logging.getLogger("minnoctl").info(message, *args)
 
 
 @token_app.command("keygen")
