@@ -39,7 +39,7 @@ class ExitCode(enum.IntEnum):
 
 EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.OK: "success (`health`: OK)",
-    ExitCode.FAILURE: "the command ran but failed, or is not built yet (`health`: WARNING)",
+    ExitCode.FAILURE: "the command ran but failed (`health`: WARNING)",
     ExitCode.USAGE: "bad option or argument (`health`: CRITICAL, which includes an unreachable server)",
     ExitCode.CONFIG: "bad configuration: malformed URL or setting (`health`: UNKNOWN)",
     ExitCode.UNREACHABLE: "server unreachable: connection refused, unknown host, timeout, SSL failure",

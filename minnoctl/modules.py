@@ -46,6 +46,7 @@ class Module:
     encrypted: tuple[EncryptedColumn, ...] = ()
     seed_keeps: tuple[str, ...] = ()  # tables `minnoctl seed` never empties (the keyring)
     retention: tuple[RetentionTask, ...] = ()
+    health: tuple[str, ...] = ()  # checks of minnoctl/health.py that need this module (any one of their owners)
 
     @property
     def migrations_folder(self) -> str:
@@ -63,6 +64,7 @@ MODULES: tuple[Module, ...] = (
            "000 (and 003's encryption_keys)",
            encrypted=(EncryptedColumn("oauth_tokens", "access_token_encrypted", "id"),
                       EncryptedColumn("oauth_tokens", "refresh_token_encrypted", "id")),
+           health=("tokens", "key_fields"),
            seed_keeps=("encryption_keys", "key_audit_log")),
     Module("chatbot", "chatbot", "Micro Chatbot Service: conversations and messages", "001", depends=("minno",),
            retention=(
@@ -76,6 +78,7 @@ MODULES: tuple[Module, ...] = (
                            for provider in ("google", "slack") for kind in ("access", "refresh"))
            + (EncryptedColumn("oauth_tokens", "access_token", "session_id"),
               EncryptedColumn("oauth_tokens", "refresh_token", "session_id")),
+           health=("tokens",),
            retention=(
                RetentionTask("assistant-sessions", "delete",
                              "sessions past expires_at (with their confirmations and legacy tokens)"),
@@ -84,13 +87,14 @@ MODULES: tuple[Module, ...] = (
     Module("supervisor", "supervisor", "supervisor-service: projects, secrets, ports, task timing", "003 (001-004)",
            depends=("minno",),
            encrypted=(EncryptedColumn("secrets", "encrypted_value", "id", key_ref="encryption_key_id"),),
+           health=("secrets", "port_ranges"),
            retention=(
                RetentionTask("port-reservations", "delete", "port reservations past expires_at"),
                RetentionTask("port-leases", "release", "port allocations whose lease has expired, released"))),
     Module("knowledge", "knowledge", "learnings index for retrieval (pgvector)", "003 (005)",
            extensions=("vector",), depends=("minno", "supervisor")),
     Module("slackbot", "slackbot", "Slackbot: sessions, query history, cache, audit logs", "004",
-           depends=("minno",),
+           depends=("minno",), health=("table_stats",),
            retention=(
                RetentionTask("slackbot-sessions", "deactivate", "active sessions with no activity for DAYS", 1),
                RetentionTask("slackbot-cache", "delete", "query cache entries past expires_at, or invalidated"),

@@ -148,6 +148,14 @@ def database(any_server: Target):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def kek():
+    """A fresh master key (the tests of seed, token and health encrypt with it)."""
+    from minnoctl import crypto
+
+    return crypto.MasterKey(crypto.generate_key(), "test")
+
+
 @pytest.fixture(autouse=True)
 def _clean_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in an empty directory, so no developer .env leaks in."""

@@ -132,6 +132,8 @@ class Cluster:
             "password_encryption = 'scram-sha-256'",
             "fsync = off",
         ]
+        if (self.bin_dir.parent / "lib" / "pg_stat_statements.so").exists():  # Debian's contrib: health's slow_queries
+            conf.append("shared_preload_libraries = 'pg_stat_statements'")
         hba = ["local all all trust"]
         if self.ssl:
             self.certs = make_certs(self.folder / "certs")

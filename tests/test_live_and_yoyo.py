@@ -35,7 +35,7 @@ def test_health_live_with_a_password_over_tcp(cli, pg15, pg18tcp):
         result = cli("health", "--live", "--format", "nagios",
                      env={"DATABASE_URL": cluster.url("pwdb", "pwuser", PASSWORD)})
         assert result.exit_code == 0, result.stderr
-        assert result.stdout.startswith(f"MINNOCTL OK - ")
+        assert result.stdout.startswith("MINNOCTL OK - ")
         assert "rtt_ms=" in result.stdout
         assert PASSWORD not in result.stdout + result.stderr
         verbose = cli("health", "--live", "--format", "json", env={"DATABASE_URL": cluster.url("pwdb", "pwuser", PASSWORD)})

@@ -24,11 +24,6 @@ from minnoctl.errors import ExitCode
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 
 
-@pytest.fixture
-def kek() -> crypto.MasterKey:
-    return crypto.MasterKey(crypto.generate_key(), "test")
-
-
 def env_for(url: str, kek: crypto.MasterKey | None = None, **extra: str) -> dict[str, str]:
     env = {"MINNO_DATABASE_URL": url, **extra}
     if kek is not None:

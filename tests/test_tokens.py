@@ -21,11 +21,6 @@ from minnoctl.errors import ExitCode
 COLUMNS = ("access_token_encrypted", "refresh_token_encrypted")
 
 
-@pytest.fixture
-def kek() -> crypto.MasterKey:
-    return crypto.MasterKey(crypto.generate_key(), "test")
-
-
 def env_for(url: str, kek: crypto.MasterKey, **extra: str) -> dict[str, str]:
     return {"MINNO_DATABASE_URL": url, "MINNO_MASTER_KEY": crypto.encode_key(kek.key), **extra}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -10,37 +10,86 @@ from minnoctl.cli.options import DatabaseUrl, format_option
 from minnoctl.formats import FORMATS
 
 HealthFormat = format_option(("table", "json", "nagios", *[f for f in FORMATS if f not in ("table", "json")]))
+COLUMNS = ["name", "status", "value", "threshold", "hint"]
+
+
+def _names(values: Optional[list[str]], variable: str) -> list[str]:
+    """Option values, else the variable (comma or space separated), for cron lines that set it once."""
+    import os
+
+    if values:
+        return values
+    return [v for v in os.environ.get(variable, "").replace(",", " ").split() if v]
 
 
 def health(
-    live: Annotated[bool, typer.Option("--live", help="Only connect and run SELECT 1 (for liveness probes).")] = False,
+    live: Annotated[bool, typer.Option("--live", help="Only connect and run SELECT 1 (liveness probes).")] = False,
+    ready: Annotated[bool, typer.Option("--ready", help="Connected, not in recovery, migrations up to date "
+                                        "(readiness probes).")] = False,
+    only: Annotated[Optional[list[str]], typer.Option(
+        "--only", help="Run only these checks (repeatable, or comma-separated; default MINNOCTL_HEALTH_ONLY).",
+        show_default=False)] = None,
+    skip: Annotated[Optional[list[str]], typer.Option(
+        "--skip", help="Leave these checks out (repeatable, or comma-separated; default MINNOCTL_HEALTH_SKIP).",
+        show_default=False)] = None,
+    threshold: Annotated[Optional[list[str]], typer.Option(
+        "--threshold", "-t", help="NAME=VALUE: another threshold, e.g. long-query-warning=2m, port-range-warning=90, "
+        "backup-age-warning=2d, database-size-warning=50GB, or off; repeatable. Each has a variable too "
+        "(MINNOCTL_HEALTH_LONG_QUERY_WARNING=2m). --list shows them all.", show_default=False)] = None,
+    hints: Annotated[bool, typer.Option("--hints", help="Print the maintenance SQL the findings call for "
+                                        "(ANALYZE, VACUUM, REINDEX); it is never run.")] = False,
+    list_checks: Annotated[bool, typer.Option("--list", help="List the checks, their thresholds and variables.")] = False,
+    backup_dir: Annotated[Optional[str], typer.Option(
+        "--backup-dir", help="Where the backups are (default MINNO_BACKUP_DIR, else ./backups).",
+        show_default=False)] = None,
     fmt: HealthFormat = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Check the database; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    """Check the database and its jobs; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 
-    Example: minnoctl health --live --format json
+    One row per check: status, observed value, threshold and what to do. Covers the server
+    (connections, long and blocked queries, wraparound, sequences, indexes, vacuum, slots) and
+    this database's own jobs (migrations, cleanup, backups, tokens, secrets, keys, port ranges).
+    A check that lacks a privilege or an extension is UNKNOWN with the reason; an unreachable
+    server is CRITICAL. The overall status is the worst: CRITICAL, then WARNING, then UNKNOWN.
 
-    The full report (migrations, locks, vacuum, backups, tokens, ports) is not built yet;
-    today `--live` connects, runs SELECT 1 and prints the server version and round-trip time.
+    Example: minnoctl health --format nagios --skip slow_queries -t backup-age-warning=2d
     """
     from minnoctl import health as logic
     from minnoctl import render
     from minnoctl.cli import settings
+    from minnoctl.errors import UsageError
 
-    if not live:
-        render.error("the full health report is not built yet; use `minnoctl health --live`")
-        raise typer.Exit(int(logic.Status.UNKNOWN))
-    report = logic.live(settings(database_url))
+    if live and ready:
+        raise UsageError("--live and --ready are two different probes — give one of them")
+    if (live or ready) and (only or skip or hints or list_checks):
+        raise UsageError(f"{'--live' if live else '--ready'} runs no other check: leave out --only, --skip, "
+                         "--hints and --list")
+    limits = logic.thresholds(threshold or [])
+    if list_checks:
+        render.table(logic.list_checks(limits), ["check", "module", "description", "thresholds"],
+                     fmt if fmt != "nagios" else "plain")
+        return
+    if live:
+        report = logic.live(settings(database_url))
+    elif ready:
+        report = logic.ready(settings(database_url))
+    else:
+        names = logic.select(_names(only, "MINNOCTL_HEALTH_ONLY"), _names(skip, "MINNOCTL_HEALTH_SKIP"))
+        if not names:
+            raise UsageError("--skip left no check to run")
+        report = logic.run(settings(database_url), limits=limits, names=names, backup_dir=backup_dir)
     if report.error:
         render.error(report.error)
-    if fmt == "nagios":
+    if hints:
+        sql = report.hints_sql()
+        typer.echo("\n".join(sql) if sql else "-- nothing to do: no finding calls for maintenance SQL")
+    elif fmt == "nagios":
         typer.echo(report.nagios())
     elif fmt == "json":
         render.emit_json(report.as_dict())
     elif not report.error:
-        render.table([c.as_dict() for c in report.checks], ["name", "status", "value", "hint"], fmt,
-                     styles={"status": _status_style})
+        render.table([c.as_dict() for c in report.checks], COLUMNS, fmt, styles={"status": _status_style})
     raise typer.Exit(int(report.status))
 
 
