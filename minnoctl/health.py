@@ -562,7 +562,7 @@ def check_duplicate_indexes(ctx: Context) -> Check:
         "AND (b.indkey::text || ' ') LIKE (a.indkey::text || ' %') "
         "AND (b.indclass::text || ' ') LIKE (a.indclass::text || ' %') "
         "AND coalesce(pg_get_expr(a.indpred, a.indrelid), '') = coalesce(pg_get_expr(b.indpred, b.indrelid), '') "
-        "AND (a.indnatts < b.indnatts OR a.indexrelid > b.indexrelid) "
+        "AND (a.indnatts < b.indnatts OR b.indisunique OR a.indexrelid > b.indexrelid) "  # one of two twins
         f"AND {_user_schemas_sql('ns.nspname')} ORDER BY 1, 2")
     from minnoctl import modules
 
