@@ -1,0 +1,1 @@
+complete --command minnoctl --no-files --arguments "(env _MINNOCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) minnoctl)" --condition "env _MINNOCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) minnoctl"
