@@ -134,9 +134,3 @@ class NotConfirmed(MinnoctlError):
     """A destructive command was declined or could not ask (no terminal, no --yes)."""
 
     exit_code = ExitCode.NOT_CONFIRMED
-
-
-class NotBuiltError(MinnoctlError):
-    """A command of the product whose implementation has not landed yet."""
-
-    exit_code = ExitCode.FAILURE

@@ -6,7 +6,7 @@ The JSON document is {"status", "target", "checks": [{"name", "status", "value",
 (check_multi's and Icinga's rule for aggregated checks): one check that could not look must not hide
 a CRITICAL one, and must not be reported as OK either.
 
-Every check runs on one read-only connection, each statement under a statement and lock timeout,
+Every check runs in one read-only transaction, each statement under a statement and lock timeout,
 so a health check never writes, never waits long behind a lock, and one failing check (a missing
 privilege, a timeout) becomes that check's UNKNOWN with the reason instead of failing the report.
 The anchors are check_postgres (txn_wraparound, sequence, last_analyze, replicate slots, ...) and
@@ -695,12 +695,14 @@ def check_slow_queries(ctx: Context) -> Check:
                      f"{how}; or --skip slow_queries")
     import psycopg
 
+    ctx.conn.execute("SAVEPOINT pg_stat_statements")
     try:
         rows = ctx.all(
             f"SELECT queryid, calls, mean_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) "
             f"FROM {row[0]}.pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = "
             f"current_database()) AND calls >= %s ORDER BY mean_exec_time DESC LIMIT 5", (int(calls),))
     except psycopg.errors.ObjectNotInPrerequisiteState:
+        ctx.conn.execute("ROLLBACK TO SAVEPOINT pg_stat_statements")
         return Check("slow_queries", Status.UNKNOWN, "pg_stat_statements is installed but not loaded", text,
                      "add pg_stat_statements to shared_preload_libraries and restart the server")
     slowest = rows[0][2] if rows else 0.0
@@ -1078,9 +1080,13 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
     checks: list[Check] = []
     with conn:
         rtt_ms = _rtt(conn)
-        conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
-        conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
-        conn.execute("SET default_transaction_read_only = on")  # a health check never writes
+        # One read-only transaction, its timeouts SET LOCAL, each check in a savepoint: a health
+        # check never writes, changes nothing of the session (through PgBouncer in transaction mode
+        # a plain SET would stay on a pooled server connection for the application), and one
+        # failing check rolls back to its savepoint instead of ending the report.
+        conn.execute("BEGIN READ ONLY")
+        conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
+        conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         user, privileged, now = conn.execute(
             "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
             "OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), now()").fetchone()
@@ -1103,12 +1109,16 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
                                     ""))
                 continue
             checks.append(_run_one(ctx, BY_CHECK[name], psycopg))
+        conn.execute("ROLLBACK")
     return Report(checks, _target(settings))
 
 
 def _run_one(ctx: Context, spec: CheckSpec, psycopg: Any) -> Check:
     try:
-        return spec.run(ctx)
+        ctx.conn.execute("SAVEPOINT health_check")
+        check = spec.run(ctx)
+        ctx.conn.execute("RELEASE SAVEPOINT health_check")
+        return check
     except psycopg.errors.QueryCanceled:
         return Check(spec.name, Status.UNKNOWN, f"timed out after {STATEMENT_TIMEOUT}", "",
                      "the server is busy, or a lock is held on a catalog: run it again, or --skip it")
@@ -1121,8 +1131,8 @@ def _run_one(ctx: Context, spec: CheckSpec, psycopg: Any) -> Check:
     except psycopg.Error as exc:
         return Check(spec.name, Status.UNKNOWN, f"could not check: {_first_line(exc)}", "", "")
     finally:
-        if ctx.conn.info.transaction_status != 0:  # an error inside an implicit transaction
-            ctx.conn.rollback()
+        if ctx.conn.info.transaction_status == 3:  # INERROR: back to the check's savepoint
+            ctx.conn.execute("ROLLBACK TO SAVEPOINT health_check")
 
 
 def _first_line(exc: Exception) -> str:

@@ -222,7 +222,7 @@ def rollback(
 
 @migrate_app.command("new")
 def new(
-    name: Annotated[str, typer.Argument(help="What the migration does, e.g. add_user_index.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="What the migration does, e.g. add_user_index.")],
     module: Annotated[str, typer.Option("--module", "-m", help="The module it belongs to.")],
 ) -> None:
     """Write the next numbered migration and rollback file pair of a module.

@@ -97,7 +97,7 @@ def allocate(
 
 @ports_app.command("release")
 def release(
-    port: Annotated[Optional[int], typer.Argument(help="The port to release.", show_default=False)] = None,
+    port: Annotated[Optional[int], typer.Argument(metavar="PORT", help="The port to release.", show_default=False)] = None,
     hostname: Hostname = "localhost",
     protocol: Annotated[Optional[str], typer.Option("--protocol", "-P", help="tcp or udp (default: both).",
                                                     show_default=False)] = None,
@@ -218,7 +218,7 @@ def range_list(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
 
 @range_app.command("add")
 def range_add(
-    name: Annotated[str, typer.Argument(help="The range's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The range's name.")],
     start: Annotated[int, typer.Option("--start", help="First port of the range.")],
     end: Annotated[int, typer.Option("--end", help="Last port of the range (included).")],
     description: Annotated[Optional[str], typer.Option("--description", help="What the range is for.",
@@ -247,7 +247,7 @@ def range_add(
 
 @range_app.command("disable")
 def range_disable(
-    name: Annotated[str, typer.Argument(help="The range's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The range's name.")],
     database_url: DatabaseUrl = None,
 ) -> None:
     """Disable a range: nothing more is allocated from it; its allocations stay until released.

@@ -163,7 +163,7 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
 
 
 @token_app.command("retire")
-def retire(key: Annotated[int, typer.Argument(help="The key number (see `token keys`).")],
+def retire(key: Annotated[int, typer.Argument(metavar="KEY", help="The key number (see `token keys`).")],
            database_url: DatabaseUrl = None) -> None:
     """Retire a data key and destroy its material; refused while any field uses it.
 
