@@ -32,7 +32,7 @@ def main() -> int:
 
     import psycopg
 
-    from benchlib import server as bench_server
+    from benchlib import report, server as bench_server
     from minnoctl import backup, crypto, migrate
     from minnoctl.config import load_settings
 
@@ -84,6 +84,9 @@ def main() -> int:
         print(f"raw pg_dump -Fc: median {statistics.median(raw_s):.1f} s; minnoctl backup create: median "
               f"{statistics.median(ours_s):.1f} s")
         print(f"ratio (median of same-run ratios): {ratio:.2f}  (target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'})")
+        report("backup", f"{statistics.median(ours_s):.1f} s", f"pg_dump -Fc {statistics.median(raw_s):.1f} s",
+               ratio, f"<= {TARGET}x", ratio <= TARGET)
+        report("backup", f"database {size / 2**30:.2f} GB", "", None, ">= 1 GB", size >= MIN_BYTES)
         return 0 if ratio <= TARGET and size >= MIN_BYTES else 1
 
 

@@ -2,10 +2,13 @@
 
 With MINNO_DATABASE_URL set, the databases are made on that server; otherwise on an embedded
 PostgreSQL under a temporary MINNO_HOME, stopped at the end (never the developer's own).
+
+report() records one target's result for bench/run, which prints them all as one table.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
@@ -46,6 +49,19 @@ class Bench:
 
         with psycopg.connect(**self.admin) as conn:
             return conn.execute("SHOW server_version").fetchone()[0]
+
+
+def report(benchmark: str, figure: str, baseline: str, ratio: float | None, target: str, met: bool) -> None:
+    """One target's result, as one JSON line appended to $MINNOCTL_BENCH_RESULTS (bench/run sets
+    it); nothing when the variable is unset. `figure` and `baseline` are short strings with their
+    units ("31,644 rows/s", "p99 20.1 ms"), `target` what the figure must meet (">= 0.7x")."""
+    path = os.environ.get("MINNOCTL_BENCH_RESULTS")
+    if not path:
+        return
+    row = {"benchmark": benchmark, "figure": figure, "baseline": baseline,
+           "ratio": None if ratio is None else float(ratio), "target": target, "met": bool(met)}
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 @contextmanager

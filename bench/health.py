@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchlib import server  # noqa: E402
+from benchlib import report, server  # noqa: E402
 
 FULL_TARGET_S = 1.0
 LIVE_TARGET = 3.0
@@ -75,8 +75,12 @@ def main() -> int:
           f"(target <= {FULL_TARGET_S * 1000:.0f} ms: {'met' if full_met else 'NOT met'}); "
           f"health --live in the same run {med['live'] * 1000:.0f} ms, so the checks take "
           f"{(med['full'] - med['live']) * 1000:.0f} ms")
+    report("health", f"full report {med['full'] * 1000:.0f} ms", f"--live {med['live'] * 1000:.0f} ms",
+           med["full"] / med["live"], f"<= {FULL_TARGET_S * 1000:.0f} ms", full_met)
     print(f"  minnoctl health --live {med['live'] * 1000:.1f} ms; psql -c 'select 1' {med['psql'] * 1000:.1f} ms; "
           f"ratio {ratio:.1f} (target <= {LIVE_TARGET:g}: {'met' if ratio <= LIVE_TARGET else 'NOT met'})")
+    report("health", f"--live {med['live'] * 1000:.1f} ms", f"psql -c 'select 1' {med['psql'] * 1000:.1f} ms", ratio,
+           f"<= {LIVE_TARGET:g}x", ratio <= LIVE_TARGET)
     print(f"  floors in the same run: python -c pass {med['python'] * 1000:.1f} ms "
           f"({med['python'] / med['psql']:.1f}x psql); python + import psycopg + connect + select 1 "
           f"{med['psycopg'] * 1000:.1f} ms ({med['psycopg'] / med['psql']:.1f}x psql); "

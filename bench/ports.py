@@ -74,7 +74,7 @@ def main() -> int:
     import psycopg
 
     from minnoctl import migrate, modules
-    from benchlib import server as bench_server
+    from benchlib import report, server as bench_server
     from minnoctl.config import load_settings
 
     with bench_server("bench_ports") as bench:
@@ -169,10 +169,16 @@ def main() -> int:
         print(f"allocations/s at 90% fill: minnoctl {ours[0]:,.0f} vs baseline {basel[0]:,.0f} "
               f"(ratio {ours[0] / basel[0]:.1f}x)")
         print(f"duplicates: minnoctl {ours[3]} (target 0: {'met' if ours[3] == 0 else 'NOT met'}); baseline {basel[3]}")
+        report("ports", f"{ours[3]} duplicates", f"spec 003 {basel[3]} duplicates", None, "0", ours[3] == 0)
         print(f"p99 at 90% fill: minnoctl {ours[1]:.1f} ms vs baseline {basel[1]:.1f} ms "
               f"(target <= {P99_TARGET_MS:.0f} ms: {'met' if ours[1] <= P99_TARGET_MS else 'NOT met'})")
+        report("ports", f"p99 {ours[1]:.1f} ms", f"spec 003 p99 {basel[1]:.1f} ms", ours[1] / basel[1],
+               f"<= {P99_TARGET_MS:.0f} ms", ours[1] <= P99_TARGET_MS)
         print(f"p50 at 99% / p50 at 0%: minnoctl {growth:.2f} vs baseline {base_growth:.2f} "
               f"(target <= {FLAT_TARGET:.0f}: {'met' if growth <= FLAT_TARGET else 'NOT met'})")
+        report("ports", f"p50 {flat['minnoctl'][0.99]:.2f} ms at 99% fill",
+               f"p50 {flat['minnoctl'][0.0]:.2f} ms at 0% fill", growth, f"<= {FLAT_TARGET:.0f}x",
+               growth <= FLAT_TARGET)
         return 0 if ok else 1
 
 

@@ -45,7 +45,7 @@ def main() -> int:
     import psycopg
 
     from minnoctl import crypto, migrate, modules, seed, tokens
-    from benchlib import server as bench_server
+    from benchlib import report, server as bench_server
     from minnoctl.config import load_settings
 
     with bench_server("bench_seed") as bench:
@@ -131,9 +131,14 @@ def main() -> int:
         print(f"minnoctl seed --scale: median {args.rows / statistics.median(ours_s):,.0f} rows/s")
         print(f"ratio (median of same-run ratios): {ratio:.2f}  (target >= {RATE_TARGET}: "
               f"{'met' if ratio >= RATE_TARGET else 'NOT met'})")
+        report("seed", f"{args.rows / statistics.median(ours_s):,.0f} rows/s",
+               f"raw COPY {args.rows / statistics.median(raw_s):,.0f} rows/s", ratio, f">= {RATE_TARGET}x",
+               ratio >= RATE_TARGET)
         print(f"peak memory: {max(rss):.0f} MB at N={args.rows:,}, {small_mb:.0f} MB at N={args.small_rows:,}; "
               f"`minnoctl --version` {base_mb:.0f} MB  (target < {MEMORY_TARGET_MB:.0f} MB: "
               f"{'met' if peak < MEMORY_TARGET_MB else 'NOT met'})")
+        report("seed", f"peak {peak:.0f} MB", f"--version {base_mb:.0f} MB", peak / base_mb,
+               f"< {MEMORY_TARGET_MB:.0f} MB", peak < MEMORY_TARGET_MB)
         return 0 if ratio >= RATE_TARGET and peak < MEMORY_TARGET_MB else 1
 
 

@@ -55,6 +55,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
+    from benchlib import report
+
     with tempfile.TemporaryDirectory() as tmp:
         bare = Path(tmp) / "bare_app.py"
         bare.write_text(BARE_APP)
@@ -79,6 +81,8 @@ def main() -> int:
           f"median {med['bare'] * 1000:.1f} ms; ratio {ratio:.2f} (target <= {TARGET}): "
           f"{'met' if met else 'NOT met'}; against a bare app with plain help "
           f"({med['bare_plain'] * 1000:.1f} ms): {strict:.2f}; {args.runs} interleaved runs")
+    report("startup", f"--help {med['minnoctl'] * 1000:.1f} ms", f"bare Typer app {med['bare'] * 1000:.1f} ms",
+           ratio, f"<= {TARGET}x", met)
     return 0 if met else 1
 
 
