@@ -423,6 +423,12 @@ def read_manifest(backup: Path) -> dict[str, Any]:
 
 
 def resolve_backup(text: str, output_dir: str | None = None) -> Path:
+    """A path, a name in the backup directory, or `latest`: the newest backup there (for cron)."""
+    if text == "latest" and not Path(text).exists():
+        present = [r for r in list_backups(output_dir) if r["present"]]
+        if not present:
+            raise UsageError(f"latest: there is no backup in {backup_dir(output_dir)} — see `minnoctl backup list`")
+        return backup_dir(output_dir) / present[0]["file"]
     path = Path(text).expanduser()
     if text.endswith(MANIFEST_SUFFIX):
         path = path.with_name(path.name[: -len(MANIFEST_SUFFIX)])

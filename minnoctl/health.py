@@ -798,10 +798,10 @@ def check_backup(ctx: Context, verified: bool = False) -> Check:
     name = "verified_backup" if verified else "backup"
     what = "verified backup" if verified else "backup"
     check = _age_check(ctx, name, f"{'verified-' if verified else ''}backup-age", when, what,
-                       "`minnoctl backup verify LATEST --restore-test`" if verified else
+                       "`minnoctl backup verify latest --restore-test`" if verified else
                        "schedule `minnoctl backup create` (and `backup prune`) in cron; set MINNO_BACKUP_DIR "
                        "or --backup-dir where they are",
-                       "`minnoctl backup verify` the newest backup" if verified else
+                       "`minnoctl backup verify latest --restore-test`" if verified else
                        "`minnoctl backup create` has not run lately: run it, and check its cron entry", where)
     return check
 

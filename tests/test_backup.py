@@ -272,3 +272,13 @@ def test_prune_keeps_the_newest_and_the_newest_verified(run):
     assert [p.exists() for p in made] == [True, False, False, True]
     assert not made[1].with_name(made[1].name + ".manifest.json").exists()
     assert run("prune", "--keep-last", "0").exit_code == ExitCode.USAGE
+
+
+def test_latest_names_the_newest_backup(run):
+    none = run("verify", "latest")
+    assert none.exit_code == ExitCode.USAGE and "latest: there is no backup in" in none.stderr
+    made = [create(run, "--schema-only", "--label", f"n{i}") for i in range(2)]
+    result = run("verify", "latest")
+    assert result.exit_code == 0, result.stderr
+    listed = {r["file"]: r["verified_at"] for r in json.loads(run("list", "--format", "json").stdout)}
+    assert listed[made[1].name] and not listed[made[0].name]  # the newest was verified, the other not

@@ -187,3 +187,17 @@ def test_timeouts_reach_the_server(database):
 
         with pytest.raises(psycopg.errors.QueryCanceled):
             conn.execute("SELECT pg_sleep(5)")
+
+
+def test_a_read_only_server_is_one_line_not_a_traceback(cli, migrated):
+    """A standby, or a database set read-only: the server refuses the write; minnoctl says so."""
+    import psycopg
+
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        name = conn.info.dbname
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    result = cli("ports", "range", "add", "ro", "--start", "41000", "--end", "41010",
+                 env={"MINNO_DATABASE_URL": migrated})
+    assert result.exit_code == 1, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "the server is read-only" in result.stderr and "point it at the primary" in result.stderr

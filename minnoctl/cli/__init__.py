@@ -85,10 +85,45 @@ def _report(exc: BaseException) -> int:
     if isinstance(exc, BrokenPipeError):
         sys.stderr = open(os.devnull, "w")  # the reader left; say nothing more
         return int(ExitCode.FAILURE)
+    refused = _server_refusal(exc)
+    if refused is not None:
+        if _state.traceback:
+            _print_traceback(exc)
+        from minnoctl.config import scrub
+
+        render.error(scrub(refused[0], _secrets_in_environment()))
+        return int(refused[1])
     _print_traceback(exc)
     render.error(f"unexpected {exc.__class__.__name__}: this is a bug in minnoctl {__version__}; "
                  "please report it with the traceback above")
     return int(ExitCode.INTERNAL)
+
+
+def _server_refusal(exc: BaseException) -> tuple[str, ExitCode] | None:
+    """A server-side condition, not a bug: the server went away, is read-only (a standby), denied a
+    privilege, cancelled a statement, ran out of disk. One line and an exit code; anything else a
+    psycopg error can be (a syntax error in minnoctl's SQL) stays a bug with its traceback."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None or not isinstance(exc, psycopg.Error):
+        return None
+    errors = psycopg.errors
+    detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    if isinstance(exc, errors.ReadOnlySqlTransaction):
+        return (f"the server is read-only ({detail}): minnoctl is connected to a standby or a read-only "
+                "session — point it at the primary; nothing more was changed", ExitCode.FAILURE)
+    if isinstance(exc, errors.InsufficientPrivilege):
+        return (f"permission denied: {detail} — connect as the role that owns minnoctl's schemas, or grant "
+                "it the privilege", ExitCode.FAILURE)
+    if isinstance(exc, errors.QueryCanceled):
+        return (f"the server cancelled a statement ({detail}): raise DB_STATEMENT_TIMEOUT or the role's "
+                "statement_timeout, or run it when the database is quieter", ExitCode.FAILURE)
+    if isinstance(exc, psycopg.OperationalError):
+        lost = getattr(exc, "sqlstate", None) is None or str(getattr(exc, "sqlstate", "")).startswith(("08", "57P"))
+        if lost:
+            return (f"lost the connection to the server: {detail} — check that it is up "
+                    "(`minnoctl health --live`) and run the command again", ExitCode.UNREACHABLE)
+        return f"the server failed the command: {detail}", ExitCode.FAILURE
+    return None
 
 
 ORDER = ("db", "migrate", "seed", "backup", "token", "ports", "port", "cleanup", "health", "local", "config")

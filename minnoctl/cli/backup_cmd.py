@@ -13,7 +13,7 @@ backup_app = typer.Typer(help="Create, verify, list, restore and prune backups.\
 
 OutputDir = Annotated[Optional[str], typer.Option(
     "--output-dir", "-o", help="Where backups are (default: MINNO_BACKUP_DIR, else ./backups).", show_default=False)]
-File = Annotated[str, typer.Argument(metavar="FILE", help="The backup: a path, or a name in the backup directory.")]
+File = Annotated[str, typer.Argument(metavar="FILE", help="The backup: a path, a name in the backup directory, or latest (the newest there).")]
 
 
 
