@@ -237,9 +237,10 @@ def show(value: float | None, unit: str) -> str:
 
 
 def human_age(seconds: float) -> str:
+    """90 -> '1.5 min', 93600 -> '26 h' (days only from two, or whole ones), 172800 -> '2 d'."""
     seconds = abs(seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
+        if seconds >= size and (unit != "d" or seconds >= 2 * size or seconds % size == 0):
             amount = seconds / size
             return f"{amount:.1f} {unit}".replace(".0 ", " ")
     return f"{seconds:.1f} s".replace(".0 ", " ")
