@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from minnoctl import modules
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
@@ -444,15 +444,20 @@ def resolve_backup(text: str, output_dir: str | None = None) -> Path:
     return path
 
 
-def list_backups(output_dir: str | None = None) -> list[dict[str, Any]]:
-    folder = backup_dir(output_dir)
-    rows = []
+def manifests(folder: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Each readable manifest in `folder` with the backup it describes (which may be gone)."""
     for mpath in sorted(folder.glob(f"*{MANIFEST_SUFFIX}")):
         try:
             doc = json.loads(mpath.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        backup = mpath.with_name(mpath.name[: -len(MANIFEST_SUFFIX)])
+        if isinstance(doc, dict):
+            yield mpath.with_name(mpath.name[: -len(MANIFEST_SUFFIX)]), doc
+
+
+def list_backups(output_dir: str | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for backup, doc in manifests(backup_dir(output_dir)):
         rows.append({"file": backup.name, "created_at": doc.get("created_at"), "size": doc.get("size"),
                      "format": doc.get("format"), "label": doc.get("label"), "database": doc.get("database"),
                      "verified_at": doc.get("verified_at"), "restore_tested_at": doc.get("restore_tested_at"),

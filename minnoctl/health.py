@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import json
 import os
 import re
 import time
@@ -770,18 +769,10 @@ def _manifests(ctx: Context) -> tuple[Path | None, list[dict[str, Any]]]:
     folder = Path(chosen or "backups").expanduser()
     if not folder.is_dir():
         return None, []
-    from minnoctl.backup import MANIFEST_SUFFIX
+    from minnoctl.backup import manifests
 
     dbname = ctx.one("SELECT current_database()")[0]
-    found = []
-    for path in folder.glob(f"*{MANIFEST_SUFFIX}"):
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if doc.get("database") == dbname and (folder / str(doc.get("file", ""))).exists():
-            found.append(doc)
-    return folder, found
+    return folder, [doc for backup, doc in manifests(folder) if doc.get("database") == dbname and backup.exists()]
 
 
 def _stamp(text: str | None) -> dt.datetime | None:
