@@ -276,9 +276,19 @@ class Context:
     applied: dict[str, Any]
     privileged: bool  # superuser or a member of pg_read_all_stats (pg_monitor)
     user: str
+    _files: list[Any] | None = None
 
     def t(self, name: str) -> float | None:
         return self.limits[name]
+
+    @property
+    def files(self) -> list[Any]:
+        """The migration set, read once per report (migrations and duplicate_indexes use it)."""
+        if self._files is None:
+            from minnoctl import migrate
+
+            self._files = migrate.load_set()
+        return self._files
 
     def pair(self, base: str, unit: str) -> tuple[float | None, float | None, str]:
         warn, crit = self.limits[f"{base}-warning"], self.limits.get(f"{base}-critical")
@@ -338,7 +348,7 @@ def check_migrations(ctx: Context) -> Check:
     if not ctx.applied:
         return Check("migrations", Status.CRITICAL, "the database is not initialised", "none pending",
                      "run `minnoctl db init`")
-    plan = migrate.make_plan(ctx.conn, migrate.load_set(), None)
+    plan = migrate.make_plan(ctx.conn, ctx.files, None)
     problems, hints = [], []
     if plan.pending:
         problems.append(f"{len(plan.pending)} pending ({', '.join(f.id for f in plan.pending[:3])}"
@@ -541,13 +551,11 @@ def check_unused_indexes(ctx: Context) -> Check:
                  perfdata={"unused_indexes": (len(rows), "", None, None)})
 
 
-def _spec_index_names() -> set[str]:
+def _spec_index_names(ctx: Context) -> set[str]:
     """Index names the migration set itself creates (the spec's own; kept even where redundant)."""
-    from minnoctl import migrate
-
     pattern = re.compile(r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)",
                          re.IGNORECASE)
-    return {name for f in migrate.load_set() for name in pattern.findall(f.sql())}
+    return {name for f in ctx.files for name in pattern.findall(f.sql())}
 
 
 def check_duplicate_indexes(ctx: Context) -> Check:
@@ -567,7 +575,7 @@ def check_duplicate_indexes(ctx: Context) -> Check:
     from minnoctl import modules
 
     ours = {m.schema for m in modules.MODULES}
-    spec = _spec_index_names() if rows else set()
+    spec = _spec_index_names(ctx) if rows else set()
     known = [r for r in rows if r[0] in ours and r[1] in spec]
     extra = [r for r in rows if r not in known]
     note = f"; {len(known)} more the spec itself defines (kept)" if known else ""
