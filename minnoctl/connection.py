@@ -63,7 +63,8 @@ def connect(
         raise classify(exc, kwargs, settings) from None
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first non-blank line of a server or driver message (errors are one line)."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[0] if lines else "unknown error"
 
@@ -107,7 +108,7 @@ def classify(exc: Exception, kwargs: dict[str, str], settings: Settings) -> Conn
         return err("ssl-hostname", f"the server's SSL certificate does not match host '{host}', at {target} — "
                    "connect by the name in the certificate or use DB_SSL_MODE=verify-ca", ExitCode.UNREACHABLE)
     if "ssl" in text and ("error" in text or "failed" in text):
-        return err("ssl", f"SSL negotiation failed at {target}: {_first_line(raw)} — check DB_SSL_MODE "
+        return err("ssl", f"SSL negotiation failed at {target}: {first_line(raw)} — check DB_SSL_MODE "
                    "and the certificate files", ExitCode.UNREACHABLE)
     if "client certificate" in text or "certificate authentication failed" in text:
         return err("client-cert", f"the server requires a valid client certificate for user '{user}', at {target} — "
@@ -127,14 +128,14 @@ def classify(exc: Exception, kwargs: dict[str, str], settings: Settings) -> Conn
         return err("no-socket", f"no PostgreSQL socket at {target} — is the server running, and is the socket "
                    "directory right?", ExitCode.UNREACHABLE)
     if "invalid" in text and ("connection option" in text or "integer value" in text or "sslmode" in text):
-        return err("bad-setting", f"invalid connection setting for {target}: {_first_line(raw)}", ExitCode.CONFIG)
+        return err("bad-setting", f"invalid connection setting for {target}: {first_line(raw)}", ExitCode.CONFIG)
     if "too many connections" in text or sqlstate == "53300":
         return err("too-many", f"the server has no free connection slots, at {target} — try again later or "
                    "raise max_connections", ExitCode.UNREACHABLE)
     if "the database system is starting up" in text or "shutting down" in text or sqlstate == "57P03":
         return err("not-ready", f"the server is starting up or shutting down, at {target} — try again shortly",
                    ExitCode.UNREACHABLE)
-    return err("other", f"cannot connect to {target}: {_first_line(raw)}", ExitCode.UNREACHABLE)
+    return err("other", f"cannot connect to {target}: {first_line(raw)}", ExitCode.UNREACHABLE)
 
 
 def yoyo_url(settings: Settings, params: dict[str, str] | None = None) -> str:

@@ -1114,6 +1114,8 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
 
 
 def _run_one(ctx: Context, spec: CheckSpec, psycopg: Any) -> Check:
+    from minnoctl.connection import first_line
+
     try:
         ctx.conn.execute("SAVEPOINT health_check")
         check = spec.run(ctx)
@@ -1127,14 +1129,9 @@ def _run_one(ctx: Context, spec: CheckSpec, psycopg: Any) -> Check:
                      "a DDL statement holds a lock on a table it reads: run it again")
     except psycopg.errors.InsufficientPrivilege as exc:
         return Check(spec.name, Status.UNKNOWN, "permission denied", "",
-                     f"{_first_line(exc)} — grant {ctx.user} pg_monitor, or read access to the module's tables")
+                     f"{first_line(str(exc))} — grant {ctx.user} pg_monitor, or read access to the module's tables")
     except psycopg.Error as exc:
-        return Check(spec.name, Status.UNKNOWN, f"could not check: {_first_line(exc)}", "", "")
+        return Check(spec.name, Status.UNKNOWN, f"could not check: {first_line(str(exc))}", "", "")
     finally:
         if ctx.conn.info.transaction_status == 3:  # INERROR: back to the check's savepoint
             ctx.conn.execute("ROLLBACK TO SAVEPOINT health_check")
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__

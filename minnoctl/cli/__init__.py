@@ -106,8 +106,10 @@ def _server_refusal(exc: BaseException) -> tuple[str, ExitCode] | None:
     psycopg = sys.modules.get("psycopg")
     if psycopg is None or not isinstance(exc, psycopg.Error):
         return None
+    from minnoctl.connection import first_line
+
     errors = psycopg.errors
-    detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    detail = first_line(str(exc))
     if isinstance(exc, errors.ReadOnlySqlTransaction):
         return (f"the server is read-only ({detail}): minnoctl is connected to a standby or a read-only "
                 "session — point it at the primary; nothing more was changed", ExitCode.FAILURE)
