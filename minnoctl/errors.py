@@ -29,7 +29,7 @@ class ExitCode(enum.IntEnum):
     MIGRATION_FAILED = 13  # a migration failed; the database is as before it
     CRYPTO = 14  # master key missing, malformed or wrong; an encrypted field cannot be used
     PARTIAL = 15  # stopped at --max-runtime with work left; run it again to resume
-    PRODUCTION = 16  # refused: the target is production and --force was not given
+    PRODUCTION = 16  # refused: the target is production and --force-production was not given
     RANGE_FULL = 17  # `ports`: no free port left in the range
     PORT_TAKEN = 18  # `ports`: the port asked for is held, reserved or cooling down
     NOT_FOUND = 19  # a project, range or other named object does not exist
@@ -54,7 +54,7 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.MIGRATION_FAILED: "a migration failed; the database is as it was before that migration",
     ExitCode.CRYPTO: "the master key is missing, malformed or not the one that wrapped the data keys",
     ExitCode.PARTIAL: "stopped at `--max-runtime` with work left (a rerun resumes), or some fields could not be used",
-    ExitCode.PRODUCTION: "refused: the target is production (`MINNO_ENV`, `APP_ENV` or `NODE_ENV`, or `db init --environment production`) and `--force` was not given",
+    ExitCode.PRODUCTION: "refused: the target is production (`MINNO_ENV`, `APP_ENV` or `NODE_ENV`, or `db init --environment production`) and `--force-production` was not given",
     ExitCode.RANGE_FULL: "`ports`: no free port left in the range (every port allocated, reserved or cooling down)",
     ExitCode.PORT_TAKEN: "`ports`: the port asked for is held by another service (named), reserved, cooling down, or bound outside minnoctl",
     ExitCode.NOT_FOUND: "a project, port range or other named object does not exist (the message lists the known ones)",
@@ -134,3 +134,9 @@ class NotConfirmed(MinnoctlError):
     """A destructive command was declined or could not ask (no terminal, no --yes)."""
 
     exit_code = ExitCode.NOT_CONFIRMED
+
+
+class ProductionRefused(MinnoctlError):
+    """The target is production (by its environment or its own record) and --force-production was not given."""
+
+    exit_code = ExitCode.PRODUCTION

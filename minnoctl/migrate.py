@@ -87,9 +87,6 @@ BOOKKEEPING_DDL = (
     )""",
 )
 
-ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-
-
 def recorded_environment(conn: "psycopg.Connection") -> str | None:
     """The environment the database was marked with by `db init --environment`, or None."""
     if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.settings",)).fetchone()[0] is None:
@@ -113,10 +110,10 @@ def read_environment(settings: "Settings") -> str | None:
 
 
 def check_environment(name: str) -> str:
-    value = name.strip().lower()
-    if not ENVIRONMENT_RE.match(value):
-        raise UsageError(f"--environment '{name}' is not a name like production, staging or development")
-    return value
+    """--environment NAME: one of safety's fixed names (prod is production); anything else exit 2."""
+    from minnoctl.safety import normalize_environment
+
+    return normalize_environment(name)
 
 
 # ---------------------------------------------------------------------------------------------

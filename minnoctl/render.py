@@ -202,6 +202,9 @@ def progress_bar(unit: str) -> ProgressBar | None:
 
 
 def _stderr_line(prefix: str, message: str, style: str) -> None:
+    from minnoctl.render_text import one_line
+
+    message = one_line(message)  # one line, whatever a value in it held (newline, ESC, bidi)
     if color_allowed(sys.stderr):
         from rich.markup import escape
 

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("minnoctl")
 
-PRODUCTION_ENV_VARS = ("MINNO_ENV", "APP_ENV", "NODE_ENV")
 EMBEDDING_DIM = 1536
 
 
@@ -49,31 +48,6 @@ class SeedError(MinnoctlError):
     """The seed cannot be loaded as asked: a bad seed file, a module not installed, a constraint."""
 
     exit_code = ExitCode.FAILURE
-
-
-class ProductionRefused(MinnoctlError):
-    """The target is production (by its environment or its own record) and --force was not given."""
-
-    exit_code = ExitCode.PRODUCTION
-
-
-# ---------------------------------------------------------------------------------------------
-# Production safety
-
-
-def production_reason(conn: "psycopg.Connection", env: Mapping[str, str] | None = None) -> str | None:
-    """Why the target counts as production, or None. The database's own record (db init
-    --environment production) holds on every machine; the environment variables on this one."""
-    from minnoctl import migrate
-
-    env = os.environ if env is None else env
-    for name in PRODUCTION_ENV_VARS:
-        if env.get(name, "").strip().lower() == "production":
-            return f"{name}=production"
-    recorded = migrate.recorded_environment(conn)
-    if recorded == "production":
-        return "the database is marked production (db init --environment production)"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,3 +73,33 @@ def confirm(question: str, yes: bool) -> None:
         raise NotConfirmed(f"{question.rstrip('?')}: this needs --yes when not run in a terminal")
     if not typer.confirm(question, default=False, err=True):
         raise NotConfirmed("declined; nothing was changed")
+
+
+ForceProduction = Annotated[
+    bool,
+    typer.Option("--force-production", help="Go on even though the target is production (MINNO_ENV, APP_ENV or "
+                 "NODE_ENV naming production, or db init --environment production); in a terminal it still asks."),
+]
+
+
+def guard_production(reason: str | None, *, force: bool, yes: bool, action: str, target: str,
+                     option: str = "--force-production") -> bool:
+    """The one production guard of every destructive command (`reason` from safety.production_reason).
+
+    Not production: returns False. Production without `force`: ProductionRefused (exit 16). With it, a
+    person at a terminal must still type yes (even with --yes); a script needs --yes. Returns True
+    once confirmed, so the command need not ask a second time."""
+    import sys
+
+    from minnoctl.errors import ProductionRefused
+
+    if reason is None:
+        return False
+    if not force:
+        raise ProductionRefused(f"refusing to {action} at {target}: it is production ({reason}) — "
+                                f"add {option} only if you really mean to")
+    if sys.stdin.isatty():
+        confirm(f"{target} is PRODUCTION ({reason}). {action[0].upper()}{action[1:]} anyway?", False)
+    else:
+        confirm(f"{action} on a production database ({reason})", yes)
+    return True

@@ -6,27 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Yes, confirm, note as _note
+from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Yes, confirm, guard_production, note as _note
 
-
-
-def _guard_production(reason: str | None, force: bool, yes: bool, target: str) -> bool:
-    """Refuse a production target unless --force; in a terminal --force still asks (even with --yes).
-    Returns whether a person or --yes has confirmed."""
-    import sys
-
-    from minnoctl.seed import ProductionRefused
-
-    if reason is None:
-        return False
-    if not force:
-        raise ProductionRefused(f"refusing to seed a production database ({reason}) at {target}: it would replace "
-                                "its data — use --force only if you really mean to")
-    if sys.stdin.isatty():
-        confirm(f"{target} is PRODUCTION ({reason}). Replace its data with development data anyway?", False)
-    else:
-        confirm(f"seeding a production database ({reason})", yes)
-    return True
 
 
 def _load_key(settings, needed: bool):
@@ -39,7 +20,7 @@ def _load_key(settings, needed: bool):
 
 def seed(
     modules: Modules = None,
-    force: Annotated[bool, typer.Option("--force", help="Seed even a production database (MINNO_ENV, APP_ENV or "
+    force: Annotated[bool, typer.Option("--force-production", "--force", help="Seed even a production database (MINNO_ENV, APP_ENV or "
                                         "NODE_ENV = production, or db init --environment production); "
                                         "in a terminal it still asks.")] = False,
     yes: Yes = False,
@@ -58,7 +39,7 @@ def seed(
 ) -> None:
     """Replace the data of the installed modules with development data, in one transaction.
 
-    Asks before replacing data (--yes in scripts); refuses a production database without --force.
+    Asks before replacing data (--yes in scripts); refuses a production database without --force-production.
     With --scale N it adds N synthetic rows instead, for load tests and benchmarks.
 
     Example: minnoctl seed --modules chatbot,slackbot --yes
@@ -69,6 +50,7 @@ def seed(
     from minnoctl.cli import settings as load_settings
     from minnoctl.connection import connect
     from minnoctl.errors import UsageError
+    from minnoctl.safety import production_reason
 
     if random_seed is not None and scale is None:
         raise UsageError("--random-seed goes with --scale")
@@ -76,11 +58,11 @@ def seed(
     settings = load_settings(database_url)
     where = settings.label()
     with connect(settings, autocommit=True) as conn:
-        reason = seedlib.production_reason(conn)
+        reason = production_reason(conn)
         if scale is not None:
             scaled = seedlib.scale_modules(conn, chosen)
             kek = _load_key(settings, any(m.name == "minno" for m in scaled))
-            _guard_production(reason, force, yes, where)
+            guard_production(reason, force=force, yes=yes, action="add synthetic rows", target=where)
             if random_seed is None:
                 import secrets
 
@@ -101,7 +83,8 @@ def seed(
             return
         target = seedlib.plan(conn, chosen)
         kek = _load_key(settings, target.needs_key)
-        confirmed = _guard_production(reason, force, yes, where)
+        confirmed = guard_production(reason, force=force, yes=yes, action="replace its data with development data",
+                                     target=where)
         for module in target.added:
             _note("seeding %s too: its tables refer to the seeded ones", module.name)
         if target.nonempty and not confirmed:
