@@ -122,6 +122,7 @@ def load_master_key(env: Mapping[str, str] | None = None, *, embedded: bool = Fa
         except (OSError, UnicodeDecodeError) as exc:
             raise MasterKeyError(f"{file_name}: cannot read {path} ({exc.__class__.__name__}) — fix the path "
                                  "or its permissions") from None
+        _warn_if_others_can_read(path, file_name)
         return MasterKey(parse_master_key(text, f"{file_name} ({path})"), f"{file_name} ({path})")
     if new:
         raise MasterKeyError(f"no new master key: set {name} or {file_name} (make one with `minnoctl token keygen`)")
@@ -147,7 +148,27 @@ def _development_key(home: Path) -> MasterKey:
             logging.getLogger("minnoctl").warning(
                 "created a development master key in %s (embedded database only; set %s for a real one)",
                 path, MASTER_KEY_ENV)
+    _warn_if_others_can_read(path, "the development master key")
     return MasterKey(parse_master_key(path.read_text(encoding="ascii"), str(path)), str(path))
+
+
+def _warn_if_others_can_read(path: Path, origin: str) -> None:
+    """One warning when a master key file grants its group or others any access (what ssh checks for
+    a private key). A warning, not a refusal as in ssh: Kubernetes secret volumes (0644) and Docker
+    secrets (0444) mount key files that way by default, in containers where nobody else lives."""
+    import logging
+    import stat
+
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        from minnoctl.render_text import shown
+
+        where = shown(path, limit=1000)
+        logging.getLogger("minnoctl").warning("%s %s can be read or changed by other users (mode %04o) — run "
+                                              "`chmod 600 %s`", origin, where, mode, where)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,9 +307,7 @@ class Keyring:
                 keys.append(DataKey(key_id, number, status, None))
                 continue
             if fp and fp != kek.fingerprint:
-                raise MasterKeyError(
-                    f"the data keys are wrapped by master key {fp}, but {kek.source} is {kek.fingerprint}; "
-                    "nothing was changed — use the master key they were made with")
+                raise _other_master(fp, kek)
             keys.append(DataKey(key_id, number, status, unwrap_dek(kek, wrapped, number)))
         return cls(keys)
 
@@ -309,11 +328,30 @@ class Keyring:
         return decrypt_field(self.decrypting(), schema, table, column, pk, value)
 
 
+def _other_master(fp: str, kek: MasterKey) -> MasterKeyError:
+    return MasterKeyError(f"the data keys are wrapped by master key {fp}, but {kek.source} is {kek.fingerprint}; "
+                          "nothing was changed — use the master key they were made with")
+
+
+def lock_keyring(conn) -> None:
+    """Keep every other writer of the keyring out until the transaction ends (a SHARE ROW
+    EXCLUSIVE lock: it conflicts with itself and with INSERT/UPDATE, not with readers nor with the
+    guard trigger's FOR SHARE)."""
+    conn.execute("LOCK TABLE minno.encryption_keys IN SHARE ROW EXCLUSIVE MODE")
+
+
 def create_data_key(conn, kek: MasterKey, *, name: str, status: str) -> DataKey:
     """Insert a new wrapped DEK. Its number comes from the table's identity, and the wrap binds it,
-    so the row is inserted first and its wrapped key written in the same transaction."""
+    so the row is inserted first and its wrapped key written in the same transaction. Refused when
+    the live keys are under another master key (a re-wrap committed since `kek` was loaded), so the
+    keyring is never under two master keys."""
     dek = generate_key()
     with conn.transaction():
+        lock_keyring(conn)
+        other = conn.execute("SELECT kek_fingerprint FROM minno.encryption_keys WHERE encrypted_key IS NOT NULL "
+                             "AND kek_fingerprint <> %s LIMIT 1", (kek.fingerprint,)).fetchone()
+        if other:
+            raise _other_master(other[0], kek)
         key_id, number = conn.execute(
             "INSERT INTO minno.encryption_keys (key_name, encrypted_key, status, kek_fingerprint) "
             "VALUES (%s, 'pending-wrap', %s, %s) RETURNING id::text, key_number",

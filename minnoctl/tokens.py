@@ -1,7 +1,10 @@
 """Encrypted tokens and secrets: storing, listing, verifying, retiring keys and rotating them on a
 live database. Returns data; never prints.
 
-Rotation (one at a time, under the `token-rotate` advisory lock):
+Every change of the keyring's keys — `token rotate`, `token rotate --master`, `token retire` — runs
+under one advisory lock, `token-rotate`: a second one of any kind exits 8 (LockHeldError) at once.
+
+Rotation:
  1. a new data key is made (pending), then in one transaction the old active key becomes
     decrypt_only and the new one active — applications that reload the keyring encrypt with it;
  2. every encrypted column of every installed module is re-encrypted in batches: keyset pagination
@@ -27,11 +30,13 @@ import logging
 import socket
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from minnoctl import crypto, locks, modules
-from minnoctl.errors import ExitCode, MinnoctlError, UsageError
+from minnoctl.errors import ExitCode, LockHeldError, MinnoctlError, UsageError
+from minnoctl.render_text import shown
 
 if TYPE_CHECKING:
     import psycopg
@@ -107,6 +112,32 @@ def _audit(conn: "psycopg.Connection", action: str, numbers: list[int], **detail
         (getpass.getuser(), socket.gethostname(), action, numbers, json.dumps(details, default=str)))
 
 
+GUARD_SQLSTATE = "MK001"  # the guard trigger's error: a field under a retired, fenced or unknown key
+KEY_ROW_LOCK_TIMEOUT = "5s"  # how long a change of a key row waits for writers holding it (the guard's FOR SHARE)
+
+
+@contextmanager
+def keyring_lock(conn: "psycopg.Connection") -> Iterator[None]:
+    """The one lock of every key change (rotate, rotate --master, retire), taken at once or
+    LockHeldError; the session carries the holder's name so the refused run can name it."""
+    conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("token-rotate"),))
+    with locks.advisory_lock(conn, "token-rotate", timeout_s=0):
+        yield
+
+
+@contextmanager
+def key_rows_busy(what: str) -> Iterator[None]:
+    """A change of key rows that waited KEY_ROW_LOCK_TIMEOUT for writers still holding them: one
+    line and exit 8, not a traceback."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable:
+        raise LockHeldError(f"{what}: application transactions held the data key rows or the token tables "
+                            f"for {KEY_ROW_LOCK_TIMEOUT} — run it again when they have committed") from None
+
+
 def _require_core(conn: "psycopg.Connection") -> None:
     if conn.execute("SELECT to_regclass('minno.key_audit_log')").fetchone()[0] is None:
         raise MinnoctlError("the keyring is not installed in this database — run `minnoctl db init` (or "
@@ -117,12 +148,14 @@ def ensure_active_key(conn: "psycopg.Connection", kek: crypto.MasterKey) -> cryp
     """The keyring, with an active data key made on first use."""
     ring = crypto.Keyring.load(conn, kek)
     if ring.active is None:
-        key = crypto.create_data_key(conn, kek, name=f"dek-{uuid.uuid4().hex[:12]}", status="pending")
-        with conn.transaction():
-            conn.execute("UPDATE minno.encryption_keys SET status = 'active', activated_at = now() "
-                         "WHERE key_number = %s", (key.number,))
-            _audit(conn, "create-active", [key.number])
-        log.info("created the first data key (%d)", key.number)
+        with conn.transaction():  # two first writers at once: one makes the key, the other uses it
+            crypto.lock_keyring(conn)
+            if conn.execute("SELECT 1 FROM minno.encryption_keys WHERE status = 'active'").fetchone() is None:
+                key = crypto.create_data_key(conn, kek, name=f"dek-{uuid.uuid4().hex[:12]}", status="pending")
+                conn.execute("UPDATE minno.encryption_keys SET status = 'active', activated_at = now() "
+                             "WHERE key_number = %s", (key.number,))
+                _audit(conn, "create-active", [key.number])
+                log.info("created the first data key (%d)", key.number)
         ring = crypto.Keyring.load(conn, kek)
     return ring
 
@@ -141,28 +174,37 @@ def put(conn: "psycopg.Connection", kek: crypto.MasterKey, *, workspace: str, pr
     def find_workspace():
         row = conn.execute("SELECT id FROM minno.workspaces WHERE slack_team_id = %s", (workspace,)).fetchone()
         if row is None:
-            raise UsageError(f"workspace '{workspace}' does not exist — check the Slack team id "
+            raise UsageError(f"workspace {shown(workspace)} does not exist — check the Slack team id "
                              "(minno.workspaces.slack_team_id)")
         return row[0]
 
+    import psycopg
+
     find_workspace()  # before anything is written, even the first data key
     ring = ensure_active_key(conn, kek)
-    with conn.transaction():
-        workspace_id = find_workspace()
-        existing = conn.execute("SELECT id FROM minno.oauth_tokens WHERE workspace_id = %s AND provider = %s "
-                                "FOR UPDATE", (workspace_id, provider)).fetchone()
-        token_id = existing[0] if existing else uuid.uuid4()
-        access = ring.encrypt("minno", "oauth_tokens", "access_token_encrypted", token_id, access_token)
-        refresh = (ring.encrypt("minno", "oauth_tokens", "refresh_token_encrypted", token_id, refresh_token)
-                   if refresh_token else None)
-        if existing:
-            conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = %s, refresh_token_encrypted = %s, "
-                         "expires_at = %s, scopes = %s WHERE id = %s",
-                         (access, refresh, expires_at, scopes, token_id))
-        else:
-            conn.execute("INSERT INTO minno.oauth_tokens (id, workspace_id, provider, access_token_encrypted, "
-                         "refresh_token_encrypted, expires_at, scopes) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                         (token_id, workspace_id, provider, access, refresh, expires_at, scopes))
+    for attempt in range(3):  # a rotation switched or retired the key meanwhile: reload and write again
+        try:
+            with conn.transaction():
+                workspace_id = find_workspace()
+                existing = conn.execute("SELECT id FROM minno.oauth_tokens WHERE workspace_id = %s AND provider = %s "
+                                        "FOR UPDATE", (workspace_id, provider)).fetchone()
+                token_id = existing[0] if existing else uuid.uuid4()
+                access = ring.encrypt("minno", "oauth_tokens", "access_token_encrypted", token_id, access_token)
+                refresh = (ring.encrypt("minno", "oauth_tokens", "refresh_token_encrypted", token_id, refresh_token)
+                           if refresh_token else None)
+                if existing:
+                    conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = %s, "
+                                 "refresh_token_encrypted = %s, expires_at = %s, scopes = %s WHERE id = %s",
+                                 (access, refresh, expires_at, scopes, token_id))
+                else:
+                    conn.execute("INSERT INTO minno.oauth_tokens (id, workspace_id, provider, access_token_encrypted, "
+                                 "refresh_token_encrypted, expires_at, scopes) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                                 (token_id, workspace_id, provider, access, refresh, expires_at, scopes))
+            break
+        except psycopg.Error as exc:
+            if exc.sqlstate not in (GUARD_SQLSTATE, "40001") or attempt == 2:
+                raise
+            ring = crypto.Keyring.load(conn, kek)
     return {"workspace": workspace, "provider": provider, "expires_at": expires_at, "scopes": ",".join(scopes),
             "key": ring.active.number, "updated": bool(existing)}
 
@@ -257,8 +299,14 @@ def verify(conn: "psycopg.Connection", kek: crypto.MasterKey, batch_size: int = 
 
 
 def retire(conn: "psycopg.Connection", number: int) -> None:
-    """Retire a key: refused while it is active or any field uses it; destroys its wrapped key."""
+    """Retire a key: refused while it is active or any field uses it; destroys its wrapped key.
+    Under the keyring lock, so it never meets a rotation or a master re-wrap half-way."""
     _require_core(conn)
+    with keyring_lock(conn), key_rows_busy(f"data key {number} was not retired"):
+        _retire_one(conn, number)
+
+
+def _retire_one(conn: "psycopg.Connection", number: int) -> None:
     row = conn.execute("SELECT status, write_fenced_at IS NOT NULL FROM minno.encryption_keys WHERE key_number = %s",
                        (number,)).fetchone()
     if row is None:
@@ -284,6 +332,7 @@ def retire(conn: "psycopg.Connection", number: int) -> None:
 def _fence(conn: "psycopg.Connection", numbers: list[int]) -> None:
     """From the commit on, the guard trigger rejects new fields under these keys (they still decrypt)."""
     with conn.transaction():
+        conn.execute(f"SET LOCAL lock_timeout = '{KEY_ROW_LOCK_TIMEOUT}'")  # writers hold the row (guard trigger)
         conn.execute("UPDATE minno.encryption_keys SET write_fenced_at = coalesce(write_fenced_at, now()) "
                      "WHERE key_number = ANY(%s)", (numbers,))
         _audit(conn, "fence", numbers)
@@ -301,7 +350,7 @@ def _barrier(conn: "psycopg.Connection", columns: list[Column]) -> float:
     it). Returns how long the barrier took, in ms."""
     t0 = time.perf_counter()
     with conn.transaction():
-        conn.execute("SET LOCAL lock_timeout = '5s'")
+        conn.execute(f"SET LOCAL lock_timeout = '{KEY_ROW_LOCK_TIMEOUT}'")
         for table in dict.fromkeys(col.qualified_table for col in columns):
             conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
     return (time.perf_counter() - t0) * 1000
@@ -309,6 +358,7 @@ def _barrier(conn: "psycopg.Connection", columns: list[Column]) -> float:
 
 def _retire_now(conn: "psycopg.Connection", numbers: list[int]) -> None:
     with conn.transaction():
+        conn.execute(f"SET LOCAL lock_timeout = '{KEY_ROW_LOCK_TIMEOUT}'")
         conn.execute("UPDATE minno.encryption_keys SET status = 'retired', encrypted_key = NULL, retired_at = now() "
                      "WHERE key_number = ANY(%s)", (numbers,))
         _audit(conn, "retire", numbers)
@@ -344,10 +394,9 @@ def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 100
     started = time.monotonic()
     deadline = started + max_runtime if max_runtime else None
     conn = connect(settings, autocommit=True)
-    conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("token-rotate"),))
     try:
         _require_core(conn)
-        with locks.advisory_lock(conn, "token-rotate", timeout_s=0):
+        with keyring_lock(conn):
             ring = crypto.Keyring.load(conn, kek)  # a wrong master key stops here, before any change
             columns = encrypted_columns(conn)
             resuming = ring.active is not None and any(k.status == "decrypt_only" for k in ring.keys.values())
@@ -400,22 +449,21 @@ def _retire_unused(conn: "psycopg.Connection", ring: crypto.Keyring, columns: li
     old = [n for n in result.old if n not in result.retired]
     if not old:
         return
-    _fence(conn, old)
     try:
+        _fence(conn, old)
         result.retire_ms = _barrier(conn, columns)
+        result.longest_transaction_ms = max(result.longest_transaction_ms, result.retire_ms)
+        for col in columns:  # what stale writers committed before the fence
+            _rotate_column(conn, ring, col, batch_size, None, result, None)
+        in_use = {c["key"] for c in _timed_counts(conn, columns, result) if c["key"] != result.active}
+        retire_now = [n for n in old if n not in in_use]
+        if retire_now:
+            _retire_now(conn, retire_now)
+            result.retired += retire_now
     except psycopg.errors.LockNotAvailable:
-        log.warning("the token tables stayed busy for 5 s; every field is re-encrypted — run `minnoctl token "
-                    "rotate` again to retire the old keys")
+        log.warning(f"the token tables or the old keys' rows stayed busy for {KEY_ROW_LOCK_TIMEOUT}; every field is "
+                    "re-encrypted — run `minnoctl token rotate` again to retire the old keys")
         result.status = "partial"
-        return
-    result.longest_transaction_ms = max(result.longest_transaction_ms, result.retire_ms)
-    for col in columns:  # what stale writers committed before the fence
-        _rotate_column(conn, ring, col, batch_size, None, result, None)
-    in_use = {c["key"] for c in _timed_counts(conn, columns, result) if c["key"] != result.active}
-    retire_now = [n for n in old if n not in in_use]
-    if retire_now:
-        _retire_now(conn, retire_now)
-        result.retired += retire_now
 
 
 def _timed_counts(conn: "psycopg.Connection", columns: list[Column], result: RotateResult) -> list[dict[str, Any]]:
@@ -429,7 +477,8 @@ def _timed_counts(conn: "psycopg.Connection", columns: list[Column], result: Rot
 
 def _switch_active(conn: "psycopg.Connection", kek: crypto.MasterKey, ring: crypto.Keyring) -> crypto.Keyring:
     new = crypto.create_data_key(conn, kek, name=f"dek-{uuid.uuid4().hex[:12]}", status="pending")
-    with conn.transaction():
+    with key_rows_busy("the rotation did not start"), conn.transaction():
+        conn.execute(f"SET LOCAL lock_timeout = '{KEY_ROW_LOCK_TIMEOUT}'")
         old = [r[0] for r in conn.execute(
             "UPDATE minno.encryption_keys SET status = 'decrypt_only', last_rotated_at = now(), "
             "rotation_count = rotation_count + 1 WHERE status = 'active' RETURNING key_number")]
@@ -510,18 +559,23 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
 
 
 def rotate_master(conn: "psycopg.Connection", old: crypto.MasterKey, new: crypto.MasterKey) -> list[int]:
-    """Re-wrap every live data key under a new master key, in one transaction. Data rows are not
-    touched, so they stay byte-identical."""
+    """Re-wrap every live data key under a new master key, in one transaction, under the keyring
+    lock (no rotation or retirement runs meanwhile) and a table lock that keeps any other writer of
+    the keyring out: the keyring is under the old master key or the new one, never half and half,
+    even killed. Data rows are not touched, so they stay byte-identical."""
     _require_core(conn)
     if old.fingerprint == new.fingerprint:
         raise UsageError("MINNO_NEW_MASTER_KEY is the same key as MINNO_MASTER_KEY")
-    ring = crypto.Keyring.load(conn, old)  # the old key must unwrap everything first
     numbers = []
-    with conn.transaction():
-        conn.execute("SELECT 1 FROM minno.encryption_keys FOR UPDATE")
-        for number, key in ring.keys.items():
+    with keyring_lock(conn), key_rows_busy("the master key was not changed"), conn.transaction():
+        conn.execute(f"SET LOCAL lock_timeout = '{KEY_ROW_LOCK_TIMEOUT}'")
+        crypto.lock_keyring(conn)
+        ring = crypto.Keyring.load(conn, old)  # under the lock: the keys as they are now; a wrong key stops here
+        # the active key last: while this waits for a row a writer holds, writers using the active
+        # key are not held up behind it
+        for number, key in sorted(ring.keys.items(), key=lambda item: (item[1].status == "active", item[0])):
             if key.key is None:
-                continue
+                continue  # retired: nothing to re-wrap
             conn.execute("UPDATE minno.encryption_keys SET encrypted_key = %s, kek_fingerprint = %s "
                          "WHERE key_number = %s", (crypto.wrap_dek(new, key.key, number), new.fingerprint, number))
             numbers.append(number)

@@ -1,0 +1,30 @@
+-- Undo 0006_key_row_share_lock.sql: the guard of 0005 again (reads the key under the writer's
+-- snapshot, runs as the caller), executable by PUBLIC as before.
+GRANT EXECUTE ON FUNCTION reject_retired_field_keys() TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION reject_retired_field_keys() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = minno, public AS $$
+DECLARE
+    col text;
+    val text;
+    head bytea;
+    num integer;
+    st text;
+    fenced timestamptz;
+BEGIN
+    FOREACH col IN ARRAY TG_ARGV LOOP
+        val := to_jsonb(NEW) ->> col;
+        CONTINUE WHEN val IS NULL OR left(val, 8) !~ '^[A-Za-z0-9+/]{8}$';
+        head := decode(left(val, 8), 'base64');
+        CONTINUE WHEN get_byte(head, 0) <> 1;
+        num := ('x' || encode(substring(head from 2 for 4), 'hex'))::bit(32)::int;
+        SELECT status, write_fenced_at INTO st, fenced FROM minno.encryption_keys WHERE key_number = num;
+        IF st IS NULL OR st = 'retired' OR fenced IS NOT NULL THEN
+            RAISE EXCEPTION '%.%: the field is encrypted with data key %, which is %', TG_TABLE_NAME, col, num,
+                CASE WHEN st IS NULL THEN 'unknown' WHEN st = 'retired' THEN 'retired' ELSE 'being retired' END
+                USING ERRCODE = 'MK001', HINT = 'reload the keyring (minnoctl.crypto.Keyring.load) and write again';
+        END IF;
+    END LOOP;
+    RETURN NEW;
+END;
+$$;
