@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from minnoctl import locks, modules
 from minnoctl.errors import ExitCode, UsageError
+from minnoctl.render_text import shown
 
 if TYPE_CHECKING:
     import psycopg
@@ -176,27 +177,23 @@ class Plan:
 
 
 def parse_ages(items: list[str]) -> dict[str, float]:
-    """--older-than TASK=DAYS (repeatable) -> {task: days}."""
+    """--older-than TASK=DAYS (repeatable) -> {task: days}: more than 0, at most 3650 (10 years)."""
+    from minnoctl.config import MAX_SPAN_S, parse_number
     ages: dict[str, float] = {}
     for item in items:
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep:
-            raise UsageError(f"--older-than '{item}' is not TASK=DAYS, e.g. chatbot-conversations=120")
+            raise UsageError(f"--older-than {shown(item)} is not TASK=DAYS, e.g. chatbot-conversations=120")
         _check_task(name, "--older-than")
-        try:
-            days = float(value)
-        except ValueError:
-            raise UsageError(f"--older-than {name}={value}: '{value}' is not a number of days") from None
-        if not days > 0 or days != days or days == float("inf"):
-            raise UsageError(f"--older-than {name}={value}: the age must be a positive number of days")
-        ages[name] = days
+        ages[name] = parse_number(value, f"--older-than {name}=DAYS", minimum=0, above=True,
+                                  maximum=MAX_SPAN_S // 86400, unit="days")
     return ages
 
 
 def _check_task(name: str, option: str) -> None:
     if name not in modules.TASKS:
-        raise UsageError(f"{option}: unknown task '{name}' — the tasks are: {', '.join(modules.TASKS)} "
+        raise UsageError(f"{option}: unknown task {shown(name)} — the tasks are: {', '.join(modules.TASKS)} "
                          "(minnoctl cleanup --list)")
 
 

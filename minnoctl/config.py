@@ -21,6 +21,7 @@ from typing import Mapping
 from urllib.parse import quote, urlsplit
 
 from minnoctl.errors import ConfigError
+from minnoctl.render_text import shown
 
 URL_VARS = ("MINNO_DATABASE_URL", "DATABASE_URL", "POSTGRES_URL", "RAILWAY_DATABASE_URL")
 # spec 004's individual components -> libpq keywords
@@ -214,7 +215,7 @@ def parse_url(raw: str, origin: str) -> dict[str, str]:
             password = None
         if scheme not in URL_SCHEMES:
             raise ConfigError(
-                f"{origin} is not a valid PostgreSQL URL: scheme '{scheme}' — expected "
+                f"{origin} is not a valid PostgreSQL URL: scheme {shown(scheme)} — expected "
                 "postgresql://user@host:port/dbname"
             )
         raw = URL_SCHEMES[scheme] + raw[len(scheme):]
@@ -233,60 +234,134 @@ def parse_url(raw: str, origin: str) -> dict[str, str]:
 def _check_port(params: dict[str, str], origin: str) -> None:
     for port in (params.get("port") or "").split(","):
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-            raise ConfigError(f"{origin}: port '{port}' is not a number from 1 to 65535 — fix the port")
+            raise ConfigError(f"{origin}: port {shown(port)} is not a number from 1 to 65535 — fix the port")
 
 
 # ---------------------------------------------------------------------------------------------
-# Numbers and durations
+# Numbers and durations: one parser with bounds for every option and variable that holds one
+#
+# Every duration and number minnoctl reads goes through parse_number or parse_duration: nan, inf,
+# exponents that overflow (1e400, 1e308 days), negatives where not allowed and values beyond the
+# option's bound are one line naming the option, the value (escaped) and what is accepted.
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$", re.IGNORECASE)
-_UNIT_MS = {None: 1, "ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
+MAX_SPAN_S = 10 * 365 * 86400  # the longest duration any option or variable takes: 10 years
+MAX_MS = 2_147_483_647  # PostgreSQL's timeouts (statement_timeout, ...) are int4 milliseconds
+MAX_COUNT = 2**31 - 1  # counts and ids minnoctl passes to int4 columns and LIMITs
 
-
-def parse_duration_ms(text: str, origin: str) -> int:
-    """'30000' (milliseconds, as spec 002 writes them), '30s', '500ms', '5min', '1h' -> ms."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(
-            f"{origin}='{text}' is not a duration — use milliseconds (30000) or a unit (30s, 5min)"
-        )
-    unit = match.group(2).lower() if match.group(2) else None
-    return int(float(match.group(1)) * _UNIT_MS[unit])
-
-
-SPAN_AMOUNT = r"\d+(?:\.\d+)?[smhdw]"  # one amount of a span: 90s, 5m, 2h, 1.5d, 1w
+_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "sec": 1, "s": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_PART = r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h|d|w)"
+_DURATION_RE = re.compile(rf"^(?:{_DURATION_PART}\s*)+$", re.IGNORECASE)
+_DURATION_PARTS = re.compile(_DURATION_PART, re.IGNORECASE)
+SPAN_AMOUNT = r"\d+(?:\.\d+)?[smhdw]"  # one amount of a span (seed files): 90s, 5m, 2h, 1.5d, 1w
 SPAN_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_SPAN = re.compile(rf"^(?:{SPAN_AMOUNT})+$")
-_SPAN_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if value == int(value) and abs(value) < 1e18 else f"{value:g}"
+
+
+def span_text(seconds: float) -> str:
+    """A bound as a person reads it: 10 years, 30 s, 1 day."""
+    for size, unit in ((365 * 86400, "year"), (86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} s"
+
+
+def parse_number(text: object, option: str, *, minimum: float | None = 0, maximum: float | None = MAX_COUNT,
+                 integer: bool = False, above: bool = False, error: type | None = None,
+                 unit: str = "") -> float | int:
+    """A number from an option or a variable, finite and within [minimum, maximum] (above: minimum
+    excluded), or an error (UsageError unless `error`) naming the option, the value and the range."""
+    from minnoctl.errors import UsageError
+    error = error or UsageError
+    raw = str(text).strip()
+    if minimum is not None and maximum is not None and not above:
+        bounds = f" from {_number_text(minimum)} to {_number_text(maximum)}"
+    else:
+        parts = ([] if minimum is None else [f"{'more than' if above else 'at least'} {_number_text(minimum)}"]) + \
+            ([] if maximum is None else [f"at most {_number_text(maximum)}"])
+        bounds = f", {' and '.join(parts)}" if parts else ""
+    expect = f"{'a whole number' if integer else 'a number'}{' of ' + unit if unit else ''}{bounds}"
+    fail = error(f"{option} {shown(raw)} is not {expect}")
+    if integer:
+        if not re.fullmatch(r"[+-]?\d+", raw):
+            raise fail
+        value: float | int = int(raw)
+    else:
+        if not _NUMBER.match(raw):  # no nan, inf, infinity, hex or 1_000
+            raise fail
+        value = float(raw)
+        if not math.isfinite(value):  # 1e400, or a string of 400 digits
+            raise fail
+    if minimum is not None and (value < minimum or (above and value == minimum)):
+        raise fail
+    if maximum is not None and value > maximum:
+        raise fail
+    return value
 
 
 def span_seconds(text: str) -> float:
-    """'90s', '5m', '2h', '1d', '1w', '1h30m' -> seconds; a bare number is seconds. ValueError else."""
+    """'90s', '5m', '2h', '1d', '1w', '1h30m', '500ms' -> seconds; a bare number is seconds.
+    ValueError else (also for a value too large to be a float). No bounds: see parse_duration."""
     value = text.strip().lower()
     if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        return float(value)
-    if not _SPAN.match(value):
+        seconds = float(value)
+    elif _DURATION_RE.match(value):
+        seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PARTS.findall(value))
+    else:
         raise ValueError(text)
-    return sum(float(n) * SPAN_UNITS_S[u] for n, u in _SPAN_PART.findall(value))
-
-
-def parse_span(text: str, option: str, *, allow_zero: bool = False) -> float:
-    """A command-line duration in seconds, or a UsageError naming the option."""
-    from minnoctl.errors import UsageError
-
-    try:
-        seconds = span_seconds(text)
-    except ValueError:
-        raise UsageError(f"{option} '{text}' is not a duration — use e.g. 30s, 15m, 2h, 1d or 1h30m") from None
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise UsageError(f"{option} '{text}' must be {'zero or more' if allow_zero else 'more than zero'}")
+    if not math.isfinite(seconds):
+        raise ValueError(text)
     return seconds
 
 
-def _positive_int(text: str, origin: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"{origin}='{text}' is not a whole number of at least 1 — fix or unset it")
-    return int(text)
+def parse_duration(text: object, option: str, *, allow_zero: bool = False, minimum: float = 0,
+                   maximum: float = MAX_SPAN_S, bare: float = 1, error: type | None = None) -> float:
+    """A duration in seconds from an option or a variable: '30s', '15m', '2h', '1d', '1w', '1h30m',
+    '500ms'; a bare number counts in units of `bare` seconds (1: seconds; 0.001: milliseconds). More
+    than zero (or zero with allow_zero), at least `minimum`, at most `maximum` (10 years unless
+    the option says less) — else one line naming the option, the value and the accepted form."""
+    from minnoctl.errors import UsageError
+    error = error or UsageError
+    raw = str(text).strip()
+    most = f"{maximum * 1000:.0f} ms" if bare == 0.001 else span_text(maximum)
+    if minimum:
+        bounds = f"from {span_text(minimum)} to {most}"
+    else:
+        bounds = f"from zero to {most}" if allow_zero else f"more than zero and at most {most}"
+    form = ("milliseconds (30000) or a duration" if bare == 0.001 else "a duration") + \
+        " with a unit (500ms, 30s, 15m, 2h, 1d, 1h30m)"
+    try:
+        if re.fullmatch(r"\d+(?:\.\d+)?", raw):
+            seconds = float(raw) * bare
+            if not math.isfinite(seconds):
+                raise ValueError(raw)
+        else:
+            seconds = span_seconds(raw)
+    except ValueError:
+        raise error(f"{option} {shown(raw)} is not a duration — use {form}, {bounds}") from None
+    if seconds < minimum or (seconds == 0 and not allow_zero) or seconds > maximum:
+        raise error(f"{option} {shown(raw)} is out of range — use {form}, {bounds}")
+    return seconds
+
+
+def parse_span(text: str, option: str, *, allow_zero: bool = False, maximum: float = MAX_SPAN_S) -> float:
+    """A command-line duration in seconds, or a UsageError naming the option (see parse_duration)."""
+    return parse_duration(text, option, allow_zero=allow_zero, maximum=maximum)
+
+
+def parse_duration_ms(text: str, origin: str, *, allow_zero: bool = True) -> int:
+    """A variable's duration in milliseconds: '30000' (milliseconds, as spec 002 writes them),
+    '30s', '500ms', '5min', '1h'; at most PostgreSQL's int4 milliseconds. ConfigError else."""
+    seconds = parse_duration(text, origin, allow_zero=allow_zero, bare=0.001, maximum=MAX_MS / 1000, error=ConfigError)
+    return int(round(seconds * 1000))
+
+
+def _positive_int(text: str, origin: str, maximum: int = MAX_COUNT) -> int:
+    return int(parse_number(text, origin, minimum=1, maximum=maximum, integer=True, error=ConfigError))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,7 +421,7 @@ def load_settings(
     if ssl_found:
         mode = ssl_found[0].strip().lower()
         if mode not in SSL_MODES:
-            raise ConfigError(f"{ssl_found[1]}='{ssl_found[0]}' is not an SSL mode — use one of {', '.join(SSL_MODES)}")
+            raise ConfigError(f"{ssl_found[1]}={shown(ssl_found[0])} is not an SSL mode — use one of {', '.join(SSL_MODES)}")
         params.setdefault("sslmode", mode)
     else:
         enabled = look.get("DB_SSL_ENABLED")  # spec 002's boolean pair
@@ -373,9 +448,7 @@ def load_settings(
     # as for SSL, a connect_timeout written in the URL wins (connection.py passes it on as it is)
     found = look.get("DB_CONNECTION_TIMEOUT")
     if found:  # checked even when the URL's value wins
-        env_timeout_ms = parse_duration_ms(found[0], found[1])
-        if env_timeout_ms <= 0:
-            raise ConfigError(f"{found[1]}='{found[0]}' must be more than 0")
+        env_timeout_ms = parse_duration_ms(found[0], found[1], allow_zero=False)
     if "connect_timeout" in from_url:
         timeout_ms = _positive_int(params["connect_timeout"], f"{source} connect_timeout") * 1000
         values["connect_timeout"] = Value(f"{timeout_ms} ms", source)

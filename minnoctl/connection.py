@@ -13,6 +13,7 @@ from urllib.parse import quote, urlencode
 
 from minnoctl.config import APPLICATION_NAME, Settings, display_url, load_settings, scrub
 from minnoctl.errors import ConnectError, ExitCode
+from minnoctl.render_text import shown
 
 if TYPE_CHECKING:
     import psycopg
@@ -83,17 +84,17 @@ def classify(exc: Exception, kwargs: dict[str, str], settings: Settings) -> Conn
         return ConnectError(message, kind=kind, exit_code=code)
 
     if sqlstate == "28P01" or "password authentication failed" in text:
-        return err("wrong-password", f"password authentication failed for user '{user}' at {target} — "
+        return err("wrong-password", f"password authentication failed for user {shown(user)} at {target} — "
                    "check the password in that setting, PGPASSWORD or ~/.pgpass", ExitCode.AUTH)
     if "no password supplied" in text or "password is required" in text:
-        return err("no-password", f"the server asks a password for user '{user}' and none was given, at {target} — "
+        return err("no-password", f"the server asks a password for user {shown(user)} and none was given, at {target} — "
                    "put it in the URL's environment variable, DB_PASSWORD, PGPASSWORD or ~/.pgpass "
                    "(never on the command line)", ExitCode.AUTH)
     if sqlstate == "3D000" or re.search(r'database ".*" does not exist', text):
-        return err("no-database", f"database '{dbname}' does not exist at {target} — create it "
+        return err("no-database", f"database {shown(dbname)} does not exist at {target} — create it "
                    "(`minnoctl db init` does) or fix the database name", ExitCode.NO_DATABASE)
     if re.search(r'role ".*" does not exist', text):
-        return err("no-role", f"role '{user}' does not exist at {target} — fix the user name or create the role",
+        return err("no-role", f"role {shown(user)} does not exist at {target} — fix the user name or create the role",
                    ExitCode.AUTH)
     if "server does not support ssl" in text:
         return err("ssl-unsupported", f"SSL was required but the server does not support it, at {target} — "
@@ -105,22 +106,22 @@ def classify(exc: Exception, kwargs: dict[str, str], settings: Settings) -> Conn
         return err("ssl-verify", f"the server's SSL certificate could not be verified, at {target} — "
                    "set DB_SSL_CA to the CA that signed it, or use DB_SSL_MODE=require", ExitCode.UNREACHABLE)
     if "does not match host name" in text or "server certificate for" in text:
-        return err("ssl-hostname", f"the server's SSL certificate does not match host '{host}', at {target} — "
+        return err("ssl-hostname", f"the server's SSL certificate does not match host {shown(host)}, at {target} — "
                    "connect by the name in the certificate or use DB_SSL_MODE=verify-ca", ExitCode.UNREACHABLE)
     if "ssl" in text and ("error" in text or "failed" in text):
         return err("ssl", f"SSL negotiation failed at {target}: {first_line(raw)} — check DB_SSL_MODE "
                    "and the certificate files", ExitCode.UNREACHABLE)
     if "client certificate" in text or "certificate authentication failed" in text:
-        return err("client-cert", f"the server requires a valid client certificate for user '{user}', at {target} — "
+        return err("client-cert", f"the server requires a valid client certificate for user {shown(user)}, at {target} — "
                    "set DB_SSL_CERT and DB_SSL_KEY", ExitCode.AUTH)
     if "pg_hba.conf" in text:
-        return err("hba-rejected", f"the server's pg_hba.conf rejects user '{user}' on database '{dbname}' "
+        return err("hba-rejected", f"the server's pg_hba.conf rejects user {shown(user)} on database {shown(dbname)} "
                    f"from this host, at {target} — ask its administrator to allow it", ExitCode.AUTH)
     if "connection refused" in text:
         return err("refused", f"connection refused by {target} — is PostgreSQL running there and accepting "
                    "connections on that host and port?", ExitCode.UNREACHABLE)
     if "could not translate host name" in text or "failed to resolve host" in text or "name or service not known" in text:
-        return err("unknown-host", f"unknown host '{host}' in {target} — check the host name", ExitCode.UNREACHABLE)
+        return err("unknown-host", f"unknown host {shown(host)} in {target} — check the host name", ExitCode.UNREACHABLE)
     if "timeout expired" in text or "timed out" in text:
         return err("timeout", f"no answer from {target} within {kwargs.get('connect_timeout')} s — check the host, "
                    "port and firewall, or raise DB_CONNECTION_TIMEOUT", ExitCode.UNREACHABLE)
@@ -129,9 +130,19 @@ def classify(exc: Exception, kwargs: dict[str, str], settings: Settings) -> Conn
                    "directory right?", ExitCode.UNREACHABLE)
     if "invalid" in text and ("connection option" in text or "integer value" in text or "sslmode" in text):
         return err("bad-setting", f"invalid connection setting for {target}: {first_line(raw)}", ExitCode.CONFIG)
-    if "too many connections" in text or sqlstate == "53300":
-        return err("too-many", f"the server has no free connection slots, at {target} — try again later or "
-                   "raise max_connections", ExitCode.UNREACHABLE)
+    limit = re.search(r'too many connections for (database|role) "([^"]*)"', raw)
+    if limit:
+        return err("too-many", f"the {limit.group(1)} {limit.group(2)} is at its connection limit, at {target} — "
+                   f"close idle sessions of it, or raise it (ALTER {limit.group(1).upper()} ... CONNECTION LIMIT)",
+                   ExitCode.UNREACHABLE)
+    if "remaining connection slots are reserved" in text:
+        return err("too-many", f"the server is at max_connections: the remaining slots are reserved (for "
+                   f"superusers or pg_use_reserved_connections), at {target} — close idle sessions, put a pooler "
+                   "(PgBouncer) in front, or raise max_connections", ExitCode.UNREACHABLE)
+    if "too many clients" in text or "too many connections" in text or sqlstate == "53300":
+        return err("too-many", f"the server is at max_connections (too many clients already), at {target} — "
+                   "close idle sessions, put a pooler (PgBouncer) in front, or raise max_connections",
+                   ExitCode.UNREACHABLE)
     if "the database system is starting up" in text or "shutting down" in text or sqlstate == "57P03":
         return err("not-ready", f"the server is starting up or shutting down, at {target} — try again shortly",
                    ExitCode.UNREACHABLE)
@@ -162,6 +173,24 @@ def yoyo_url(settings: Settings, params: dict[str, str] | None = None) -> str:
             kwargs["port"] = port
     query = urlencode(kwargs)
     return f"postgresql+psycopg://{netloc}/{dbname}" + (f"?{query}" if query else "")
+
+
+def check_lengths(conn: "psycopg.Connection", table: str, values: dict[str, tuple[str, str | None]]) -> None:
+    """The one length check of free text against its column: `values` maps a column of `table`
+    ('schema.table') to (option, value); a value longer than the column's varchar(n) / char(n)
+    (read from the catalog, so a migration that widens a column widens the check) is a UsageError
+    naming the option and the limit, raised before anything is written."""
+    from minnoctl.errors import UsageError
+    schema, _, name = table.rpartition(".")
+    limits = dict(conn.execute(
+        "SELECT column_name, character_maximum_length FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = %s AND column_name = ANY(%s) AND character_maximum_length IS NOT NULL",
+        (schema or "public", name, list(values))).fetchall())
+    for column, (option, value) in values.items():
+        limit = limits.get(column)
+        if value is not None and limit is not None and len(value) > limit:
+            raise UsageError(f"{option} {shown(value)} is too long: {len(value)} characters, and {table}.{column} "
+                             f"holds at most {limit}")
 
 
 def server_version(conn: "psycopg.Connection") -> str:

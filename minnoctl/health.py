@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from minnoctl.config import Settings, span_seconds
+from minnoctl.config import Settings
 from minnoctl.errors import ConnectError, UsageError
+from minnoctl.render_text import shown
 
 
 class Status(enum.IntEnum):
@@ -168,38 +169,31 @@ _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb)?$", re.IGNORECASE)
 _SIZE_UNITS = {None: 1, "b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3, "tb": 1024 ** 4}
 
 
+MAX_PERCENT = 100_000  # xid-age is a share of autovacuum_freeze_max_age and may pass 100 %
+MAX_BYTES = 1024 ** 6  # 1 EiB
+MAX_COUNT = 10 ** 15
+
+
 def parse_threshold(t: Threshold, text: str, origin: str) -> float | None:
-    """One threshold's value from an option or a variable; `off` turns that level off."""
+    """One threshold's value from an option or a variable; `off` turns that level off. Bounded
+    through config's one parser: never nan, inf or an overflow; durations at most 10 years."""
+    from minnoctl.config import parse_duration, parse_number
     raw = text.strip().lower()
     if raw in ("off", "none"):
         return None
-    try:
-        if t.unit == "s":
-            return span_seconds(raw)
-        if t.unit == "ms":
-            if raw.endswith("ms"):
-                return float(raw[:-2])
-            if re.fullmatch(r"\d+(?:\.\d+)?", raw):
-                return float(raw)
-            return span_seconds(raw) * 1000
-        if t.unit == "%":
-            value = float(raw.rstrip("%"))
-            if value < 0:
-                raise ValueError(text)
-            return value
-        if t.unit == "bytes":
-            m = _SIZE.match(raw)
-            if not m:
-                raise ValueError(text)
-            return float(m.group(1)) * _SIZE_UNITS[m.group(2)]
-        if not raw.isdigit():
-            raise ValueError(text)
-        return float(raw)
-    except ValueError:
-        examples = {"s": "90s, 15m, 2h, 1d", "ms": "250ms, 1s", "%": "80 or 80%", "bytes": "512MB, 10GB",
-                    "count": "1000"}[t.unit]
-        raise UsageError(f"{origin} '{text}' is not a {'duration' if t.unit in ('s', 'ms') else t.unit} value — "
-                         f"use e.g. {examples}, or off") from None
+    if t.unit in ("s", "ms"):
+        seconds = parse_duration(text.strip(), origin, allow_zero=True, bare=1 if t.unit == "s" else 0.001)
+        return seconds if t.unit == "s" else seconds * 1000
+    if t.unit == "%":
+        return float(parse_number(raw[:-1] if raw.endswith("%") else raw, origin, maximum=MAX_PERCENT,
+                                  unit="percent"))
+    if t.unit == "bytes":
+        m = _SIZE.match(raw)
+        value = float(m.group(1)) * _SIZE_UNITS[m.group(2)] if m else float("nan")
+        if not 0 <= value <= MAX_BYTES:  # nan, too many digits or too large
+            raise UsageError(f"{origin} {shown(text)} is not a size — use e.g. 512MB, 10GB (at most 1 EiB), or off")
+        return value
+    return float(parse_number(raw, origin, maximum=MAX_COUNT, integer=True))
 
 
 def thresholds(options: list[str] = (), env: dict[str, str] | None = None) -> dict[str, float | None]:
@@ -213,10 +207,10 @@ def thresholds(options: list[str] = (), env: dict[str, str] | None = None) -> di
         name, sep, text = item.partition("=")
         name = name.strip().replace("_", "-")
         if not sep or not text.strip():
-            raise UsageError(f"--threshold '{item}' must be NAME=VALUE, e.g. long-query-warning=2m "
+            raise UsageError(f"--threshold {shown(item)} must be NAME=VALUE, e.g. long-query-warning=2m "
                              "(`minnoctl health --list` shows the names)")
         if name not in BY_THRESHOLD:
-            raise UsageError(f"--threshold: unknown threshold '{name}' — `minnoctl health --list` shows the names")
+            raise UsageError(f"--threshold: unknown threshold {shown(name)} — `minnoctl health --list` shows the names")
         values[name] = parse_threshold(BY_THRESHOLD[name], text, f"--threshold {name}")
     return values
 
@@ -976,7 +970,7 @@ def select(only: list[str] = (), skip: list[str] = ()) -> list[str]:
                 if not part:
                     continue
                 if part not in BY_CHECK:
-                    raise UsageError(f"{option}: unknown check '{part}' — the checks are: {', '.join(BY_CHECK)}")
+                    raise UsageError(f"{option}: unknown check {shown(part)} — the checks are: {', '.join(BY_CHECK)}")
                 out.append(part)
         return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minnoctl.errors import UsageError
+from minnoctl.render_text import shown
 
 
 @dataclass(frozen=True)
@@ -110,14 +111,17 @@ def get(name: str) -> Module:
     try:
         return BY_NAME[name]
     except KeyError:
-        raise UsageError(f"unknown module '{name}' — the modules are: {', '.join(BY_NAME)}") from None
+        raise UsageError(f"unknown module {shown(name)} — the modules are: {', '.join(BY_NAME)}") from None
 
 
 def parse_list(text: str | None) -> list[Module] | None:
-    """'chatbot, slackbot' -> modules; None or '' -> None (all). Unknown names are usage errors."""
-    if text is None or not text.strip():
+    """'chatbot, slackbot' -> modules; None (the option left out) -> None (all). An empty list
+    ('' or ' , ') is a usage error, never "all"; unknown names are usage errors."""
+    if text is None:
         return None
     names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--modules is empty — name modules ({', '.join(BY_NAME)}), or leave it out for all")
     return [get(n) for n in names]
 
 

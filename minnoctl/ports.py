@@ -17,7 +17,9 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from minnoctl.connection import check_lengths
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
+from minnoctl.render_text import shown
 
 if TYPE_CHECKING:
     import psycopg
@@ -60,14 +62,14 @@ def check_port(port: int | None, option: str = "PORT") -> int | None:
 def check_protocol(protocol: str) -> str:
     value = protocol.strip().lower()
     if value not in PROTOCOLS:
-        raise UsageError(f"--protocol '{protocol}' is not tcp or udp")
+        raise UsageError(f"--protocol {shown(protocol)} is not tcp or udp")
     return value
 
 
 def check_hostname(hostname: str) -> str:
     value = hostname.strip().lower()
-    if not value or len(value) > 255 or any(c.isspace() for c in value):
-        raise UsageError(f"--hostname '{hostname}' is not a host name")
+    if not value or any(c.isspace() for c in value):  # its length: check_lengths, from the column
+        raise UsageError(f"--hostname {shown(hostname)} is not a host name")
     return value
 
 
@@ -93,7 +95,7 @@ def project_id(conn: "psycopg.Connection", name: str) -> uuid.UUID:
     row = conn.execute("SELECT id FROM supervisor.projects WHERE name = %s", (name,)).fetchone()
     if row is None:
         known = [r[0] for r in conn.execute("SELECT name FROM supervisor.projects ORDER BY name LIMIT 20")]
-        raise NotFound(f"unknown project '{name}' — the projects are: {', '.join(known) or '(none yet)'}")
+        raise NotFound(f"unknown project {shown(name)} — the projects are: {', '.join(known) or '(none yet)'}")
     return row[0]
 
 
@@ -120,9 +122,9 @@ def pick_range(conn: "psycopg.Connection", range_name: str | None, service_type:
     if range_name is not None:
         row = conn.execute(f"SELECT {cols} FROM supervisor.port_ranges WHERE range_name = %s", (range_name,)).fetchone()
         if row is None:
-            raise NotFound(f"unknown port range '{range_name}' — the active ranges are: {_range_names(conn)}")
+            raise NotFound(f"unknown port range {shown(range_name)} — the active ranges are: {_range_names(conn)}")
         if not row[4]:
-            raise UsageError(f"port range '{range_name}' is disabled — use another: {_range_names(conn)}")
+            raise UsageError(f"port range {shown(range_name)} is disabled — use another: {_range_names(conn)}")
         return Range(*row)
     if service_type is not None:
         row = conn.execute(
@@ -130,7 +132,7 @@ def pick_range(conn: "psycopg.Connection", range_name: str | None, service_type:
                  WHERE is_active AND (metadata->'service_types' ? %s OR range_name = %s)
                  ORDER BY start_port LIMIT 1""", (service_type, service_type)).fetchone()
         if row is None:
-            raise NotFound(f"no active port range serves service type '{service_type}' — give --range, or tag a "
+            raise NotFound(f"no active port range serves service type {shown(service_type)} — give --range, or tag a "
                            f"range with `minnoctl ports range add ... --service-type {service_type}` "
                            f"(ranges: {_range_names(conn)})")
         return Range(*row)
@@ -219,7 +221,7 @@ def allocate(conn: "psycopg.Connection", *, project: str, service: str, range_na
     if not service.strip():
         raise UsageError("--service must not be empty")
     if verify_bind and not is_local(hostname):
-        raise UsageError(f"--verify-bind checks this host only, and '{hostname}' is not this host "
+        raise UsageError(f"--verify-bind checks this host only, and {shown(hostname)} is not this host "
                          f"({', '.join(sorted(local_names() - {'0.0.0.0'}))})")
     lease = dt.timedelta(seconds=lease_s) if lease_s is not None else None
     call = ("SELECT port, state, range_name, lease_expires_at FROM supervisor.allocate_service_port("
@@ -259,6 +261,11 @@ def allocate(conn: "psycopg.Connection", *, project: str, service: str, range_na
         holder = _holder(conn, port, hostname, protocol)
         raise PortTaken(f"port {port}/{protocol} on {hostname} is held by {holder} — choose another port, or "
                         "leave --port out for the lowest free one") from None
+    except psycopg.errors.StringDataRightTruncation:  # named from the catalog; the statement changed nothing
+        check_lengths(conn, "supervisor.port_allocations", {
+            "service_name": ("--service", service), "hostname": ("--hostname", hostname),
+            "service_type": ("--service-type", service_type)})
+        raise
     except psycopg.Error as exc:
         mapped = _sql_error(exc, conn, project=project, range_name=range_name, service_type=service_type)
         if mapped is None:
@@ -300,7 +307,7 @@ def release(conn: "psycopg.Connection", *, port: int | None = None, hostname: st
 def list_allocations(conn: "psycopg.Connection", *, project: str | None = None, status: str = "active"
                      ) -> list[dict[str, Any]]:
     if status not in STATUSES:
-        raise UsageError(f"--status '{status}' is not one of: {', '.join(STATUSES)}")
+        raise UsageError(f"--status {shown(status)} is not one of: {', '.join(STATUSES)}")
     require_supervisor(conn)
     clauses, params = [], []
     if project is not None:
@@ -363,8 +370,11 @@ def add_range(conn: "psycopg.Connection", name: str, start: int, end: int, *, de
             conn.execute("""INSERT INTO supervisor.port_ranges (range_name, start_port, end_port, description,
                                    metadata, cooldown_seconds) VALUES (%s, %s, %s, %s, %s, %s)""",
                          (name, start, end, description, Jsonb(metadata), int(cooldown_s)))
+    except psycopg.errors.StringDataRightTruncation:
+        check_lengths(conn, "supervisor.port_ranges", {"range_name": ("NAME", name)})
+        raise
     except psycopg.errors.UniqueViolation:
-        raise UsageError(f"a port range named '{name}' already exists — see `minnoctl ports range list`") from None
+        raise UsageError(f"a port range named {shown(name)} already exists — see `minnoctl ports range list`") from None
     except psycopg.errors.ExclusionViolation:
         with conn.transaction():
             other = conn.execute(
@@ -384,7 +394,7 @@ def disable_range(conn: "psycopg.Connection", name: str) -> tuple[bool, int]:
         row = conn.execute("SELECT id, is_active FROM supervisor.port_ranges WHERE range_name = %s FOR UPDATE",
                            (name,)).fetchone()
         if row is None:
-            raise NotFound(f"unknown port range '{name}' — see `minnoctl ports range list`")
+            raise NotFound(f"unknown port range {shown(name)} — see `minnoctl ports range list`")
         if row[1]:
             conn.execute("UPDATE supervisor.port_ranges SET is_active = false WHERE id = %s", (row[0],))
         left = conn.execute("SELECT count(*) FROM supervisor.port_allocations WHERE port_range_id = %s "
@@ -411,6 +421,9 @@ def reserve(conn: "psycopg.Connection", *, project: str, service: str, ttl_s: fl
                                (pid, rng.id, service, dt.timedelta(seconds=ttl_s), who, port)).fetchone()[0]
             expires = conn.execute("SELECT max(expires_at) FROM supervisor.port_reservations WHERE project_id = %s "
                                    "AND service_name = %s AND port_number = %s", (pid, service, got)).fetchone()[0]
+    except psycopg.errors.StringDataRightTruncation:
+        check_lengths(conn, "supervisor.port_reservations", {"service_name": ("--service", service)})
+        raise
     except psycopg.Error as exc:
         mapped = _sql_error(exc)
         if mapped is None:

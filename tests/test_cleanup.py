@@ -172,8 +172,8 @@ def test_expiry_tasks_and_grace(run, migrated):
     (["--only", "nope"], "--only: unknown task 'nope'"),
     (["--skip", "nope"], "--skip: unknown task 'nope'"),
     (["--older-than", "nope=3"], "--older-than: unknown task 'nope'"),
-    (["--older-than", "chatbot-conversations=0"], "must be a positive number of days"),
-    (["--older-than", "chatbot-conversations=-5"], "must be a positive number of days"),
+    (["--older-than", "chatbot-conversations=0"], "is not a number of days, more than 0"),
+    (["--older-than", "chatbot-conversations=-5"], "is not a number of days, more than 0"),
     (["--older-than", "chatbot-conversations=soon"], "is not a number of days"),
     (["--older-than", "chatbot-conversations"], "is not TASK=DAYS"),
 ])

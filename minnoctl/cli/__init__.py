@@ -116,6 +116,10 @@ def _server_refusal(exc: BaseException) -> tuple[str, ExitCode] | None:
     if isinstance(exc, errors.InsufficientPrivilege):
         return (f"permission denied: {detail} — connect as the role that owns minnoctl's schemas, or grant "
                 "it the privilege", ExitCode.FAILURE)
+    if isinstance(exc, errors.StringDataRightTruncation):  # 22001: a value longer than its column
+        return (f"a value is too long for its column ({detail}) — shorten it", ExitCode.USAGE)
+    if isinstance(exc, (psycopg.DataError, errors.CheckViolation)):  # 22xxx, 23514: a value the server refuses
+        return (f"the server refused a value given ({detail}) — check the options", ExitCode.USAGE)
     if isinstance(exc, errors.QueryCanceled):
         return (f"the server cancelled a statement ({detail}): raise DB_STATEMENT_TIMEOUT or the role's "
                 "statement_timeout, or run it when the database is quieter", ExitCode.FAILURE)
@@ -140,6 +144,9 @@ class MinnoctlGroup(TyperGroup):
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        from minnoctl.cli.options import no_empty_values
+
+        no_empty_values(self)  # an empty string is never "all" or "none"
         if not standalone_mode:
             return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=False, **extra)

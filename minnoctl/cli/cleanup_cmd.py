@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format
+from minnoctl.cli.options import MAX_RUNTIME_S, DatabaseUrl, Format, Number
 
 
 
@@ -21,9 +21,9 @@ def cleanup(
     older_than: Annotated[Optional[list[str]], typer.Option(
         "--older-than", help="TASK=DAYS: another age for a task (for a task due at expiry: a grace period "
         "after it); repeatable.", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=50_000, help="Rows in the first batch; "
+    batch_size: Annotated[int, typer.Option("--batch-size", click_type=Number(1, 50_000, integer=True), help="Rows in the first batch; "
                                             "the size then adapts to keep each transaction near 50 ms.")] = 500,
-    max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", min=0.1, help="Stop cleanly between "
+    max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", click_type=Number(0.1, MAX_RUNTIME_S), help="Stop cleanly between "
                                                          "batches after this many seconds (exit 15); the next "
                                                          "run resumes.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing when there was nothing to do.")] = False,

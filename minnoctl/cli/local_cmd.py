@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from minnoctl.cli.options import Format
+from minnoctl.cli.options import Format, Number
 
 local_app = typer.Typer(
     help="Status, start and stop of the embedded PostgreSQL.\n\nminnoctl runs it when no database is configured.\n\n"
@@ -69,7 +69,7 @@ def start(fmt: Format = "table") -> None:
 
 @local_app.command("stop")
 def stop(
-    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for minnoctl commands still "
+    wait: Annotated[float, typer.Option("--wait", click_type=Number(0, 3600), help="Seconds (up to 3600) to wait for minnoctl commands still "
                                         "using the server.")] = 30,
 ) -> None:
     """Stop the embedded server that minnoctl started (never another PostgreSQL).

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Yes, confirm, note as _note
+from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Number, Yes, confirm, note as _note
 
 
 
@@ -193,7 +193,7 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
 
 @migrate_app.command("rollback")
 def rollback(
-    steps: Annotated[Optional[int], typer.Option("--steps", "-n", min=1, help="How many of the last applied "
+    steps: Annotated[Optional[int], typer.Option("--steps", "-n", click_type=Number(1, 100_000, integer=True), help="How many of the last applied "
                                                  "migrations to roll back (default 1).")] = None,
     to: Annotated[Optional[str], typer.Option("--to", help="Roll back every migration applied after this id "
                                               "(it stays applied).")] = None,

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from minnoctl.formats import FORMATS
+from minnoctl.render_text import shown
 
 
 def format_option(choices: tuple[str, ...] = FORMATS) -> object:
@@ -14,7 +15,7 @@ def format_option(choices: tuple[str, ...] = FORMATS) -> object:
 
     def check(value: str) -> str:
         if value not in choices:
-            raise typer.BadParameter(f"unknown format '{value}' — use one of: {', '.join(choices)}")
+            raise typer.BadParameter(f"unknown format {shown(value)} — use one of: {', '.join(choices)}")
         return value
 
     return Annotated[
@@ -42,9 +43,88 @@ Format = format_option()
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Answer yes to the confirmation (for scripts).")]
 
+
+def _param_name(param: object) -> str:
+    opts = getattr(param, "opts", None) or []
+    if getattr(param, "param_type_name", "") == "option" and opts:
+        return max(opts, key=len)
+    return getattr(param, "human_readable_name", None) or "value"
+
+
+try:  # recent Typer vendors click as typer._click
+    from typer._click.types import ParamType as _ParamType
+except ImportError:  # pragma: no cover - older Typer on real click
+    from click.types import ParamType as _ParamType
+
+
+class Number(_ParamType):
+    """A number option or argument through config.parse_number: finite (no nan, inf, 1e400) and
+    within its bounds, else one line naming it (exit 2). Typer's own min=/max= let nan through."""
+
+    def __init__(self, minimum: float | None = 0, maximum: float | None = None, *, integer: bool = False,
+                 above: bool = False, unit: str = "") -> None:
+        from minnoctl.config import MAX_COUNT
+
+        self.minimum, self.above, self.integer, self.unit = minimum, above, integer, unit
+        self.maximum = MAX_COUNT if maximum is None and integer else maximum
+        self.name = "integer" if integer else "number"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
+        from minnoctl.config import parse_number
+
+        return parse_number(value, _param_name(param), minimum=self.minimum, maximum=self.maximum,
+                            integer=self.integer, above=self.above, unit=self.unit)
+
+
+class Duration(_ParamType):
+    """A duration option (30s, 15m, 2h, 1d, 1h30m) through config.parse_duration, in seconds:
+    bounded (10 years unless less is given), never nan or an overflow; one line else (exit 2)."""
+
+    name = "duration"
+
+    def __init__(self, *, allow_zero: bool = False, maximum: float | None = None) -> None:
+        from minnoctl.config import MAX_SPAN_S
+
+        self.allow_zero, self.maximum = allow_zero, MAX_SPAN_S if maximum is None else maximum
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
+        from minnoctl.config import parse_duration
+
+        if isinstance(value, float):
+            return value
+        return parse_duration(value, _param_name(param), allow_zero=self.allow_zero, maximum=self.maximum)
+
+
+class Text(_ParamType):
+    """Every string option and argument: an empty value is a usage error, never "all" or "none"
+    (`--modules ''` is not every module, `--expires-at ''` is not "no expiry": say `never`)."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
+        from minnoctl.errors import UsageError
+
+        if isinstance(value, str) and not value.strip():
+            raise UsageError(f"{_param_name(param)} is empty — give a value, or leave the option out")
+        return value
+
+
+def no_empty_values(command: object) -> None:
+    """Give every plain string parameter of `command` and its subcommands the Text type (once)."""
+    for param in getattr(command, "params", ()):
+        if type(param.type).__name__ == "StringParamType":
+            param.type = Text()
+    for sub in (getattr(command, "commands", None) or {}).values():
+        no_empty_values(sub)
+
+
+MAX_LOCK_TIMEOUT_S = 24 * 3600  # --lock-timeout: a day
+MAX_RUNTIME_S = 30 * 86400  # --max-runtime: 30 days
+
 LockTimeout = Annotated[
     float,
-    typer.Option("--lock-timeout", min=0, help="Seconds to wait for another migrate / db init to finish."),
+    typer.Option("--lock-timeout", click_type=Number(0, MAX_LOCK_TIMEOUT_S),
+                 help="Seconds to wait for another migrate / db init to finish (0 to 86400)."),
 ]
 
 Modules = Annotated[

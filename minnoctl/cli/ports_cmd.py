@@ -7,7 +7,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, note as _note
+from minnoctl.cli.options import DatabaseUrl, Format, Number, note as _note
 
 ports_app = typer.Typer(help="Allocate, release and inspect service ports (alias: port).\n\n"
                         "Example: minnoctl ports allocate --project odin --service api --format plain",
@@ -179,8 +179,8 @@ def reserve(
 def check(
     project: Annotated[Optional[str], typer.Option("--project", "-p", help="Only this project.",
                                                    show_default=False)] = None,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.01, max=30, help="Seconds to wait for each "
-                                           "port.")] = 0.5,
+    timeout: Annotated[float, typer.Option("--timeout", click_type=Number(0.01, 30), help="Seconds "
+                                           "to wait for each port (0.01 to 30).")] = 0.5,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
 ) -> None:

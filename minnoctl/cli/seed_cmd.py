@@ -6,7 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Yes, confirm, guard_production, note as _note
+from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Number, Yes, confirm, guard_production, note as _note
+
+MAX_SCALE = 10_000_000  # seed --scale: rows per run (documented in the README); run it again for more
 
 
 
@@ -26,11 +28,12 @@ def seed(
     yes: Yes = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show the workspaces and sessions "
                                           "loaded.")] = False,
-    scale: Annotated[Optional[int], typer.Option("--scale", min=1, help="Instead: add this many synthetic rows "
+    scale: Annotated[Optional[int], typer.Option("--scale", click_type=Number(1, MAX_SCALE, integer=True), help="Instead: add this many "
+                                                 "(1 to 10000000) synthetic rows "
                                                  "to the large tables (messages, audit logs, query history, "
                                                  "OAuth tokens, knowledge chunks) with COPY.",
                                                  show_default=False)] = None,
-    random_seed: Annotated[Optional[int], typer.Option("--random-seed", min=0, help="With --scale: the seed "
+    random_seed: Annotated[Optional[int], typer.Option("--random-seed", click_type=Number(0, integer=True), help="With --scale: the seed "
                                                        "that makes the rows (same seed, same rows).",
                                                        show_default=False)] = None,
     lock_timeout: LockTimeout = 30,

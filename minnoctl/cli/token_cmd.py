@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, note as _note
+from minnoctl.cli.options import MAX_RUNTIME_S, DatabaseUrl, Format, Number, note as _note
+from minnoctl.render_text import shown
 
 token_app = typer.Typer(help="Encrypted OAuth tokens and secrets; key generation and rotation.\n\n"
                         "Example: minnoctl token rotate --dry-run", no_args_is_help=True)
@@ -65,7 +66,7 @@ def put(
     refresh_token_file: Annotated[Optional[str], typer.Option("--refresh-token-file", help="File holding the "
                                                               "refresh token, or -.")] = None,
     expires_at: Annotated[Optional[str], typer.Option("--expires-at", help="ISO 8601 time, e.g. "
-                                                      "2026-12-31T00:00:00Z.")] = None,
+                                                      "2026-12-31T00:00:00Z, or never for no expiry.")] = None,
     scopes: Annotated[Optional[str], typer.Option("--scopes", help="Comma-separated scopes.")] = None,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
@@ -77,23 +78,25 @@ def put(
     import datetime as dt
 
     from minnoctl import render, tokens
-    from minnoctl.connection import connect
+    from minnoctl.connection import check_lengths, connect
     from minnoctl.errors import UsageError
 
     if access_token_file == "-" and refresh_token_file == "-":
         raise UsageError("only one of --access-token-file and --refresh-token-file can read standard input")
     when = None
-    if expires_at:
+    if expires_at is not None and expires_at.strip().lower() != "never":  # never: no expiry ('' is refused)
         try:
-            when = dt.datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
-        except ValueError:
-            raise UsageError(f"--expires-at '{expires_at}' is not an ISO 8601 time, e.g. 2026-12-31T00:00:00Z") from None
-        if when.tzinfo is not None:
-            when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)  # minno stores UTC TIMESTAMP
+            when = dt.datetime.fromisoformat(expires_at.strip().replace("Z", "+00:00"))
+            if when.tzinfo is not None:
+                when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)  # minno stores UTC TIMESTAMP
+        except (ValueError, OverflowError):
+            raise UsageError(f"--expires-at {shown(expires_at)} is not an ISO 8601 time, e.g. 2026-12-31T00:00:00Z, "
+                             "or never") from None
     access = _read_secret(access_token_file, "--access-token-file")
     refresh = _read_secret(refresh_token_file, "--refresh-token-file") if refresh_token_file else None
     settings, kek = _context(database_url)
     with connect(settings, autocommit=True) as conn:
+        check_lengths(conn, "minno.oauth_tokens", {"provider": ("--provider", provider.strip())})
         row = tokens.put(conn, kek, workspace=workspace, provider=provider, access_token=access,
                          refresh_token=refresh, expires_at=when,
                          scopes=[s.strip() for s in (scopes or "").split(",") if s.strip()])
@@ -104,8 +107,9 @@ def put(
 def list_(
     workspace: Annotated[Optional[str], typer.Option("--workspace", help="Only this Slack team id.")] = None,
     provider: Annotated[Optional[str], typer.Option("--provider", help="Only this provider.")] = None,
-    expiring_within: Annotated[Optional[float], typer.Option("--expiring-within", min=0, help="Only tokens "
-                                                             "expiring within this many days.")] = None,
+    expiring_within: Annotated[Optional[float], typer.Option("--expiring-within", click_type=Number(0, 3650),
+                                                             help="Only tokens expiring within this many days "
+                                                             "(0 to 3650).")] = None,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -163,7 +167,8 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
 
 
 @token_app.command("retire")
-def retire(key: Annotated[int, typer.Argument(metavar="KEY", help="The key number (see `token keys`).")],
+def retire(key: Annotated[int, typer.Argument(metavar="KEY", click_type=Number(1, integer=True),
+                                                   help="The key number (see `token keys`).")],
            database_url: DatabaseUrl = None) -> None:
     """Retire a data key and destroy its material; refused while any field uses it.
 
@@ -181,8 +186,8 @@ def retire(key: Annotated[int, typer.Argument(metavar="KEY", help="The key numbe
 @token_app.command("rotate")
 def rotate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be re-encrypted, per column and key.")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=100_000, help="Rows per transaction.")] = 1000,
-    max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", min=0.1, help="Stop cleanly between "
+    batch_size: Annotated[int, typer.Option("--batch-size", click_type=Number(1, 100_000, integer=True), help="Rows per transaction.")] = 1000,
+    max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", click_type=Number(0.1, MAX_RUNTIME_S), help="Stop cleanly between "
                                                          "batches after this many seconds; a rerun resumes.")] = None,
     master: Annotated[bool, typer.Option("--master", help="Re-wrap the data keys under MINNO_NEW_MASTER_KEY "
                                          "(or _FILE) instead; data rows stay byte-identical.")] = False,
