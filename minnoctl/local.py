@@ -6,18 +6,32 @@ when the last Python handle exits, trusts a bare pid in postmaster.pid, and kill
 command line mentions the data directory; minnoctl must leave the server running for the next
 command and must never signal a process it did not start.
 
-Layout under MINNO_HOME:
-  pgdata/          the cluster (mode 0700); also the unix-socket directory when its path is short
+Layout under MINNO_HOME (a directory of its owner, mode 0700):
+  pgdata/          the cluster (mode 0700); also the unix-socket directory when its path is short.
+                   When minnoctl runs as root, a symlink to the server's private directory (below).
   .database-created  the `minno` database exists (created after the first start)
   server.json      what minnoctl started: pid, start time, socket directory (for `local stop`)
   start.lock       flock held while a process starts or stops the server
   use.lock         flock held shared by every command using the server, exclusive by `local stop`
 
-Security: the server listens on no TCP address, only on a unix socket inside a 0700 directory
-owned by the server's user, so trust authentication admits only that user (and root).
-When minnoctl runs as root, PostgreSQL refuses to run as root; the server then runs as a system
-user `minnoctl` (created on first use, as pgserver does) and the directories leading to
-MINNO_HOME and to the binaries get o+x (traverse only, never read) so that user can reach them.
+Security: the server listens on no TCP address (and its pg_hba.conf rejects host logins), only on
+a unix socket inside a 0700 directory owned by the server's OS user, so trust authentication
+admits that user and root only. The socket directory is the data directory; when that path is too
+long for a socket (sun_path), it is a fresh mkdtemp() directory (0700, random name, checked with
+lstat: ours, no symlink) in $XDG_RUNTIME_DIR or the temporary folder — never a predictable name
+in a world-writable place that another user could create or symlink first.
+
+Running as root (PostgreSQL refuses to run as root), each MINNO_HOME gets its own server user,
+`minnoctl-<8 hex>`, and its data directory lives in SERVICE_ROOT/<that user>/pgdata (0700, owned
+by it; SERVICE_ROOT is root's, mode 0711), with MINNO_HOME/pgdata a symlink to it. Why: a
+PostgreSQL superuser can run programs as its server's OS user (COPY ... PROGRAM), so servers that
+share one OS user share each other's files and sockets whatever their passwords; one OS user per
+server is what isolates them. And the service user never needs to reach MINNO_HOME, so neither
+MINNO_HOME nor the folders above it (/root) are opened to anyone. The binaries are used where they
+are installed when every folder above them is traversable by others; otherwise they are copied
+once into SERVICE_ROOT (public software, world-readable) instead of opening the folders above them.
+A root-run home made by an older minnoctl (its pgdata a real folder owned by the shared user
+`minnoctl`) keeps being used while its server runs, and moves to its own user at its next start.
 """
 
 from __future__ import annotations
@@ -28,7 +42,10 @@ import hashlib
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -36,14 +53,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from minnoctl.errors import EmbeddedError, LockHeldError
+from minnoctl.errors import ConfigError, EmbeddedError, LockHeldError
 
 log = logging.getLogger("minnoctl")
 
 DBNAME = "minno"
 SUPERUSER = "postgres"
 PORT = 5432  # names the socket file only: there is no TCP listener
-SERVICE_USER = "minnoctl"
+SERVICE_USER = "minnoctl"  # the one user older versions ran every root-run server as (and the test clusters)
+SERVICE_ROOT = Path("/var/lib/minnoctl")  # root-run servers' private data directories
+_SERVER_USER = re.compile(r"minnoctl-[0-9a-f]{8}")
+# characters that PostgreSQL's configuration strings and libpq's host lists cannot carry as given
+_UNUSABLE = re.compile(r"[',\\\"\x00-\x1f\x7f]")
 START_TIMEOUT_S = 60
 LOCK_TIMEOUT_S = 120
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS; ".s.PGSQL.5432" is added
@@ -120,7 +141,8 @@ class _FileLock:
 
 
 def _service_ids() -> tuple[int, int] | None:
-    """(uid, gid) to run PostgreSQL as, or None to run as ourselves (when not root)."""
+    """(uid, gid) of the shared user `minnoctl`, or None when not root. Older versions ran every
+    root-run server as it; minnoctl's servers now each have their own (Embedded.service_ids)."""
     if os.geteuid() != 0:
         return None
     import pwd
@@ -141,11 +163,128 @@ def _service_ids() -> tuple[int, int] | None:
 
 
 def _allow_traverse(path: Path) -> None:
-    """o+x on every directory from `path` up to /, so the service user can reach what is below."""
+    """o+x on every directory from `path` up to / (the test clusters use it; minnoctl no longer
+    opens folders above MINNO_HOME or the binaries)."""
     for parent in [path, *path.parents]:
         mode = parent.stat().st_mode
         if not mode & 0o001:
             parent.chmod(mode | 0o001)
+
+
+class _uninterrupted:
+    """Hold SIGINT and SIGTERM back during a short step that must not stop halfway (creating a
+    user, moving a directory, recording the server); they are delivered when the step ends."""
+
+    def __enter__(self) -> None:
+        import signal
+
+        self._old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+
+
+def _check_private_dir(path: Path, uid: int, what: str) -> None:
+    """`path` is a real directory (not a symlink) owned by `uid` that nobody else may enter."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise EmbeddedError(f"{what} {path} cannot be used: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        raise EmbeddedError(f"{what} {path} is not a private directory of uid {uid} (a symlink, another "
+                            "owner, or open to others); minnoctl does not use it — remove it")
+
+
+def _private_socket_dir(ids: tuple[int, int] | None) -> Path:
+    """A fresh directory for the socket when the data directory's path is too long: mkdtemp (a
+    random name created with O_EXCL semantics, mode 0700) in $XDG_RUNTIME_DIR when that is ours,
+    else the temporary folder; never a predictable name someone else could create first."""
+    base = Path(tempfile.gettempdir())
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and len(runtime) + 40 <= _SOCKET_PATH_MAX and not _UNUSABLE.search(runtime):
+        try:
+            st = os.lstat(runtime)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077:
+                base = Path(runtime)
+        except OSError:
+            pass
+    path = Path(tempfile.mkdtemp(prefix="minnoctl-", dir=base))
+    if ids is not None:
+        os.chown(path, *ids, follow_symlinks=False)
+    _check_private_dir(path, ids[0] if ids else os.geteuid(), "the socket directory")
+    return path
+
+
+def _service_root() -> Path:
+    """SERVICE_ROOT, root's and traversable (0711) but not listable or writable by others."""
+    try:
+        SERVICE_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
+        st = os.lstat(SERVICE_ROOT)
+    except OSError as exc:
+        raise EmbeddedError(f"cannot create {SERVICE_ROOT} for the embedded PostgreSQL's data: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        raise EmbeddedError(f"{SERVICE_ROOT} is not a root-owned directory that only root may write; "
+                            "minnoctl does not keep servers there — fix its owner and mode")
+    if st.st_mode & 0o777 != 0o711:
+        SERVICE_ROOT.chmod(0o711)
+    return SERVICE_ROOT
+
+
+def _server_user(name: str) -> tuple[int, int]:
+    """(uid, gid) of a server's own OS user, created (with its own group) if missing."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        if not shutil.which("useradd"):
+            raise EmbeddedError(
+                "PostgreSQL cannot run as root and this system has no useradd; run minnoctl as a normal user"
+            ) from None
+        with _uninterrupted():
+            made = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                                   str(SERVICE_ROOT / name), "--shell", "/usr/sbin/nologin", name],
+                                  capture_output=True, text=True)
+        if made.returncode != 0 and made.returncode != 9:  # 9: it exists (another process made it)
+            raise EmbeddedError(f"useradd {name} failed: {(made.stderr.strip().splitlines() or ['?'])[-1]}")
+        entry = pwd.getpwnam(name)
+    if entry.pw_uid == 0:
+        raise EmbeddedError(f"the user {name} has uid 0; minnoctl does not run PostgreSQL as it")
+    return entry.pw_uid, entry.pw_gid
+
+
+def _reachable_by_others(path: Path) -> bool:
+    return all(parent.stat().st_mode & 0o001 for parent in [path, *path.parents])
+
+
+def _public_install() -> Path:
+    """The pginstall folder a server user can use without opening any folder: the installed one
+    when others can reach it, else a world-readable copy in SERVICE_ROOT (made once, atomically)."""
+    install = bin_dir().parent
+    if _reachable_by_others(install):
+        return install
+    digest = hashlib.sha256(f"{install}:{_binaries_version()}".encode()).hexdigest()[:12]
+    copy = _service_root() / f"pginstall-{digest}"
+    if not (copy / "bin" / "pg_ctl").exists():
+        tmp = Path(tempfile.mkdtemp(prefix="pginstall.tmp-", dir=SERVICE_ROOT))
+        try:
+            shutil.copytree(install, tmp / "i", symlinks=True)
+            for folder, dirs, files in os.walk(tmp):
+                for name in dirs + files:
+                    target = Path(folder) / name
+                    if not target.is_symlink():
+                        target.chmod(target.stat().st_mode | 0o044 | (0o011 if target.is_dir() or
+                                                                      target.stat().st_mode & 0o100 else 0))
+            tmp.chmod(0o755)
+            os.rename(tmp / "i", copy)
+        except OSError as exc:
+            if not (copy / "bin" / "pg_ctl").exists():  # else another process made it first
+                raise EmbeddedError(f"cannot copy the embedded PostgreSQL to {copy}: {exc.strerror}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return copy
 
 
 def _die_with(parent: int):
@@ -184,10 +323,126 @@ class Embedded:
 
     def __init__(self, home: Path):
         self.home = Path(home).expanduser().absolute()
-        self.pgdata = self.home / "pgdata"
+        self.link = self.home / "pgdata"  # the data directory, or (root) a symlink to it
         self.state_file = self.home / "server.json"
-        self.log_file = self.pgdata / "log" / "server.log"
         self.db_marker = self.home / ".database-created"
+        self._install: Path | None = None
+
+    @property
+    def pgdata(self) -> Path:
+        """The data directory: MINNO_HOME/pgdata, or the private directory its symlink names."""
+        if not self.link.is_symlink():
+            return self.link
+        target = Path(os.readlink(self.link))
+        if target.parent.parent != SERVICE_ROOT or target.name != "pgdata" or \
+                not _SERVER_USER.fullmatch(target.parent.name):
+            raise EmbeddedError(f"{self.link} is a symlink minnoctl did not make (to {target}); remove it")
+        return target
+
+    @property
+    def log_file(self) -> Path:
+        return self.pgdata / "log" / "server.log"
+
+    def _bin(self) -> Path:
+        return (self._install or bin_dir().parent) / "bin"
+
+    def check_home(self) -> None:
+        """MINNO_HOME must be a directory of ours (or not exist yet) whose path PostgreSQL's settings
+        and libpq can carry. Checked before anything is created."""
+        text = str(self.home)
+        bad = _UNUSABLE.search(text)
+        if bad:
+            raise ConfigError(f"MINNO_HOME {text!r} holds {bad.group()!r}, which the embedded PostgreSQL's "
+                              "settings cannot carry; choose a folder without quotes, commas, backslashes or "
+                              "control characters")
+        if len(text.encode()) > 4000:
+            raise ConfigError("MINNO_HOME is too long a path; choose a shorter folder")
+        try:
+            st = os.stat(self.home)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConfigError(f"MINNO_HOME {text!r} cannot be used: {exc.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"MINNO_HOME {text!r} is not a directory; point it at a folder (or a path "
+                              "that does not exist yet)")
+        if st.st_uid != os.geteuid():
+            raise EmbeddedError(f"MINNO_HOME {text!r} belongs to another user (uid {st.st_uid}); minnoctl keeps "
+                                "its embedded server only in a folder of the user running it")
+        if st.st_mode & 0o002:
+            raise EmbeddedError(f"MINNO_HOME {text!r} is writable by every user; make it private "
+                                f"(chmod 700 {text}) or choose another folder")
+
+    def service_ids(self, *, create: bool = False) -> tuple[int, int] | None:
+        """(uid, gid) the server runs as: None when not root (it runs as us); as root, this home's own
+        server user (made, with its private directory, when `create`; called under the start lock)."""
+        if os.geteuid() != 0:
+            return None
+        link, pending = self.link, self.home / "pgdata.moving"
+        if not link.is_symlink() and not link.exists() and pending.is_symlink() and create:
+            os.rename(pending, link)  # a move to a private directory that was interrupted at its end
+        if link.is_symlink():
+            name = self.pgdata.parent.name
+            if not create:
+                import pwd
+
+                try:
+                    entry = pwd.getpwnam(name)
+                    return entry.pw_uid, entry.pw_gid
+                except KeyError:
+                    return None
+            ids = _server_user(name)
+            private = self.pgdata.parent
+            _service_root()
+            try:
+                private.mkdir(mode=0o700)
+                os.chown(private, *ids, follow_symlinks=False)
+            except FileExistsError:
+                pass
+            _check_private_dir(private, ids[0], "the embedded PostgreSQL's directory")
+            return ids
+        if link.exists():  # a real folder: made by an older minnoctl, as the shared user
+            st = os.stat(link)
+            if not create or self._postmaster() is not None:
+                if create:
+                    log.warning("the embedded PostgreSQL in %s runs as the shared user of older minnoctl versions; "
+                                "after `minnoctl local stop` its next start moves it to a user of its own", self.home)
+                return st.st_uid, st.st_gid
+            return self._move_to_private()
+        if not create:
+            return None
+        return self._new_private(link)
+
+    def _new_private(self, link: Path) -> tuple[int, int]:
+        name = f"minnoctl-{secrets.token_hex(4)}"
+        ids = _server_user(name)
+        private = _service_root() / name
+        private.mkdir(mode=0o700)
+        os.chown(private, *ids, follow_symlinks=False)
+        with _uninterrupted():
+            os.symlink(private / "pgdata", link)
+        return ids
+
+    def _move_to_private(self) -> tuple[int, int]:
+        """Move an older version's data directory (inside MINNO_HOME, run as the shared user) to a
+        private directory of a new server user of its own. The folders an older version opened
+        (o+x above MINNO_HOME) are left as they are: minnoctl cannot know what they were before."""
+        name = f"minnoctl-{secrets.token_hex(4)}"
+        ids = _server_user(name)
+        private = _service_root() / name
+        private.mkdir(mode=0o700)
+        os.chown(private, *ids, follow_symlinks=False)
+        for folder, dirs, files in os.walk(self.link):
+            for entry in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+                os.chown(entry, *ids, follow_symlinks=False)
+        pending = self.home / "pgdata.moving"
+        pending.unlink(missing_ok=True)
+        os.symlink(private / "pgdata", pending)
+        with _uninterrupted():
+            shutil.move(str(self.link), str(private / "pgdata"))
+            os.rename(pending, self.link)
+        log.info("moved the embedded PostgreSQL's data to %s, run by its own user %s", private / "pgdata", name)
+        return ids
 
     # -- facts ---------------------------------------------------------------------------------
 
@@ -221,17 +476,18 @@ class Embedded:
         except (OSError, ValueError):
             return {}
 
-    def _socket_dir(self) -> Path:
-        if len(str(self.pgdata)) + len(f"/.s.PGSQL.{PORT}") <= _SOCKET_PATH_MAX:
+    def _socket_dir(self) -> Path | None:
+        """The data directory when the socket's path fits, else None: a private one is made at start."""
+        if len(str(self.pgdata).encode()) + len(f"/.s.PGSQL.{PORT}") <= _SOCKET_PATH_MAX:
             return self.pgdata
-        digest = hashlib.sha256(str(self.pgdata).encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"minnoctl-{digest}"
+        return None
 
     def version(self) -> str | None:
         # recorded at start, so a command that reuses the server spawns no `postgres --version`
         return self._state().get("version") or _binaries_version()
 
     def status(self) -> ServerInfo:
+        self.check_home()
         found = self._postmaster()
         state = self._state()
         socket_dir = Path(state["socket_dir"]) if state.get("socket_dir") else self._socket_dir()
@@ -266,11 +522,9 @@ class Embedded:
                 f"{Path(args[0]).name} did not finish within {timeout:.0f} s; see {self.log_file}"
             ) from None
 
-    def _prepare_dirs(self, ids: tuple[int, int] | None) -> None:
+    def _prepare_home(self) -> None:
+        self.check_home()
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if ids is not None:
-            _allow_traverse(self.home)
-            _allow_traverse(bin_dir().parent)
 
     def _sweep(self) -> None:
         """Remove what an initdb killed with its minnoctl left behind (called under the start lock).
@@ -278,7 +532,7 @@ class Embedded:
         exits when its input pipe closes), so sweep until the folders stay gone, for a few seconds."""
         deadline = time.monotonic() + 5
         while True:
-            leftovers = list(self.home.glob("pgdata.tmp-*"))
+            leftovers = list(self.pgdata.parent.glob("pgdata.tmp-*"))
             if not leftovers or time.monotonic() > deadline:
                 return
             for leftover in leftovers:
@@ -289,24 +543,27 @@ class Embedded:
         """initdb into a temporary directory, then rename: a killed initdb leaves no half cluster."""
         self.db_marker.unlink(missing_ok=True)
         self._sweep()
-        tmp = Path(tempfile.mkdtemp(prefix="pgdata.tmp-", dir=self.home))
-        if ids is not None:
-            os.chown(tmp, *ids)
-        result = self._run(
-            [str(bin_dir() / "initdb"), "-D", str(tmp), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
-             "--no-locale", "--no-instructions"],
-            ids, timeout=180, die_with_parent=True,  # a killed minnoctl leaves no initdb writing on
-        )
-        if result.returncode != 0:
+        tmp = Path(tempfile.mkdtemp(prefix="pgdata.tmp-", dir=self.pgdata.parent))
+        try:
+            if ids is not None:
+                os.chown(tmp, *ids)
+            result = self._run(
+                [str(self._bin() / "initdb"), "-D", str(tmp), "-U", SUPERUSER, "--auth-local=trust",
+                 "--auth-host=reject", "--encoding=UTF8", "--no-locale", "--no-instructions"],
+                ids, timeout=180, die_with_parent=True,  # a killed minnoctl leaves no initdb writing on
+            )
+            if result.returncode != 0:
+                last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+                raise EmbeddedError(f"initdb of the embedded PostgreSQL failed: {last}")
+            with open(tmp / "postgresql.conf", "a") as conf:
+                conf.write("\n# minnoctl: settings rewritten at every start\ninclude_if_exists = 'minnoctl.conf'\n")
+            (tmp / "log").mkdir(exist_ok=True)
+            if ids is not None:
+                os.chown(tmp / "log", *ids)
+            tmp.rename(self.pgdata)
+        except BaseException:  # a failure, or Ctrl-C: no half cluster stays behind
             shutil.rmtree(tmp, ignore_errors=True)
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EmbeddedError(f"initdb of the embedded PostgreSQL failed: {last}")
-        with open(tmp / "postgresql.conf", "a") as conf:
-            conf.write("\n# minnoctl: settings rewritten at every start\ninclude_if_exists = 'minnoctl.conf'\n")
-        (tmp / "log").mkdir(exist_ok=True)
-        if ids is not None:
-            os.chown(tmp / "log", *ids)
-        tmp.rename(self.pgdata)
+            raise
 
     def _write_conf(self, socket_dir: Path, ids: tuple[int, int] | None) -> None:
         conf = self.pgdata / "minnoctl.conf"
@@ -320,12 +577,40 @@ class Embedded:
         if ids is not None:
             os.chown(conf, *ids)
 
+    def _drop_socket_dir(self, ids: tuple[int, int] | None) -> None:
+        """Remove the private socket directory a stopped (or dead) server was given, if it is one
+        minnoctl made: a real directory owned by the server's user (never one someone planted)."""
+        recorded = self._state().get("socket_dir")
+        if not recorded or Path(recorded) == self.pgdata or not Path(recorded).name.startswith("minnoctl-"):
+            return
+        try:
+            st = os.lstat(recorded)
+        except OSError:
+            return
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == (ids[0] if ids else os.geteuid()):
+            shutil.rmtree(recorded, ignore_errors=True)
+
+    def _stop_unrecorded(self, ids: tuple[int, int] | None) -> None:
+        """After a failed or interrupted start: stop the postmaster that start left running but
+        minnoctl did not record, so no half-started server holds the data directory."""
+        with _uninterrupted():
+            found = self._postmaster()
+            if found is not None and self._state().get("pid") != found[0]:
+                self._run([str(self._bin() / "pg_ctl"), "-D", str(self.pgdata), "-m", "immediate", "-w", "-t", "15",
+                           "stop"], ids, timeout=20)
+
     def _start_locked(self, ids: tuple[int, int] | None) -> None:
+        try:
+            self._start_attempts(ids)
+        except BaseException:  # failed, or interrupted (Ctrl-C): leave no server nobody recorded
+            self._stop_unrecorded(ids)
+            raise
+
+    def _start_attempts(self, ids: tuple[int, int] | None) -> None:
         socket_dir = self._socket_dir()
-        if socket_dir != self.pgdata:
-            socket_dir.mkdir(mode=0o700, exist_ok=True)
-            if ids is not None:
-                os.chown(socket_dir, *ids)
+        if socket_dir is None:
+            self._drop_socket_dir(ids)
+            socket_dir = _private_socket_dir(ids)
         self._write_conf(socket_dir, ids)
         pidfile = self.pgdata / "postmaster.pid"
         if pidfile.exists() and self._postmaster() is None:
@@ -336,16 +621,18 @@ class Embedded:
         last_error = ""
         for _attempt in range(3):
             result = self._run(
-                [str(bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log_file), "-w",
+                [str(self._bin() / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log_file), "-w",
                  "-t", str(START_TIMEOUT_S), "start"],
                 ids, timeout=START_TIMEOUT_S + 15,
             )
             found = self._postmaster()
             if result.returncode == 0 and found:
-                self.state_file.write_text(json.dumps({
+                state = json.dumps({
                     "pid": found[0], "started_at": time.time(), "socket_dir": str(socket_dir),
                     "started_by_pid": os.getpid(), "version": _binaries_version(),
-                }))
+                })
+                with _uninterrupted():
+                    self.state_file.write_text(state)
                 return
             last_error = self._log_tail() or result.stderr.strip()
             # a killed server's children may still hold its shared memory for a moment
@@ -385,11 +672,12 @@ class Embedded:
         use-lock until this process exits, so `local stop` waits for us instead of pulling the
         server from under a running command."""
         global _use_lock_fd
-        ids = _service_ids()
-        self._prepare_dirs(ids)
+        self._prepare_home()
         started = False
         with _FileLock(self.home / "start.lock", True, LOCK_TIMEOUT_S,
                        "another minnoctl process is starting or stopping the embedded PostgreSQL; try again"):
+            ids = self.service_ids(create=True)
+            self._install = _public_install() if ids is not None else None
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb(ids)
             else:
@@ -414,9 +702,11 @@ class Embedded:
         if _use_lock_fd is not None:  # our own shared lock would block our exclusive one
             os.close(_use_lock_fd)
             _use_lock_fd = None
-        ids = _service_ids()
+        self.check_home()
         if not self.home.exists():
             return "not running"
+        ids = self.service_ids()
+        self._install = _public_install() if ids is not None else None
         with _FileLock(self.home / "start.lock", True, LOCK_TIMEOUT_S,
                        "another minnoctl process is starting or stopping the embedded PostgreSQL; try again"):
             found = self._postmaster()
@@ -430,12 +720,36 @@ class Embedded:
             with _FileLock(self.home / "use.lock", True, wait_s,
                            f"the embedded PostgreSQL is in use by another minnoctl command (waited {wait_s:.0f} s); "
                            "try again when it ends"):
-                result = self._run([str(bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w",
+                result = self._run([str(self._bin() / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w",
                                     "-t", "60", "stop"], ids, timeout=75)
                 if result.returncode != 0 and self._postmaster() is not None:
                     raise EmbeddedError(f"pg_ctl stop failed: {result.stderr.strip() or result.stdout.strip()}")
+            self._drop_socket_dir(ids)
             self.state_file.unlink(missing_ok=True)
             return "stopped"
+
+
+def remove(home: Path) -> None:
+    """Stop (immediately) and delete an embedded server: its data, its private socket directory and,
+    as root, its private directory and its own server user. MINNO_HOME's other files stay. For
+    tests and throw-away homes: nothing in the CLI calls it."""
+    embedded = Embedded(home)
+    if not embedded.link.is_symlink() and not embedded.link.exists():
+        return
+    ids = embedded.service_ids()
+    if embedded._postmaster() is not None:
+        embedded._run([str(bin_dir() / "pg_ctl"), "-D", str(embedded.pgdata), "-m", "immediate", "-w", "-t", "30",
+                       "stop"], ids, timeout=40)
+    embedded._drop_socket_dir(ids)
+    if embedded.link.is_symlink():
+        private = embedded.pgdata.parent
+        shutil.rmtree(private, ignore_errors=True)
+        embedded.link.unlink()
+        subprocess.run(["userdel", private.name], capture_output=True)
+    else:
+        shutil.rmtree(embedded.link, ignore_errors=True)
+    embedded.state_file.unlink(missing_ok=True)
+    embedded.db_marker.unlink(missing_ok=True)
 
 
 def announce(info: ServerInfo, started: bool) -> None:

@@ -60,12 +60,13 @@ class Target:
 @pytest.fixture(scope="session")
 def minno_home(tmp_path_factory: pytest.TempPathFactory):
     """The session's MINNO_HOME: the embedded server every CLI test without a URL uses."""
-    from minnoctl.local import Embedded
+    from minnoctl.local import Embedded, remove
 
     home = tmp_path_factory.mktemp("home")
     os.environ["MINNO_HOME"] = str(home)
     yield home
     Embedded(home).stop(wait_s=5)
+    remove(home)  # as root, the server's private data directory (outside the home) and its own user too
 
 
 @pytest.fixture(scope="session")

@@ -16,21 +16,21 @@ import psutil
 import pytest
 
 from minnoctl.errors import ExitCode
-from minnoctl.local import Embedded, _service_ids, bin_dir
+from minnoctl import local
+from minnoctl.local import Embedded, bin_dir
 
 
 @pytest.fixture
 def home(tmp_path: Path):
     home = tmp_path / "h"
     yield home
-    # never leave a server behind, whoever started it
-    if (home / "pgdata" / "postmaster.pid").exists():
-        subprocess.run([str(bin_dir() / "pg_ctl"), "-D", str(home / "pgdata"), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, **_as_service_user())
+    # never leave a server behind, whoever started it (nor, as root, its private directory and user)
+    local.remove(home)
 
 
-def _as_service_user() -> dict:
-    ids = _service_ids()
+def _as_service_user(home: Path) -> dict:
+    """Run as the home's server user (as root: the user of its own that minnoctl made for it)."""
+    ids = Embedded(home).service_ids()
     return {"user": ids[0], "group": ids[1], "extra_groups": [], "cwd": "/"} if ids else {}
 
 
@@ -125,7 +125,7 @@ def test_a_pid_file_naming_an_unrelated_live_process_is_never_signalled(run_minn
     assert run_minnoctl("local", "start", home=home).returncode == 0
     assert run_minnoctl("local", "stop", home=home).returncode == 0
     # the bystander runs as the server's own user: postgres only ignores a pid it may not signal
-    bystander = subprocess.Popen(["sleep", "60"], **_as_service_user())
+    bystander = subprocess.Popen(["sleep", "60"], **_as_service_user(home))
     try:
         pidfile = home / "pgdata" / "postmaster.pid"
         pidfile.write_text(f"{bystander.pid}\n{home / 'pgdata'}\n0\n5432\n\n\n0 0\nready \n")
@@ -176,8 +176,8 @@ def test_stop_waits_for_a_command_still_using_the_server(run_minnoctl, home):
 def test_a_server_minnoctl_did_not_start_is_never_stopped(run_minnoctl, home):
     assert run_minnoctl("local", "start", home=home).returncode == 0
     assert run_minnoctl("local", "stop", home=home).returncode == 0
-    started = subprocess.run([str(bin_dir() / "pg_ctl"), "-D", str(home / "pgdata"), "-l", "/dev/null", "-w",
-                              "start"], capture_output=True, text=True, **_as_service_user())
+    started = subprocess.run([str(bin_dir() / "pg_ctl"), "-D", str((home / "pgdata").resolve()), "-l", "/dev/null",
+                              "-w", "start"], capture_output=True, text=True, **_as_service_user(home))
     assert started.returncode == 0, started.stderr
     pid = postmasters(home / "pgdata")
     result = run_minnoctl("local", "stop", home=home)
@@ -215,3 +215,4 @@ def test_embedded_api_reports_started_once(tmp_path):
         assert not started2 and info2.pid == info.pid
     finally:
         assert embedded.stop() == "stopped"
+        local.remove(embedded.home)

@@ -155,6 +155,8 @@ class MinnoctlGroup(TyperGroup):
                               standalone_mode=False, **extra)
         except (Exception, KeyboardInterrupt) as exc:
             sys.exit(_report(exc))
+        if rv == 130:  # Typer turns a KeyboardInterrupt (Ctrl-C, SIGINT) into a silent Exit(130)
+            sys.exit(_report(KeyboardInterrupt()))
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
