@@ -7,7 +7,8 @@ batch's (keyset, so no batch rescans what earlier ones removed), FOR UPDATE SKIP
 application holds are left for the next run), re-check the predicate, apply the action, commit.
 Each batch is one transaction with a lock_timeout; its size adapts to keep it near 50 ms; a
 short pause follows it; --max-runtime stops between batches and the next run resumes (the
-predicates hold no state). A dry run walks the same predicates and counts instead of writing.
+predicates hold no state). A dry run walks the same predicates and counts instead of writing;
+it records nothing either, so it works on a standby and for a role that may only SELECT.
 
 Times: TIMESTAMP (without time zone) columns hold UTC in this database (seeds and tokens write
 UTC), so cleanup's sessions run with TimeZone = 'UTC' and compare in UTC.
@@ -363,7 +364,9 @@ def run(conn: "psycopg.Connection", plans: list[Plan], *, dry_run: bool = False,
     conn.execute("SET TimeZone = 'UTC'")
     cutoffs: dict[str, Any] = {}
     with locks.advisory_lock(conn, "cleanup", timeout_s=0):
-        result.run_id = _record_start(conn, dry_run)
+        # a dry run writes nothing, not even its record: it works on a standby and for a role that may
+        # only SELECT (session SETs and an advisory lock are allowed in read-only transactions)
+        result.run_id = None if dry_run else _record_start(conn, dry_run)
         try:
             for p in plans:
                 tr = TaskResult(p.task.name, p.module.name, p.task.action, p.policy)

@@ -35,7 +35,8 @@ def cleanup(
     """Apply the retention policies of the installed modules; made for cron.
 
     One run at a time: a second exits at once with code 8. Exit 15 when --max-runtime stopped it
-    with work left. Each run is recorded in minnoctl.cleanup_runs.
+    with work left. Each run is recorded in minnoctl.cleanup_runs; a --dry-run writes nothing
+    (it works on a standby and for a read-only role).
 
     Example: minnoctl cleanup --dry-run --older-than chatbot-conversations=120
     """
