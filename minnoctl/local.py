@@ -259,10 +259,10 @@ def _reachable_by_others(path: Path) -> bool:
     return all(parent.stat().st_mode & 0o001 for parent in [path, *path.parents])
 
 
-def _public_install() -> Path:
+def _public_install(install: Path | None = None) -> Path:
     """The pginstall folder a server user can use without opening any folder: the installed one
     when others can reach it, else a world-readable copy in SERVICE_ROOT (made once, atomically)."""
-    install = bin_dir().parent
+    install = install or bin_dir().parent
     if _reachable_by_others(install):
         return install
     digest = hashlib.sha256(f"{install}:{_binaries_version()}".encode()).hexdigest()[:12]
@@ -493,7 +493,7 @@ class Embedded:
         socket_dir = Path(state["socket_dir"]) if state.get("socket_dir") else self._socket_dir()
         return ServerInfo(
             home=self.home,
-            pgdata=self.pgdata,
+            pgdata=self.link,  # as root a symlink to the server's private directory (resolve() names it)
             initialized=(self.pgdata / "PG_VERSION").exists(),
             running=found is not None,
             pid=found[0] if found else None,

@@ -208,3 +208,73 @@ def test_ctrl_c_during_start_up_leaves_no_half_started_server(run_minnoctl, home
     # and the next command starts (or uses) the server normally
     again = run_minnoctl("health", "--live", home=home)
     assert again.returncode == 0, again.stderr
+
+
+OLD_VERSION = "2efd0ba"  # the last commit whose local.py ran every root-run server as the shared user
+
+
+def _old_local(tmp_path: Path):
+    """minnoctl.local as an older version had it (from git), to make a home the way it did."""
+    import importlib.util
+
+    repo = Path(__file__).resolve().parent.parent
+    source = subprocess.run(["git", "-C", str(repo), "show", f"{OLD_VERSION}:minnoctl/local.py"], capture_output=True,
+                            text=True)
+    if source.returncode != 0:
+        pytest.skip(f"no git history with {OLD_VERSION} here")
+    path = tmp_path / "old_local.py"
+    path.write_text(source.stdout)
+    spec = importlib.util.spec_from_file_location("old_local", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["old_local"] = module  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules["old_local"]
+    return module
+
+
+@root_only
+def test_a_home_made_by_an_older_version_keeps_working_then_moves_to_its_own_user(run_minnoctl, tmp_path, homes):
+    home = homes("old")
+    old = _old_local(tmp_path).Embedded(home)
+    info, _ = old.ensure_running(hold=False)
+    assert postmaster_owner(info) == local.SERVICE_USER
+    with psycopg.connect(**(info.params() | {"dbname": "minno"}), autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (v text)")
+        conn.execute("INSERT INTO kept VALUES ('from the old version')")
+    # while the old server runs, the new version uses it as it is (and says so)
+    used = run_minnoctl("health", "--live", home=home)
+    assert used.returncode == 0, used.stderr
+    assert "using the embedded" in used.stderr and "shared user" in used.stderr
+    assert run_minnoctl("local", "stop", home=home).returncode == 0
+    # its next start moves the data to a private directory of a user of its own
+    again = run_minnoctl("health", "--live", home=home)
+    assert again.returncode == 0, again.stderr
+    assert (home / "pgdata").is_symlink()
+    new = Embedded(home).status()
+    assert postmaster_owner(new) not in (local.SERVICE_USER, "root")
+    assert (home / "pgdata").resolve().parent.parent == local.SERVICE_ROOT
+    with psycopg.connect(**(new.params() | {"dbname": "minno"})) as conn:
+        assert conn.execute("SELECT v FROM kept").fetchall() == [("from the old version",)]
+
+
+@root_only
+def test_binaries_others_cannot_reach_are_copied_not_opened(tmp_path):
+    import shutil as sh
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    install = private / "pginstall"
+    sh.copytree(bin_dir().parent, install, symlinks=True)
+    copy = local._public_install(install)
+    try:
+        assert private.stat().st_mode & 0o777 == 0o700  # not opened
+        assert copy.parent == local.SERVICE_ROOT and local._public_install(install) == copy  # made once
+        user = pwd.getpwnam(local.SERVICE_USER) if local._service_ids() else None
+        ran = subprocess.run([str(copy / "bin" / "postgres"), "--version"], capture_output=True, text=True,
+                             user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/")
+        assert ran.returncode == 0 and "18" in ran.stdout, ran.stderr
+    finally:
+        sh.rmtree(copy, ignore_errors=True)
