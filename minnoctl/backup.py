@@ -1,10 +1,24 @@
 """Backups that are proven to restore: pg_dump with a manifest, verify, restore, prune.
 
-A backup is written under a temporary name in its directory, fsynced, then renamed (and its
-directory fsynced), so no file ever has its final name unless it is whole, even after kill -9.
-Beside it, `<name>.manifest.json` records its SHA-256, size, format, the server and pg_dump
+A backup is whole or absent. The dump and its manifest are written under temporary names
+(`.partial-PID-...`) in their directory and fsynced; then the dump and the manifest are renamed,
+with SIGINT/SIGTERM held back for those two renames, and the directory fsynced. The manifest is
+the commit point: a dump without its manifest is an orphan, never listed as a backup (`backup
+list` shows it as an orphan, `prune` removes it). A failure or a signal removes the temporary
+files; the next run sweeps those of a run that was killed (kill -9, power loss), and completes a
+commit that a kill -9 cut between the two renames.
+
+Beside the dump, `<name>.manifest.json` records its SHA-256, size, format, the server and pg_dump
 versions, the migration state and the row count of every table — counted in the very snapshot
-pg_dump dumps (pg_dump --snapshot), so a restore test can compare them exactly.
+pg_dump dumps (pg_dump --snapshot), so a restore test can compare them exactly — and whose backup
+it is: the server's system identifier and the database's real name (current_database(), not the
+name in the URL, which a PgBouncer alias may change). `list`, `verify latest`, `prune` and
+health's backup checks consider only the backups of the database they are connected to.
+
+pg_dump, pg_restore, psql and decompressors die with minnoctl (PR_SET_PDEATHSIG) and are stopped
+on SIGTERM/SIGINT. Restores into a new database go through a temporary database
+(`minnoctl_tmp_<pid>_<host>_<random>`, marked with a COMMENT naming its owner process) renamed to
+its final name when whole; the next run drops those whose owner process is gone, and only those.
 
 pg_dump, pg_restore and psql get the connection through PG* environment variables, never argv
 (the password must not show in `ps`). The tools are the embedded package's when their major
@@ -13,7 +27,9 @@ version is at least the server's, else the system's (MINNOCTL_PG_BINDIR picks a 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -21,7 +37,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import sys
+import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from minnoctl import modules
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
+from minnoctl.render_text import shown
 
 if TYPE_CHECKING:
     import psycopg
@@ -52,6 +73,103 @@ class BackupError(MinnoctlError):
     """A backup could not be written, or a file is not a whole, valid backup."""
 
     exit_code = ExitCode.BACKUP_INVALID
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals and the processes minnoctl starts
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT during a backup command, raised where minnoctl is, so that every cleanup on
+    the way out runs (children stopped, temporary files and databases removed). A KeyboardInterrupt,
+    so psycopg cancels a running statement as it does for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as shells report it
+
+
+@contextlib.contextmanager
+def stopping_on_signals(what: str, outcome: str) -> Iterator[None]:
+    """SIGTERM and SIGINT stop `what`: the first raises Stopped (later ones are ignored, so the
+    cleanup is not cut short), and it leaves as one line, exit 143 or 130: "`what` stopped by
+    SIGTERM; `outcome`"."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if fired:
+            return
+        fired.append(signum)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in EXIT_ON_SIGNAL}
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        raise MinnoctlError(f"{what} stopped by {signal.Signals(signum).name}; {outcome}",
+                            exit_code=EXIT_ON_SIGNAL[signum]) from None  # type: ignore[arg-type]
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (a commit step that must not be cut in two)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(EXIT_ON_SIGNAL))
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _popen(args: list[str], **kwargs: Any) -> subprocess.Popen:
+    """Start a tool that dies with minnoctl: on Linux PR_SET_PDEATHSIG (kill -9 of minnoctl kills it
+    too); everywhere, the callers stop it on any exception (SIGTERM/SIGINT arrive as Stopped)."""
+    if sys.platform.startswith("linux"):
+        from minnoctl.local import _die_with
+
+        kwargs["preexec_fn"] = _die_with(os.getpid())
+    return subprocess.Popen(args, **kwargs)
+
+
+def _stop(*procs: subprocess.Popen | None) -> None:
+    """Stop children: SIGTERM (pg_restore and pg_dump cancel their statements on it), then SIGKILL."""
+    running = [p for p in procs if p is not None and p.poll() is None]
+    for proc in running:
+        with contextlib.suppress(OSError):
+            proc.terminate()
+    deadline = time.monotonic() + 3
+    for proc in running:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait()
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a tool to its end (stdout discarded, stderr kept), stopping it if minnoctl is stopped."""
+    with tempfile.TemporaryFile() as err:
+        proc = _popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            proc.wait()
+        except BaseException:
+            _stop(proc)
+            raise
+        err.seek(0)
+        return subprocess.CompletedProcess(args, proc.returncode, "", err.read().decode(errors="replace"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,30 +306,89 @@ def size_of(path: Path) -> int:
     return path.stat().st_size
 
 
+def _disk_error(exc: OSError, folder: Path, what: str) -> BackupError:
+    """A write that failed for want of room (a full disk, a quota, ulimit -f): one line, exit 1."""
+    if exc.errno == errno.EFBIG:
+        return BackupError(f"{what} hit the file-size limit (ulimit -f) writing to {folder}; nothing was kept — "
+                           "raise the limit, or use --format directory", exit_code=ExitCode.FAILURE)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BackupError(f"the disk is full: no space left in {folder} for {what}; nothing was kept — free "
+                           "space or choose another --output-dir", exit_code=ExitCode.FAILURE)
+    return BackupError(f"cannot write {what} in {folder}: {exc.strerror or exc}; nothing was kept",
+                       exit_code=ExitCode.FAILURE)
+
+
+def _partial(path: Path) -> Path:
+    """This process's temporary name for `path`, in the same directory (a rename there is atomic)."""
+    return path.with_name(f"{PARTIAL_PREFIX}{os.getpid()}-{path.name}")
+
+
+def _write_json(tmp: Path, document: dict[str, Any]) -> None:
+    """`document` into `tmp`, fsynced; `tmp` removed again if that fails (a full disk)."""
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(document, f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{PARTIAL_PREFIX}{os.getpid()}-{path.name}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(document, f, indent=2, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = _partial(path)
+    try:
+        _write_json(tmp, document)
+    except OSError as exc:
+        raise _disk_error(exc, path.parent, f"the manifest {path.name}") from None
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
 
-def sweep_partials(folder: Path) -> list[Path]:
-    """Remove the temporary files of backups whose process is gone (kill -9, power loss)."""
+def _pid_alive(pid: int, started: float | None = None) -> bool:
+    """Whether process `pid` runs here (and, given its start time, is the same process, not a reuse)."""
     import psutil
 
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(proc.create_time() - float(started)) < 1.0
+    except (psutil.Error, ValueError, TypeError):
+        return False
+
+
+def sweep_partials(folder: Path) -> list[Path]:
+    """Remove the temporary files of backups whose process is gone (kill -9, power loss). A dump
+    already renamed whose manifest was not (a kill -9 between the two renames) is completed when it
+    matches that manifest, else removed: a backup is whole or absent."""
     removed = []
-    for path in folder.glob(f"{PARTIAL_PREFIX}*"):
-        match = re.match(rf"{re.escape(PARTIAL_PREFIX)}(\d+)-", path.name)
-        if match and psutil.pid_exists(int(match.group(1))):
+    for path in sorted(folder.glob(f"{PARTIAL_PREFIX}*")):
+        match = re.match(rf"{re.escape(PARTIAL_PREFIX)}(\d+)-(.+)$", path.name)
+        if match and _pid_alive(int(match.group(1))):
             continue
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if match and match.group(2).endswith(MANIFEST_SUFFIX):
+            final_manifest = folder / match.group(2)
+            dump = folder / match.group(2)[: -len(MANIFEST_SUFFIX)]
+            if dump.exists() and not final_manifest.exists():
+                if _completes(dump, path):
+                    os.replace(path, final_manifest)
+                    _fsync_dir(folder)
+                    continue
+                _remove(dump)
+        _remove(path)
         removed.append(path)
     return removed
+
+
+def _completes(dump: Path, manifest: Path) -> bool:
+    try:
+        doc = json.loads(manifest.read_text())
+        return size_of(dump) == doc.get("size") and checksum(dump) == doc.get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,13 +401,13 @@ def parse_compress(text: str | None, fmt: str) -> tuple[str, int | None]:
     method, _, level = text.partition(":")
     method = method.strip().lower()
     if method not in COMPRESSIONS:
-        raise UsageError(f"--compress '{text}' is not one of gzip, lz4, zstd (optionally :LEVEL) or none")
+        raise UsageError(f"--compress {shown(text)} is not one of gzip, lz4, zstd (optionally :LEVEL) or none")
     if level:
         if not level.isdigit():
-            raise UsageError(f"--compress '{text}': the level must be a whole number")
+            raise UsageError(f"--compress {shown(text)}: the level must be a whole number")
         top = {"gzip": 9, "lz4": 12, "zstd": 22}.get(method, 0)
         if not 1 <= int(level) <= top:
-            raise UsageError(f"--compress '{text}': the level for {method} is 1-{top}")
+            raise UsageError(f"--compress {shown(text)}: the level for {method} is 1-{top}")
         return method, int(level)
     return method, None
 
@@ -294,7 +471,7 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
     from minnoctl.connection import connect, server_version
 
     if fmt not in FORMATS:
-        raise UsageError(f"--format '{fmt}' is not one of: {', '.join(FORMATS)}")
+        raise UsageError(f"--format {shown(fmt)} is not one of: {', '.join(FORMATS)}")
     if schema_only and data_only:
         raise UsageError("use --schema-only or --data-only, not both")
     if jobs is not None and fmt != "directory":
@@ -308,17 +485,23 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
         version = server_version(conn)
         major = conn.info.server_version // 10000
         dump = find_tool("pg_dump", major)
-        dbname = conn.info.dbname
+        owner = identity(conn)
         migrations = _migration_state(conn)
+        # This session holds the snapshot pg_dump joins and then waits, idle in its transaction, for
+        # as long as the dump takes: a role's idle_in_transaction_session_timeout (or PostgreSQL
+        # 17's transaction_timeout) must not end it. SET: this session only, not the role.
+        conn.execute("SET idle_in_transaction_session_timeout = 0")
+        if conn.info.server_version >= 170000:
+            conn.execute("SET transaction_timeout = 0")
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         stamp = dt.datetime.now(dt.timezone.utc)
-        name = f"minno-{_slug(dbname) or 'db'}-{stamp:%Y%m%dT%H%M%SZ}" + (f"-{_slug(label)}" if label else "")
+        name = f"minno-{_slug(owner.database) or 'db'}-{stamp:%Y%m%dT%H%M%SZ}" + (f"-{_slug(label)}" if label else "")
         final = folder / (name + _extension(fmt, method))
-        if final.exists():
+        if final.exists() or manifest_path(final).exists():
             name += f"-{uuid.uuid4().hex[:6]}"
             final = folder / (name + _extension(fmt, method))
-        tmp = folder / f"{PARTIAL_PREFIX}{os.getpid()}-{final.name}"
+        tmp, mtmp = _partial(final), _partial(manifest_path(final))
         args = [str(dump.path), f"--format={fmt}", f"--file={tmp}", f"--snapshot={snapshot}", "--no-password"]
         args += _compress_args(dump, fmt, method, level)
         if jobs:
@@ -330,48 +513,52 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
         for schema in schemas or []:
             args.append(f"--schema={schema}")
         env = tool_env(settings)
-        old_umask = os.umask(0o077)
-        extra: dict[str, Any] = {}
-        if os.name == "posix" and hasattr(os, "getppid") and os.uname().sysname == "Linux":
-            from minnoctl.local import _die_with
-
-            extra["preexec_fn"] = _die_with(os.getpid())  # pg_dump dies with a killed minnoctl
+        proc = None
         try:
-            proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **extra)
-        finally:
-            os.umask(old_umask)
-        try:
-            rows = _snapshot_counts(conn, schemas) if not schema_only else {}
-            while proc.poll() is None:
-                if progress and tmp.exists():
-                    progress(size_of(tmp))
-                time.sleep(0.2)
-            err = proc.stderr.read().decode(errors="replace")
+            with tempfile.TemporaryFile() as errfile:
+                old_umask = os.umask(0o077)
+                try:
+                    proc = _popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errfile)
+                finally:
+                    os.umask(old_umask)
+                rows = _snapshot_counts(conn, schemas) if not schema_only else {}
+                while proc.poll() is None:
+                    if progress and tmp.exists():
+                        progress(size_of(tmp))
+                    time.sleep(0.05)
+                errfile.seek(0)
+                err = errfile.read().decode(errors="replace")
+            try:
+                conn.execute("COMMIT")
+            except Exception as exc:  # pg_dump joined the snapshot at its start; it no longer needs it
+                log.debug("the snapshot session ended early: %s", exc)
+            if proc.returncode != 0:
+                raise _dump_error(proc.returncode, err, folder)
+            try:
+                _fsync_tree(tmp)
+                tmp.chmod(0o700 if tmp.is_dir() else 0o600)
+                manifest = {
+                    "minnoctl_backup": 1, "file": final.name, "format": fmt, "compress": method,
+                    "compress_level": level, "sha256": checksum(tmp), "size": size_of(tmp),
+                    "created_at": stamp.isoformat(), "label": label,
+                    "database": owner.database, "system_identifier": owner.system_identifier,
+                    "connected_as": conn.info.dbname, "server_version": version,
+                    "pg_dump": {"path": str(dump.path), "version": dump.version},
+                    "schemas": schemas, "schema_only": schema_only, "data_only": data_only,
+                    "migrations": migrations, "rows": rows, "verified_at": None, "restore_tested_at": None,
+                }
+                _write_json(mtmp, manifest)
+            except OSError as exc:
+                raise _disk_error(exc, folder, f"the backup {final.name}") from None
+            with _signals_held():  # the commit: both renames, never one without the other on a signal
+                os.replace(tmp, final)
+                os.replace(mtmp, manifest_path(final))  # the commit point
         except BaseException:
-            proc.kill()
-            proc.wait()
+            _stop(proc)
             _remove(tmp)
+            mtmp.unlink(missing_ok=True)
             raise
-        conn.execute("COMMIT")
-    if proc.returncode != 0:
-        _remove(tmp)
-        raise _dump_error(proc.returncode, err, folder)
-    _fsync_tree(tmp)
-    if tmp.is_dir():
-        tmp.chmod(0o700)
-    else:
-        tmp.chmod(0o600)
-    manifest = {
-        "minnoctl_backup": 1, "file": final.name, "format": fmt, "compress": method, "compress_level": level,
-        "sha256": checksum(tmp), "size": size_of(tmp), "created_at": stamp.isoformat(), "label": label,
-        "database": dbname, "server_version": version,
-        "pg_dump": {"path": str(dump.path), "version": dump.version},
-        "schemas": schemas, "schema_only": schema_only, "data_only": data_only,
-        "migrations": migrations, "rows": rows, "verified_at": None, "restore_tested_at": None,
-    }
-    os.replace(tmp, final)  # whole and synced: only now does it get its name
     _fsync_dir(folder)
-    write_json_atomically(manifest_path(final), manifest)
     return Created(final, manifest)
 
 
@@ -404,6 +591,44 @@ def manifest_path(backup: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# Whose backup
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A database of one server: its real name and the server's system identifier (None where the
+    role may not read pg_control_system())."""
+
+    database: str
+    system_identifier: str | None
+
+    def owns(self, manifest: dict[str, Any]) -> bool:
+        """Whether a manifest is a backup of this database. The name must match; so must the system
+        identifier when both sides have one. A manifest of an older minnoctl has none: it matches by
+        the database name only (README, "Backups")."""
+        if manifest.get("database") != self.database:
+            return False
+        theirs = manifest.get("system_identifier")
+        return theirs is None or self.system_identifier is None or str(theirs) == self.system_identifier
+
+
+def identity(conn: "psycopg.Connection") -> Identity:
+    """The database `conn` really uses (current_database(): a PgBouncer alias names it otherwise)."""
+    database = conn.execute("SELECT current_database()").fetchone()[0]
+    system = None
+    if conn.execute("SELECT has_function_privilege('pg_control_system()', 'EXECUTE')").fetchone()[0]:
+        system = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+    return Identity(database, system)
+
+
+def identity_of(settings: "Settings") -> Identity:
+    from minnoctl.connection import connect
+
+    with connect(settings, autocommit=True) as conn:
+        return identity(conn)
+
+
+# ---------------------------------------------------------------------------------------------
 # list / verify
 
 
@@ -422,12 +647,15 @@ def read_manifest(backup: Path) -> dict[str, Any]:
     return doc
 
 
-def resolve_backup(text: str, output_dir: str | None = None) -> Path:
-    """A path, a name in the backup directory, or `latest`: the newest backup there (for cron)."""
+def resolve_backup(text: str, output_dir: str | None = None, owner: Identity | None = None) -> Path:
+    """A path, a name in the backup directory, or `latest`: the newest backup there of the database
+    `owner` (for cron; every database's when None)."""
     if text == "latest" and not Path(text).exists():
-        present = [r for r in list_backups(output_dir) if r["present"]]
+        present = [r for r in list_backups(output_dir, owner) if r["status"] == "ok"]
         if not present:
-            raise UsageError(f"latest: there is no backup in {backup_dir(output_dir)} — see `minnoctl backup list`")
+            whose = f" of database {shown(owner.database)} on this server" if owner else ""
+            raise UsageError(f"latest: there is no backup in {backup_dir(output_dir)}{whose} — see "
+                             "`minnoctl backup list`")
         return backup_dir(output_dir) / present[0]["file"]
     path = Path(text).expanduser()
     if text.endswith(MANIFEST_SUFFIX):
@@ -455,14 +683,44 @@ def manifests(folder: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             yield mpath.with_name(mpath.name[: -len(MANIFEST_SUFFIX)]), doc
 
 
-def list_backups(output_dir: str | None = None) -> list[dict[str, Any]]:
+_BACKUP_NAME = re.compile(r"^minno-.+\.(dump|dir|sql|sql\.gz|sql\.lz4|sql\.zst)$")
+ORPHAN_GRACE_S = 60  # an older minnoctl writes the manifest just after renaming the dump
+
+
+def orphans(folder: Path) -> list[Path]:
+    """Dumps without a manifest (left by an older minnoctl killed between the two): never a backup."""
+    found = []
+    for path in sorted(folder.glob("minno-*")):
+        if not _BACKUP_NAME.match(path.name) or manifest_path(path).exists():
+            continue
+        if list(folder.glob(f"{PARTIAL_PREFIX}*-{path.name}{MANIFEST_SUFFIX}")):
+            continue  # being committed, or completed by the next run's sweep
+        found.append(path)
+    return found
+
+
+def list_backups(output_dir: str | None = None, owner: Identity | None = None) -> list[dict[str, Any]]:
+    """The backups of the database `owner` (every database's when None), newest first, then the
+    orphans of the folder (dumps without a manifest, whoever made them). status: ok, missing (the
+    manifest's file is gone) or orphan."""
+    folder = backup_dir(output_dir)
     rows = []
-    for backup, doc in manifests(backup_dir(output_dir)):
+    for backup, doc in manifests(folder):
+        if owner is not None and not owner.owns(doc):
+            continue
+        present = backup.exists()
         rows.append({"file": backup.name, "created_at": doc.get("created_at"), "size": doc.get("size"),
                      "format": doc.get("format"), "label": doc.get("label"), "database": doc.get("database"),
+                     "system_identifier": doc.get("system_identifier"),
                      "verified_at": doc.get("verified_at"), "restore_tested_at": doc.get("restore_tested_at"),
-                     "present": backup.exists()})
+                     "present": present, "status": "ok" if present else "missing"})
     rows.sort(key=lambda r: r["created_at"] or "", reverse=True)
+    for path in orphans(folder):
+        stat = path.stat()
+        rows.append({"file": path.name, "created_at": dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc)
+                     .isoformat(), "size": size_of(path), "format": None, "label": None, "database": None,
+                     "system_identifier": None, "verified_at": None, "restore_tested_at": None, "present": True,
+                     "status": "orphan"})
     return rows
 
 
@@ -487,14 +745,14 @@ def _restore_list(backup: Path, manifest: dict[str, Any], major: int | None = No
     if fmt in ("custom", "directory"):
         tool = find_tool("pg_restore", major or int(str(manifest.get("server_version", "0")).split(".")[0]),
                          at_least=_dump_major(manifest))
-        proc = subprocess.run([str(tool.path), "--list", str(backup)], capture_output=True, text=True)
+        proc = _run([str(tool.path), "--list", str(backup)])
         if proc.returncode != 0:
             raise BackupError(f"pg_restore cannot read {backup.name}: {proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else proc.returncode}")
         return
     method = manifest.get("compress")
     if method in ("gzip", "lz4", "zstd"):
         cmd = {"gzip": ["gzip", "-t"], "lz4": ["lz4", "-t"], "zstd": ["zstd", "-t", "-q"]}[method]
-        proc = subprocess.run(cmd + [str(backup)], capture_output=True, text=True)
+        proc = _run(cmd + [str(backup)])
         if proc.returncode != 0:
             raise BackupError(f"{backup.name} does not decompress: {proc.stderr.strip()[:200]}")
 
@@ -507,16 +765,21 @@ class Verified:
     mismatches: list[str] | None = None
 
 
-def verify(settings: "Settings", text: str, *, restore_test: bool = False, output_dir: str | None = None) -> Verified:
-    backup = resolve_backup(text, output_dir)
+def verify(settings: "Settings | None", text: str, *, restore_test: bool = False,
+           output_dir: str | None = None) -> Verified:
+    """Checksum and pg_restore --list; with `restore_test` a restore into a temporary database whose
+    rows are compared with the manifest. `latest` is the newest backup of the connected database."""
+    owner = identity_of(settings) if settings is not None and text == "latest" else None
+    backup = resolve_backup(text, output_dir, owner)
     manifest = read_manifest(backup)
     check_checksum(backup, manifest)
     _restore_list(backup, manifest)
     result = Verified(backup, restore_test)
     if restore_test:
-        scratch = f"minnoctl_verify_{uuid.uuid4().hex[:10]}"
+        with _admin(settings) as conn:
+            sweep_temporary(conn)
+            scratch = _create_temporary(conn, f"verify --restore-test {backup.name}")
         try:
-            _create_database(settings, scratch)
             _restore_into(settings, backup, manifest, scratch)
             result.rows_compared, result.mismatches = _compare_rows(settings, scratch, manifest)
         finally:
@@ -533,7 +796,7 @@ def verify(settings: "Settings", text: str, *, restore_test: bool = False, outpu
 
 
 # ---------------------------------------------------------------------------------------------
-# restore
+# Databases: names, temporary ones and their sweep
 
 
 def _admin(settings: "Settings"):
@@ -551,19 +814,107 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _create_database(settings: "Settings", name: str) -> None:
-    import psycopg
+TMP_PREFIX = "minnoctl_tmp_"
+_TMP_NAME = re.compile(rf"^{TMP_PREFIX}(\d+)_([0-9a-f]{{6}})_[0-9a-f]{{8}}$")
+_DBNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_$.-]*")
 
-    with _admin(settings) as conn:
+
+def check_database_name(name: str, option: str = "--into") -> str:
+    """A database name as an identifier: never a connection string (`dbname=...`, `host=...`, a URL),
+    which pg_restore and psql would follow to another database or server."""
+    if not name or len(name.encode()) > 63 or not _DBNAME.fullmatch(name):
+        raise UsageError(f"{option} {shown(name)} is not a database name — use 1 to 63 letters, digits, _, $, - "
+                         "or . (a name, never a connection string)")
+    if name.startswith(TMP_PREFIX):
+        raise UsageError(f"{option} {shown(name)}: names starting with {TMP_PREFIX} are minnoctl's temporary "
+                         "databases — choose another name")
+    return name
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _create_temporary(conn: "psycopg.Connection", purpose: str) -> str:
+    """A new empty database only this process uses: minnoctl_tmp_<pid>_<host>_<random>, its COMMENT
+    naming the owner process (pid, host, start time), so a later run can tell a dead run's
+    leftovers from a live run's. Signals wait for both statements."""
+    import psutil
+    from psycopg import sql
+
+    name = f"{TMP_PREFIX}{os.getpid()}_{_host_tag()}_{uuid.uuid4().hex[:8]}"
+    mark = json.dumps({"minnoctl_temporary": 1, "pid": os.getpid(), "host": socket.gethostname(),
+                       "started": psutil.Process().create_time(), "for": purpose})
+    with _signals_held():
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(mark)))
+    return name
+
+
+def sweep_temporary(conn: "psycopg.Connection") -> list[str]:
+    """Drop the temporary databases of minnoctl runs on this host whose process is gone (killed while
+    restoring), and only those: the name must be minnoctl's pattern with this host's tag, and a
+    COMMENT, when there is one, minnoctl's mark of that same pid."""
+    import psycopg
+    from psycopg import sql
+
+    dropped = []
+    rows = conn.execute("SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+                        "WHERE datname LIKE %s", (TMP_PREFIX.replace("_", r"\_") + "%",)).fetchall()
+    for name, comment in rows:
+        match = _TMP_NAME.match(name)
+        if not match or match.group(2) != _host_tag():
+            continue
+        pid, started = int(match.group(1)), None
+        if comment is not None:  # none: killed between CREATE DATABASE and COMMENT
+            try:
+                mark = json.loads(comment)
+            except ValueError:
+                continue
+            if not isinstance(mark, dict) or mark.get("minnoctl_temporary") != 1 or mark.get("pid") != pid:
+                continue
+            started = mark.get("started")
+        if _pid_alive(pid, started):
+            continue
         try:
-            conn.execute(f"CREATE DATABASE {_ident(name)}")
-        except psycopg.errors.DuplicateDatabase:
-            raise UsageError(f"database '{name}' already exists — choose another --into, or drop it first") from None
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            log.warning("could not drop %s, left by a minnoctl run that died: %s", name, str(exc).strip())
+            continue
+        log.info("dropped %s, left by a minnoctl run that died (pid %d)", name, pid)
+        dropped.append(name)
+    return dropped
 
 
 def _drop_database(settings: "Settings", name: str) -> None:
     with _admin(settings) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+
+
+def _exists(conn: "psycopg.Connection", name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def _already_exists(name: str) -> UsageError:
+    return UsageError(f"database {shown(name)} already exists — choose another --into (a restore never "
+                      "overwrites a database it did not make), or drop it first")
+
+
+def _rename_temporary(conn: "psycopg.Connection", tmp: str, target: str) -> None:
+    """Give a whole restore its final name, and drop its temporary mark, in one transaction."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with _signals_held(), conn.transaction():
+            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(tmp), sql.Identifier(target)))
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(sql.Identifier(target)))
+    except psycopg.errors.DuplicateDatabase:
+        raise _already_exists(target) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# restore
 
 
 def _server_major(settings: "Settings") -> int:
@@ -572,38 +923,77 @@ def _server_major(settings: "Settings") -> int:
         return conn.info.server_version // 10000
 
 
+def _failure(what: str, stderr: str, code: int) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    first = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else f"exit {code}")
+    return f"{what}: {first.strip()}"
+
+
 def _restore_into(settings: "Settings", backup: Path, manifest: dict[str, Any], dbname: str, *,
                   clean: bool = False) -> None:
-    """Restore in one transaction: it applies whole or not at all."""
+    """Restore in one transaction: it applies whole or not at all. If pg_restore or psql dies
+    (minnoctl killed, SIGTERM), its connection closes before COMMIT and the server rolls it all back.
+    The database goes to the tools as `dbname='...'`, so no name is ever read as a connection string."""
+    from psycopg.conninfo import make_conninfo
+
     major = _server_major(settings)
     env = tool_env(settings, dbname=dbname)
+    target = f"--dbname={make_conninfo('', dbname=dbname)}"
+    what = f"restoring {backup.name} into {shown(dbname)} failed, nothing was restored"
     fmt = manifest["format"]
     if fmt in ("custom", "directory"):
         tool = find_tool("pg_restore", major, at_least=_dump_major(manifest))
-        args = [str(tool.path), "--single-transaction", "--exit-on-error", "--no-password", f"--dbname={dbname}"]
+        args = [str(tool.path), "--single-transaction", "--exit-on-error", "--no-password", target]
         if clean:
             args += ["--clean", "--if-exists"]
-        proc = subprocess.run(args + [str(backup)], env=env, capture_output=True, text=True)
+        proc = _run(args + [str(backup)], env=env)
     else:
         psql = find_tool("psql", major)
-        decompress = {"gzip": ["gzip", "-dc"], "lz4": ["lz4", "-dc"], "zstd": ["zstd", "-dcq"]}.get(manifest["compress"])
         args = [str(psql.path), "--no-psqlrc", "--quiet", "--single-transaction", "-v", "ON_ERROR_STOP=1",
-                "--no-password", f"--dbname={dbname}", "--output=/dev/null"]
+                "--no-password", target, "--output=/dev/null"]
+        decompress = {"gzip": ["gzip", "-dc"], "lz4": ["lz4", "-dc"], "zstd": ["zstd", "-dcq"]}.get(manifest["compress"])
         if decompress:
-            unzip = subprocess.Popen(decompress + [str(backup)], stdout=subprocess.PIPE)
-            psql_proc = subprocess.Popen(args, env=env, stdin=unzip.stdout, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True)
-            unzip.stdout.close()  # only psql reads the pipe: if it stops, the decompressor gets SIGPIPE
-            out, err = psql_proc.communicate()
-            unzip.wait()
-            proc = subprocess.CompletedProcess(args, psql_proc.returncode, out, err)
+            proc = _decompress_into(decompress + [str(backup)], args, env, backup)
         else:
-            proc = subprocess.run(args + [f"--file={backup}"], env=env, capture_output=True, text=True)
+            proc = _run(args + [f"--file={backup}"], env=env)
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        first = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else f"exit {proc.returncode}")
-        raise BackupError(f"restoring {backup.name} into '{dbname}' failed, nothing was restored: {first.strip()}",
-                          exit_code=ExitCode.FAILURE)
+        raise BackupError(_failure(what, proc.stderr, proc.returncode), exit_code=ExitCode.FAILURE)
+
+
+def _decompress_into(unzip_args: list[str], psql_args: list[str], env: dict[str, str],
+                     backup: Path) -> subprocess.CompletedProcess:
+    """Feed the decompressor's output to psql through minnoctl. psql --single-transaction commits
+    when its input ends, so when the decompressor fails psql is killed before it sees that end:
+    the server rolls back, and a damaged plain dump never "restores" as a half or empty database."""
+    with tempfile.TemporaryFile() as unzip_err, tempfile.TemporaryFile() as psql_err:
+        unzip = psql = None
+        try:
+            unzip = _popen(unzip_args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=unzip_err)
+            psql = _popen(psql_args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err)
+            psql_stopped = False
+            while block := unzip.stdout.read(1 << 16):
+                try:
+                    psql.stdin.write(block)
+                except BrokenPipeError:  # psql stopped at an error: its message says which
+                    psql_stopped = True
+                    break
+            if psql_stopped:
+                _stop(unzip)
+            unzip.wait()
+            if unzip.returncode != 0 and not psql_stopped:
+                _stop(psql)
+                unzip_err.seek(0)
+                detail = unzip_err.read().decode(errors="replace").strip().splitlines()
+                raise BackupError(f"{backup.name} does not decompress ({detail[0] if detail else f'exit {unzip.returncode}'}"
+                                  "); nothing was restored — do not restore it")
+            with contextlib.suppress(BrokenPipeError):
+                psql.stdin.close()
+            psql.wait()
+        except BaseException:
+            _stop(psql, unzip)
+            raise
+        psql_err.seek(0)
+        return subprocess.CompletedProcess(psql_args, psql.returncode, "", psql_err.read().decode(errors="replace"))
 
 
 def _compare_rows(settings: "Settings", dbname: str, manifest: dict[str, Any]) -> tuple[int, list[str]]:
@@ -630,27 +1020,54 @@ class Restored:
 
 
 def restore(settings: "Settings", text: str, *, into: str | None = None, clean: bool = False,
-            output_dir: str | None = None) -> Restored:
-    """Into a new database (--into, default <db>_restored_<time>), or over the configured one (--clean;
-    the CLI confirms). A backup whose checksum does not match is refused."""
-    backup = resolve_backup(text, output_dir)
+            output_dir: str | None = None, approve: Callable[[str, str | None], None] | None = None) -> Restored:
+    """Into a new database (--into NAME, default <database>_restored_<time>), or over the database
+    the connection really uses (--clean: current_database(), never a name guessed from the URL).
+    `approve(database, production_reason)` is called before --clean writes anything (the CLI's
+    production guard and confirmation). A backup whose checksum does not match is refused.
+
+    --clean restores in place in one transaction (pg_restore --clean --single-transaction): a
+    killed or failed restore is rolled back by the server, so the old database stays whole, and
+    it keeps its owner, grants and settings, which a swap by rename would lose. A new database is
+    restored into a temporary database, renamed to its name only when whole: a killed run leaves
+    only that temporary database, which the next run drops (sweep_temporary)."""
+    from minnoctl.connection import connect
+    from minnoctl.safety import production_reason
+
+    if clean and into is not None:
+        raise UsageError("--clean restores over the configured database; leave --into out")
+    if into is not None:
+        check_database_name(into)
+    with connect(settings, autocommit=True) as conn:
+        owner = identity(conn)
+        reason = production_reason(conn) if clean else None
+    backup = resolve_backup(text, output_dir, owner)
     manifest = read_manifest(backup)
     check_checksum(backup, manifest)
-    source = settings.params.get("dbname") or "minno"
     if clean:
-        if into:
-            raise UsageError("--clean restores over the configured database; leave --into out")
         if manifest["format"] == "plain":
             raise UsageError("--clean needs a custom or directory backup; restore a plain dump into a new database "
                              "with --into")
-        _restore_into(settings, backup, manifest, source, clean=True)
-        return Restored(source, len(manifest.get("rows") or {}))
-    target = into or f"{source}_restored_{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"
-    _create_database(settings, target)
+        if approve is not None:
+            approve(owner.database, reason)
+        # pg_restore connects as the live connection did: by the URL's name where it has one (a
+        # PgBouncer alias routes only that name), else by the name current_database() gave, never
+        # by a default of its own
+        _restore_into(settings, backup, manifest, settings.params.get("dbname") or owner.database, clean=True)
+        return Restored(owner.database, len(manifest.get("rows") or {}))
+    stamp = f"_restored_{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"
+    target = into or owner.database[: 63 - len(stamp)] + stamp
+    with _admin(settings) as conn:
+        sweep_temporary(conn)
+        if _exists(conn, target):
+            raise _already_exists(target)
+        tmp = _create_temporary(conn, f"restore --into {target}")
     try:
-        _restore_into(settings, backup, manifest, target)
+        _restore_into(settings, backup, manifest, tmp)
+        with _admin(settings) as conn:
+            _rename_temporary(conn, tmp, target)
     except BaseException:
-        _drop_database(settings, target)
+        _drop_database(settings, tmp)
         raise
     return Restored(target, len(manifest.get("rows") or {}))
 
@@ -659,22 +1076,34 @@ def restore(settings: "Settings", text: str, *, into: str | None = None, clean: 
 # prune
 
 
-def prune_plan(output_dir: str | None, keep_last: int, keep_days: float | None) -> tuple[list[dict], list[dict]]:
-    """(kept, deleted): keep the newest `keep_last`, those younger than `keep_days`, and always the
-    newest verified backup."""
+def prune_plan(output_dir: str | None, keep_last: int, keep_days: float | None,
+               owner: Identity | None = None) -> tuple[list[dict], list[dict]]:
+    """(kept, deleted) among the backups of the database `owner`: keep the newest `keep_last`, those
+    younger than `keep_days`, and always the newest verified backup. `owner` None (--all): every
+    database's backups in the folder, each database by the same rules apart, so pruning never
+    leaves a database without its newest backups. Orphans (dumps without a manifest) are deleted."""
     if keep_last < 1:
         raise UsageError("--keep-last must be at least 1")
     if keep_days is not None and keep_days <= 0:
         raise UsageError("--keep-days must be more than zero")
-    rows = [r for r in list_backups(output_dir) if r["present"]]
+    rows = list_backups(output_dir, owner)
+    groups: dict[tuple[Any, Any], list[dict]] = {}
+    for row in rows:
+        if row["status"] == "ok":
+            groups.setdefault((row["database"], row["system_identifier"]), []).append(row)
     now = dt.datetime.now(dt.timezone.utc)
-    newest_verified = next((r for r in rows if r["verified_at"] or r["restore_tested_at"]), None)
     kept, deleted = [], []
-    for i, row in enumerate(rows):
-        young = False
-        if keep_days is not None and row["created_at"]:
-            young = now - dt.datetime.fromisoformat(row["created_at"]) < dt.timedelta(days=keep_days)
-        (kept if i < keep_last or young or row is newest_verified else deleted).append(row)
+    for group in groups.values():
+        newest_verified = next((r for r in group if r["verified_at"] or r["restore_tested_at"]), None)
+        for i, row in enumerate(group):
+            young = False
+            if keep_days is not None and row["created_at"]:
+                young = now - dt.datetime.fromisoformat(row["created_at"]) < dt.timedelta(days=keep_days)
+            (kept if i < keep_last or young or row is newest_verified else deleted).append(row)
+    for row in rows:
+        if row["status"] == "orphan":
+            old = now - dt.datetime.fromisoformat(row["created_at"]) > dt.timedelta(seconds=ORPHAN_GRACE_S)
+            (deleted if old else kept).append(row)
     return kept, deleted
 
 

@@ -771,10 +771,10 @@ def _manifests(ctx: Context) -> tuple[Path | None, list[dict[str, Any]]]:
     folder = Path(chosen or "backups").expanduser()
     if not folder.is_dir():
         return None, []
-    from minnoctl.backup import manifests
+    from minnoctl.backup import identity, manifests
 
-    dbname = ctx.one("SELECT current_database()")[0]
-    return folder, [doc for backup, doc in manifests(folder) if doc.get("database") == dbname and backup.exists()]
+    owner = identity(ctx.conn)  # this server's (system identifier) and this database's real name
+    return folder, [doc for backup, doc in manifests(folder) if owner.owns(doc) and backup.exists()]
 
 
 def _stamp(text: str | None) -> dt.datetime | None:

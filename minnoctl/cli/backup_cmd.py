@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, Modules, Number, Yes, confirm, note as _note
+from minnoctl.cli.options import (DatabaseUrl, ForceProduction, Format, Modules, Number, Yes, confirm,
+                                  guard_production, note as _note)
 from minnoctl.render_text import shown
 
 backup_app = typer.Typer(help="Create, verify, list, restore and prune backups.\n\n"
@@ -14,7 +16,9 @@ backup_app = typer.Typer(help="Create, verify, list, restore and prune backups.\
 
 OutputDir = Annotated[Optional[str], typer.Option(
     "--output-dir", "-o", help="Where backups are (default: MINNO_BACKUP_DIR, else ./backups).", show_default=False)]
-File = Annotated[str, typer.Argument(metavar="FILE", help="The backup: a path, a name in the backup directory, or latest (the newest there).")]
+File = Annotated[str, typer.Argument(metavar="FILE", help="The backup: a path, a name in the backup directory, or latest (the newest there of the connected database).")]
+All = Annotated[bool, typer.Option("--all", help="Every database's backups in the directory, not only those of the "
+                                   "connected database (same server and database).")]
 
 
 
@@ -58,9 +62,10 @@ def create(
     chosen = registry.parse_list(modules)
     bar = render.progress_bar("bytes")
     try:
-        made = backup.create(_settings(database_url), output_dir=output_dir, fmt=fmt_, jobs=jobs, compress=compress,
-                             schema_only=schema_only, data_only=data_only, chosen=chosen, label=label,
-                             progress=(lambda n: bar.update("pg_dump", n)) if bar else None)
+        with backup.stopping_on_signals("backup create", "a backup is whole or absent: no half-written one is kept"):
+            made = backup.create(_settings(database_url), output_dir=output_dir, fmt=fmt_, jobs=jobs,
+                                 compress=compress, schema_only=schema_only, data_only=data_only, chosen=chosen,
+                                 label=label, progress=(lambda n: bar.update("pg_dump", n)) if bar else None)
     finally:
         if bar:
             bar.close()
@@ -71,15 +76,18 @@ def create(
 
 
 @backup_app.command("list")
-def list_(output_dir: OutputDir = None, fmt: Format = "table") -> None:
-    """List the backups of the backup directory, newest first, from their manifests.
+def list_(output_dir: OutputDir = None, fmt: Format = "table", all_: All = False,
+          database_url: DatabaseUrl = None) -> None:
+    """List the connected database's backups, newest first, from their manifests (--all: every one).
 
+    Dumps without a manifest (an older minnoctl killed between the two) are listed as orphans.
     Example: minnoctl backup list --format json
     """
     from minnoctl import backup, render
 
-    render.table(backup.list_backups(output_dir), ["file", "created_at", "size", "format", "label", "verified_at",
-                                                   "restore_tested_at", "present"], fmt)
+    owner = None if all_ else backup.identity_of(_settings(database_url))
+    render.table(backup.list_backups(output_dir, owner), ["file", "created_at", "size", "format", "label",
+                                                          "database", "verified_at", "restore_tested_at", "status"], fmt)
 
 
 @backup_app.command("verify")
@@ -97,8 +105,9 @@ def verify(
     """
     from minnoctl import backup, render
 
-    settings = _settings(database_url) if restore_test else None
-    with render.spinner(f"verifying {file}" + (" (restoring into a scratch database)" if restore_test else "")):
+    settings = _settings(database_url) if restore_test or file == "latest" else None
+    with render.spinner(f"verifying {file}" + (" (restoring into a scratch database)" if restore_test else "")), \
+            backup.stopping_on_signals(f"backup verify {file}", "its temporary database was dropped"):
         done = backup.verify(settings, file, restore_test=restore_test, output_dir=output_dir)
     if restore_test:
         _note("%s is whole and restores: %d table(s) match the manifest", done.backup.name, done.rows_compared)
@@ -109,11 +118,13 @@ def verify(
 @backup_app.command("restore")
 def restore(
     file: File,
-    into: Annotated[Optional[str], typer.Option("--into", help="The new database to restore into (default: "
-                                                "<database>_restored_<time>).", show_default=False)] = None,
-    clean: Annotated[bool, typer.Option("--clean", help="Restore over the configured database itself (asks; "
-                                        "--yes in scripts).")] = False,
+    into: Annotated[Optional[str], typer.Option("--into", help="The new database to restore into, a name (default: "
+                                                "<database>_restored_<time>); never an existing one.",
+                                                show_default=False)] = None,
+    clean: Annotated[bool, typer.Option("--clean", help="Restore over the database the connection uses "
+                                        "(current_database(); asks; --yes in scripts).")] = False,
     yes: Yes = False,
+    force_production: ForceProduction = False,
     output_dir: OutputDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -125,10 +136,16 @@ def restore(
     from minnoctl import backup, render
 
     settings = _settings(database_url)
-    if clean:
-        confirm(f"Restore {file} over {settings.label()}, replacing what it holds?", yes)
-    with render.spinner(f"restoring {file}"):
-        done = backup.restore(settings, file, into=into, clean=clean, output_dir=output_dir)
+
+    def approve(database: str, reason: str | None) -> None:  # before --clean writes anything
+        where = f"database {shown(database)} at {settings.label()}"
+        if not guard_production(reason, force=force_production, yes=yes, action="restore a backup over it",
+                                target=where):
+            confirm(f"Restore {file} over {where}, replacing what it holds?", yes)
+
+    with backup.stopping_on_signals(f"backup restore {file}", "the database is as it was, and no new one was left"):
+        with render.spinner(f"restoring {file}") if not clean else contextlib.nullcontext():  # --clean may ask
+            done = backup.restore(settings, file, into=into, clean=clean, output_dir=output_dir, approve=approve)
     _note("restored %s into database %s", file, done.database)
     typer.echo(done.database)
 
@@ -144,20 +161,24 @@ def prune(
     yes: Yes = False,
     output_dir: OutputDir = None,
     fmt: Format = "table",
+    all_: All = False,
+    database_url: DatabaseUrl = None,
 ) -> None:
-    """Delete old backups; never the newest verified one.
+    """Delete the connected database's old backups; never its newest verified one. Orphans too.
 
+    --all prunes every database's backups in the directory, each database by the same rules.
     Example: minnoctl backup prune --keep-last 7 --keep-days 30 --yes
     """
     from minnoctl import backup, render
 
-    kept, deleted = backup.prune_plan(output_dir, keep_last, keep_days)
-    rows = [{"file": r["file"], "created_at": r["created_at"], "action": "delete"} for r in deleted] + \
-           [{"file": r["file"], "created_at": r["created_at"], "action": "keep"} for r in kept]
+    owner = None if all_ else backup.identity_of(_settings(database_url))
+    kept, deleted = backup.prune_plan(output_dir, keep_last, keep_days, owner)
+    rows = [{"file": r["file"], "created_at": r["created_at"], "database": r["database"], "action": action}
+            for action, chosen in (("delete", deleted), ("keep", kept)) for r in chosen]
     if deleted and not dry_run:
         confirm(f"Delete {len(deleted)} backup(s)?", yes)
         backup.prune(output_dir, deleted)
-    render.table(rows, ["file", "created_at", "action"], fmt)
+    render.table(rows, ["file", "created_at", "database", "action"], fmt)
     _note("%s %d backup(s), kept %d", "would delete" if dry_run else "deleted", len(deleted), len(kept))
 
 
