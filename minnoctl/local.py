@@ -255,6 +255,12 @@ def _server_user(name: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def _chown_tree(path: Path, ids: tuple[int, int]) -> None:
+    for folder, dirs, files in os.walk(path):
+        for entry in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+            os.chown(entry, *ids, follow_symlinks=False)
+
+
 def _reachable_by_others(path: Path) -> bool:
     return all(parent.stat().st_mode & 0o001 for parent in [path, *path.parents])
 
@@ -349,10 +355,13 @@ class Embedded:
     def check_home(self) -> None:
         """MINNO_HOME must be a directory of ours (or not exist yet) whose path PostgreSQL's settings
         and libpq can carry. Checked before anything is created."""
+        from minnoctl.render_text import shown
+
         text = str(self.home)
+        home = shown(text, 200)
         bad = _UNUSABLE.search(text)
         if bad:
-            raise ConfigError(f"MINNO_HOME {text!r} holds {bad.group()!r}, which the embedded PostgreSQL's "
+            raise ConfigError(f"MINNO_HOME {home} holds {shown(bad.group())}, which the embedded PostgreSQL's "
                               "settings cannot carry; choose a folder without quotes, commas, backslashes or "
                               "control characters")
         if len(text.encode()) > 4000:
@@ -362,16 +371,16 @@ class Embedded:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise ConfigError(f"MINNO_HOME {text!r} cannot be used: {exc.strerror}") from None
+            raise ConfigError(f"MINNO_HOME {home} cannot be used: {exc.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
-            raise ConfigError(f"MINNO_HOME {text!r} is not a directory; point it at a folder (or a path "
+            raise ConfigError(f"MINNO_HOME {home} is not a directory; point it at a folder (or a path "
                               "that does not exist yet)")
         if st.st_uid != os.geteuid():
-            raise EmbeddedError(f"MINNO_HOME {text!r} belongs to another user (uid {st.st_uid}); minnoctl keeps "
+            raise EmbeddedError(f"MINNO_HOME {home} belongs to another user (uid {st.st_uid}); minnoctl keeps "
                                 "its embedded server only in a folder of the user running it")
         if st.st_mode & 0o002:
-            raise EmbeddedError(f"MINNO_HOME {text!r} is writable by every user; make it private "
-                                f"(chmod 700 {text}) or choose another folder")
+            raise EmbeddedError(f"MINNO_HOME {home} is writable by every user; make it private "
+                                "(chmod 700) or choose another folder")
 
     def service_ids(self, *, create: bool = False) -> tuple[int, int] | None:
         """(uid, gid) the server runs as: None when not root (it runs as us); as root, this home's own
@@ -400,6 +409,8 @@ class Embedded:
             except FileExistsError:
                 pass
             _check_private_dir(private, ids[0], "the embedded PostgreSQL's directory")
+            if self.pgdata.exists() and os.lstat(self.pgdata).st_uid != ids[0]:
+                _chown_tree(self.pgdata, ids)  # a move from an older version's home that did not finish
             return ids
         if link.exists():  # a real folder: made by an older minnoctl, as the shared user
             st = os.stat(link)
@@ -432,15 +443,13 @@ class Embedded:
         private = _service_root() / name
         private.mkdir(mode=0o700)
         os.chown(private, *ids, follow_symlinks=False)
-        for folder, dirs, files in os.walk(self.link):
-            for entry in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
-                os.chown(entry, *ids, follow_symlinks=False)
         pending = self.home / "pgdata.moving"
         pending.unlink(missing_ok=True)
         os.symlink(private / "pgdata", pending)
         with _uninterrupted():
             shutil.move(str(self.link), str(private / "pgdata"))
             os.rename(pending, self.link)
+        _chown_tree(private / "pgdata", ids)
         log.info("moved the embedded PostgreSQL's data to %s, run by its own user %s", private / "pgdata", name)
         return ids
 
@@ -525,6 +534,7 @@ class Embedded:
     def _prepare_home(self) -> None:
         self.check_home()
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.check_home()  # again: someone may have made it first, in a folder others can write
 
     def _sweep(self) -> None:
         """Remove what an initdb killed with its minnoctl left behind (called under the start lock).
@@ -676,8 +686,12 @@ class Embedded:
         started = False
         with _FileLock(self.home / "start.lock", True, LOCK_TIMEOUT_S,
                        "another minnoctl process is starting or stopping the embedded PostgreSQL; try again"):
-            ids = self.service_ids(create=True)
-            self._install = _public_install() if ids is not None else None
+            try:
+                ids = self.service_ids(create=True)
+                self._install = _public_install() if ids is not None else None
+            except OSError as exc:
+                raise EmbeddedError(f"cannot prepare the embedded PostgreSQL's private directory or user: "
+                                    f"{exc.strerror or exc} ({exc.filename or SERVICE_ROOT})") from None
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb(ids)
             else:
