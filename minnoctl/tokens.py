@@ -317,9 +317,16 @@ def _retire_one(conn: "psycopg.Connection", number: int) -> None:
         return
     if status == "active":
         raise MinnoctlError(f"data key {number} is the active key — rotate first (`minnoctl token rotate`)")
+    import psycopg
+
     columns = encrypted_columns(conn)
     _fence(conn, [number])
-    _barrier(conn, columns)
+    try:
+        _barrier(conn, columns)
+    except psycopg.errors.LockNotAvailable:
+        if not was_fenced:
+            _unfence(conn, [number])  # nothing changed
+        raise
     used = sum(c["fields"] for c in field_counts(conn, columns) if c["key"] == number)
     if used:
         if not was_fenced:

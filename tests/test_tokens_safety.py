@@ -245,6 +245,20 @@ def test_many_rotations_and_master_rewraps_at_once_are_one_line_each_and_leave_o
     assert fields_under_dead_keys(migrated) == 0
 
 
+def test_first_token_puts_at_once_make_one_data_key(migrated, kek):
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("INSERT INTO minno.workspaces (slack_team_id, slack_team_name) VALUES ('T1', 'one')")
+    env = dict(os.environ, **env_for(migrated, kek))
+    puts = [subprocess.Popen([sys.executable, "-m", "minnoctl", "token", "put", "--workspace", "T1", "--provider",
+                              f"prov{i}", "--access-token-file", "-"], env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    for p in puts:
+        _out, err = p.communicate("token\n", timeout=60)
+        assert p.returncode == 0, err
+    assert list(key_status(migrated).values()) == ["active"]
+    assert len(decrypt_all(migrated, kek)[0]) == 4
+
+
 # ---------------------------------------------------------------------------------------------
 # the master key file's permissions
 
