@@ -687,13 +687,20 @@ _BACKUP_NAME = re.compile(r"^minno-.+\.(dump|dir|sql|sql\.gz|sql\.lz4|sql\.zst)$
 ORPHAN_GRACE_S = 60  # an older minnoctl writes the manifest just after renaming the dump
 
 
-def orphans(folder: Path) -> list[Path]:
-    """Dumps without a manifest (left by an older minnoctl killed between the two): never a backup."""
+def orphans(folder: Path, owner: Identity | None = None) -> list[Path]:
+    """Dumps without a manifest (left by an older minnoctl killed between the two): never a backup.
+    An orphan has no manifest to say whose it is: with `owner`, those whose file name carries that
+    database's name (minno-<name>-<time>...), so a prune for one database leaves the others' alone."""
+    import glob
+
     found = []
+    mine = re.compile(rf"minno-{re.escape(_slug(owner.database) or 'db')}-\d{{8}}T\d{{6}}Z") if owner else None
     for path in sorted(folder.glob("minno-*")):
         if not _BACKUP_NAME.match(path.name) or manifest_path(path).exists():
             continue
-        if list(folder.glob(f"{PARTIAL_PREFIX}*-{path.name}{MANIFEST_SUFFIX}")):
+        if mine is not None and not mine.match(path.name):
+            continue
+        if list(folder.glob(f"{PARTIAL_PREFIX}*-{glob.escape(path.name)}{MANIFEST_SUFFIX}")):
             continue  # being committed, or completed by the next run's sweep
         found.append(path)
     return found
@@ -701,8 +708,8 @@ def orphans(folder: Path) -> list[Path]:
 
 def list_backups(output_dir: str | None = None, owner: Identity | None = None) -> list[dict[str, Any]]:
     """The backups of the database `owner` (every database's when None), newest first, then the
-    orphans of the folder (dumps without a manifest, whoever made them). status: ok, missing (the
-    manifest's file is gone) or orphan."""
+    orphans (dumps without a manifest; see orphans()). status: ok, missing (the manifest's file is
+    gone) or orphan."""
     folder = backup_dir(output_dir)
     rows = []
     for backup, doc in manifests(folder):
@@ -715,7 +722,7 @@ def list_backups(output_dir: str | None = None, owner: Identity | None = None) -
                      "verified_at": doc.get("verified_at"), "restore_tested_at": doc.get("restore_tested_at"),
                      "present": present, "status": "ok" if present else "missing"})
     rows.sort(key=lambda r: r["created_at"] or "", reverse=True)
-    for path in orphans(folder):
+    for path in orphans(folder, owner):
         stat = path.stat()
         rows.append({"file": path.name, "created_at": dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc)
                      .isoformat(), "size": size_of(path), "format": None, "label": None, "database": None,
@@ -905,6 +912,10 @@ def _rename_temporary(conn: "psycopg.Connection", tmp: str, target: str) -> None
     import psycopg
     from psycopg import sql
 
+    # A session pool (PgBouncer) may keep pg_restore's server connection open, and a database
+    # with sessions cannot be renamed: end those (only this run knows the temporary name).
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                 "AND pid <> pg_backend_pid()", (tmp,))
     try:
         with _signals_held(), conn.transaction():
             conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(tmp), sql.Identifier(target)))
@@ -1081,7 +1092,8 @@ def prune_plan(output_dir: str | None, keep_last: int, keep_days: float | None,
     """(kept, deleted) among the backups of the database `owner`: keep the newest `keep_last`, those
     younger than `keep_days`, and always the newest verified backup. `owner` None (--all): every
     database's backups in the folder, each database by the same rules apart, so pruning never
-    leaves a database without its newest backups. Orphans (dumps without a manifest) are deleted."""
+    leaves a database without its newest backups. Orphans (dumps without a manifest, see orphans())
+    older than a minute are deleted."""
     if keep_last < 1:
         raise UsageError("--keep-last must be at least 1")
     if keep_days is not None and keep_days <= 0:

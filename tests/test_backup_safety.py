@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -401,6 +402,8 @@ def test_a_pgbouncer_alias_does_not_hide_a_backup(cli, pg15, tmp_path_factory, f
     name = f"real_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg15.url("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(pg15.url(name), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
     bouncer = Bouncer(tmp_path_factory.mktemp("bouncer_alias"), pg15.port, "session")
     ini = bouncer.folder / "pgbouncer.ini"
     ini.write_text(ini.read_text().replace("[databases]\n", f"[databases]\napp = host=127.0.0.1 port={pg15.port} "
@@ -413,10 +416,15 @@ def test_a_pgbouncer_alias_does_not_hide_a_backup(cli, pg15, tmp_path_factory, f
         assert "last backup" in health_backup(cli, pg15.url(name), folder)["value"]
         assert [r["file"] for r in listed(cli, pg15.url(name), folder)] == [made.name]
         assert "last backup" in health_backup(cli, bouncer.url("app"), folder)["value"]
+        # a restore through the session pool: its temporary database is renamed although the pool
+        # keeps pg_restore's server connection
+        result = cli("backup", "restore", "latest", "--into", f"{name}_copy", env=env(bouncer.url("app"), folder))
+        assert result.exit_code == 0, result.stderr
+        with psycopg.connect(pg15.url(f"{name}_copy")) as conn:
+            assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 2
     finally:
         bouncer.stop()
-        with psycopg.connect(pg15.url("postgres"), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_databases(pg15.url("postgres"), [name, f"{name}_copy"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,14 +500,23 @@ def test_sigint_or_sigkill_during_create_leaves_a_whole_backup_or_nothing(cli, s
 
 def test_an_orphan_dump_of_an_older_version_is_listed_and_pruned(cli, small, folder):
     made = make_backup(cli, small, folder)
-    orphan = folder / "minno-db-20200101T000000Z.dump"
-    orphan.write_bytes(made.read_bytes())  # a dump whose manifest an older minnoctl never wrote
-    os.utime(orphan, (time.time() - 86400, time.time() - 86400))
+    orphan = folder / re.sub(r"\d{8}T\d{6}Z", "20200101T000000Z", made.name)
+    others = folder / "minno-someone-else-20200101T000000Z.dump"  # another database's, by its name
+    for path in (orphan, others):  # dumps whose manifest an older minnoctl never wrote
+        path.write_bytes(made.read_bytes())
+        os.utime(path, (time.time() - 86400, time.time() - 86400))
     rows = {r["file"]: r for r in listed(cli, small, folder)}
     assert rows[orphan.name]["status"] == "orphan" and rows[made.name]["status"] == "ok"
+    assert others.name not in rows and listed_all(cli, small, folder)[others.name]["status"] == "orphan"
     result = cli("backup", "verify", "latest", env=env(small, folder))
     assert result.exit_code == 0 and made.name in result.stderr, result.stderr
     result = cli("backup", "prune", "--keep-last", "5", "--yes", "--format", "json", env=env(small, folder))
     assert result.exit_code == 0, result.stderr
     assert {r["file"]: r["action"] for r in json.loads(result.stdout)}[orphan.name] == "delete"
-    assert not orphan.exists() and made.exists()
+    assert not orphan.exists() and made.exists() and others.exists()
+    result = cli("backup", "prune", "--keep-last", "5", "--all", "--yes", env=env(small, folder))
+    assert result.exit_code == 0 and not others.exists() and made.exists(), result.stderr
+
+
+def listed_all(cli, url: str, folder: Path) -> dict[str, dict]:
+    return {r["file"]: r for r in listed(cli, url, folder, "--all")}
