@@ -498,6 +498,23 @@ def test_sigint_or_sigkill_during_create_leaves_a_whole_backup_or_nothing(cli, s
     assert listed(cli, small, folder)
 
 
+def test_a_kill_between_the_two_renames_is_completed_or_undone_by_the_next_run(cli, small, folder):
+    """What kill -9 leaves between renaming the dump and renaming its manifest: the dump under its
+    name, the manifest still temporary. The next run completes a dump that matches it, removes one
+    that does not: whole or absent, never a dump without its manifest."""
+    whole, damaged = make_backup(cli, small, folder), make_backup(cli, small, folder, "--label", "damaged")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for made in (whole, damaged):
+        manifest = made.with_name(made.name + ".manifest.json")
+        manifest.rename(folder / f".partial-{dead.pid}-{manifest.name}")
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    assert cli("backup", "create", "--schema-only", env=env(small, folder)).exit_code == 0
+    whole_or_absent(folder)
+    files = {r["file"] for r in listed(cli, small, folder)}
+    assert whole.name in files and not damaged.exists() and damaged.name not in files
+
+
 def test_an_orphan_dump_of_an_older_version_is_listed_and_pruned(cli, small, folder):
     made = make_backup(cli, small, folder)
     orphan = folder / re.sub(r"\d{8}T\d{6}Z", "20200101T000000Z", made.name)
