@@ -46,8 +46,11 @@ def describe_holder(conn: "psycopg.Connection", purpose: str) -> str:
 
 
 @contextmanager
-def advisory_lock(conn: "psycopg.Connection", purpose: str, timeout_s: float) -> Iterator[None]:
-    """Hold minnoctl's `purpose` lock on `conn` (autocommit) for the block; wait up to timeout_s."""
+def advisory_lock(conn: "psycopg.Connection", purpose: str, timeout_s: float,
+                  option: str | None = None) -> Iterator[None]:
+    """Hold minnoctl's `purpose` lock on `conn` (autocommit) for the block; wait up to timeout_s.
+    `option`: the caller's option that sets the wait (e.g. --lock-timeout), which the message then
+    recommends; None for a command without one, whose message recommends none."""
     key = KEYS[purpose]
     deadline = time.monotonic() + max(0.0, timeout_s)
     delay = 0.05
@@ -55,9 +58,10 @@ def advisory_lock(conn: "psycopg.Connection", purpose: str, timeout_s: float) ->
         if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (NAMESPACE, key)).fetchone()[0]:
             break
         if time.monotonic() >= deadline:
+            advice = f", or raise {option}" if option else " and run this again"
             raise LockHeldError(
-                f"the {purpose} lock is held by {describe_holder(conn, purpose)} — wait for it to finish, "
-                f"or raise --lock-timeout (waited {timeout_s:g} s)"
+                f"the {purpose} lock is held by {describe_holder(conn, purpose)} — wait for it to finish"
+                f"{advice} (waited {timeout_s:g} s)"
             )
         time.sleep(delay)
         delay = min(delay * 2, 0.5)

@@ -13,6 +13,15 @@ with a session advisory lock (minnoctl.locks) that dies with its holder.
 
 Modules are applied in registry order, each module's files in number order. minnoctl creates a
 module's schema before its first migration and drops it (never CASCADE) after its last rollback.
+
+Migrations never stall the application: every statement runs with a lock timeout
+(--ddl-lock-timeout). An ALTER TABLE waiting for its ACCESS EXCLUSIVE lock queues every later
+reader of that table behind it, so it waits at most that long, gives way (the transaction rolls
+back), and is retried a bounded number of times with backoff and jitter; then it gives up naming
+the session that blocks it. A transactional migration is redone whole; in a non-transactional one
+the statement that timed out is retried. CONCURRENTLY statements (CREATE / DROP INDEX, REINDEX,
+REFRESH MATERIALIZED VIEW, DETACH PARTITION) run without the timeout: their locks let readers and
+writers through, and the waits they do (for older transactions) must not abort them half-built.
 """
 
 from __future__ import annotations
@@ -21,7 +30,9 @@ import getpass
 import hashlib
 import logging
 import re
+import random
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +49,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("minnoctl")
 
 BOOKKEEPING = "minnoctl"
+DDL_LOCK_TIMEOUT_S = 5.0  # --ddl-lock-timeout: how long one statement may wait for a lock
+DDL_TRIES = 5  # tries of one migration (or statement) that times out waiting for a lock
+_BACKOFF_S = (0.2, 3.0)  # first pause between tries, and the longest; doubled each time, with jitter
+_CONCURRENTLY = re.compile(
+    r"^\s*(CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY|DROP\s+INDEX\s+CONCURRENTLY|REINDEX\b.*\bCONCURRENTLY"
+    r"|REFRESH\s+MATERIALIZED\s+VIEW\s+CONCURRENTLY|ALTER\s+TABLE\b.*\bDETACH\s+PARTITION\b.*\bCONCURRENTLY)\b",
+    re.IGNORECASE | re.DOTALL)
+_LEADING_COMMENTS = re.compile(r"^(\s*(--[^\n]*(\n|$)|/\*.*?\*/))*", re.DOTALL)
 FILE_RE = re.compile(r"^(\d{4})_([a-z0-9][a-z0-9_]*)\.sql$")
 _DIRECTIVE = re.compile(r"^\s*--\s*(transactional|depends)\s*:\s*(.*)$")
 
@@ -329,18 +348,71 @@ class RunResult:
     database_created: bool = False
     extensions_created: list[str] = field(default_factory=list)
     objects: list[tuple[str, str]] = field(default_factory=list)  # (kind, schema.name) created
+    cascaded: list[str] = field(default_factory=list)  # db init --force --cascade: dropped outside its schemas
     up_to_date: bool = False
+
+
+class _BlockerWatch:
+    """While a statement that already timed out once is retried, a second session samples who
+    blocks the runner's backend (pg_blocking_pids), so the give-up message can name them: once
+    the timeout has fired, the runner no longer waits and the server no longer says."""
+
+    def __init__(self, settings: "Settings", pid: int):
+        self.seen: list[tuple[Any, ...]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(settings, pid), daemon=True,
+                                        name="minnoctl-blocker-watch")
+        self._thread.start()
+
+    def _loop(self, settings: "Settings", pid: int) -> None:
+        from minnoctl.connection import connect
+
+        try:
+            with connect(settings, autocommit=True) as conn:
+                while not self._stop.is_set():
+                    rows = conn.execute(
+                        "SELECT a.pid, a.usename, a.application_name, a.state, a.query FROM pg_stat_activity a "
+                        "WHERE a.pid = ANY(pg_blocking_pids(%s)) ORDER BY a.pid", (pid,)).fetchall()
+                    if rows:
+                        self.seen = rows
+                    self._stop.wait(0.05)
+        except Exception:  # best effort: the message then says the blocker was not seen
+            log.debug("blocker watch stopped", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _describe_blockers(rows: list[tuple[Any, ...]]) -> str:
+    from minnoctl.render_text import shown
+
+    if not rows:
+        return "the session holding the lock was not seen (it comes and goes)"
+    parts = []
+    for pid, user, app, state, query in rows[:3]:
+        who = ", ".join(x for x in (f"user {user}" if user else "", app or "", state or "") if x)
+        parts.append(f"pid {pid} ({who}): {shown(query or '')}")
+    more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+    return "blocked by " + "; ".join(parts) + more
+
+
+def _is_concurrently(statement: str) -> bool:
+    return bool(_CONCURRENTLY.match(_LEADING_COMMENTS.sub("", statement, count=1)))
 
 
 class Runner:
     """One connection that holds the migrate lock and runs migrations on it."""
 
-    def __init__(self, settings: "Settings", files: list[MigrationFile] | None = None):
+    def __init__(self, settings: "Settings", files: list[MigrationFile] | None = None,
+                 ddl_lock_timeout: float = DDL_LOCK_TIMEOUT_S):
         self.settings = settings
         self.files = load_set() if files is None else files
         self.conn: "psycopg.Connection | None" = None
         self.user = getpass.getuser()
         self.host = socket.gethostname()
+        self.ddl_lock_timeout = ddl_lock_timeout
+        self._lock_timeout_sql = f"SET lock_timeout = '{max(1, round(ddl_lock_timeout * 1000))}ms'"
 
     def open(self, **kwargs: Any) -> "psycopg.Connection":
         from minnoctl.connection import connect
@@ -350,6 +422,7 @@ class Runner:
         if conn.info.server_version >= 140000:
             # a killed minnoctl's backend notices within a second, even inside a long statement
             conn.execute("SET client_connection_check_interval = '1s'")
+        conn.execute(self._lock_timeout_sql)  # every statement of the run: DDL never queues readers for long
         self.conn = conn
         return conn
 
@@ -357,6 +430,40 @@ class Runner:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+    def retrying(self, what: str, attempt: Any, state: str) -> Any:
+        """attempt() until it gets its locks within the lock timeout, at most DDL_TRIES times, with
+        doubling pauses and jitter between (others get through meanwhile). attempt must leave the
+        database as before when it fails (one transaction, or one autocommit statement). Then
+        MigrationFailed naming `what`, the blocking sessions and `state`."""
+        import psycopg
+
+        assert self.conn is not None
+        watch: _BlockerWatch | None = None
+        try:
+            for attempt_no in range(1, DDL_TRIES + 1):
+                try:
+                    return attempt()
+                except psycopg.errors.LockNotAvailable:
+                    if attempt_no == DDL_TRIES:
+                        break
+                    if watch is None:
+                        watch = _BlockerWatch(self.settings, self.conn.info.backend_pid)
+                    pause = min(_BACKOFF_S[1], _BACKOFF_S[0] * 2 ** (attempt_no - 1)) * random.uniform(0.5, 1.5)
+                    log.warning("%s waited %g s for a lock and gave way; try %d of %d in %.1f s", what,
+                                self.ddl_lock_timeout, attempt_no + 1, DDL_TRIES, pause)
+                    time.sleep(pause)
+            blockers = _describe_blockers(watch.seen if watch else [])
+        finally:
+            if watch is not None:
+                watch.stop()
+        pid = (watch.seen[0][0] if watch and watch.seen else None)
+        end = f" (or end it: SELECT pg_terminate_backend({pid})) " if pid else " "
+        raise MigrationFailed(
+            f"{what} could not get its lock within --ddl-lock-timeout {self.ddl_lock_timeout:g} s in {DDL_TRIES} "
+            f"tries and gave up rather than stall the application; {blockers} — {state}; let that session "
+            f"finish{end}and run it again"
+        )
 
     # -- extensions ------------------------------------------------------------------------------
 
@@ -394,19 +501,39 @@ class Runner:
 
         assert self.conn is not None
         path = mf.path if direction == "apply" else mf.rollback_path
+        state = ("the database is as it was before this migration" if mf.transactional else
+                 "it ran outside a transaction, so the statements before this one took effect; "
+                 "fix it and run migrate again")
         for number, statement in enumerate(statements, 1):
             try:
-                self.conn.execute(statement)
+                if mf.transactional:
+                    self.conn.execute(statement)
+                else:
+                    self.retrying(f"{mf.id} ({direction}, statement {number} of {path.name})",
+                                  lambda: self._autocommit_statement(statement), state)
+            except psycopg.errors.LockNotAvailable:
+                raise  # the whole transactional migration is retried
             except psycopg.Error as exc:
                 diag = exc.diag.message_primary if getattr(exc, "diag", None) else None
                 reason = diag or str(exc).strip().splitlines()[0]
-                state = ("the database is as it was before this migration" if mf.transactional else
-                         "it ran outside a transaction, so the statements before this one took effect; "
-                         "fix it and run migrate again")
                 raise MigrationFailed(
                     f"{mf.id} failed ({direction}) at statement {number} of {path.name} "
                     f"[{_first_line(statement)}]: {reason} — {state}"
                 ) from None
+
+    def _autocommit_statement(self, statement: str) -> None:
+        """One statement of a non-transactional migration. A CONCURRENTLY statement takes locks that
+        let readers and writers through, then waits for older transactions; a lock timeout there
+        would abort it half-built (an invalid index), so it runs without one."""
+        assert self.conn is not None
+        if not _is_concurrently(statement):
+            self.conn.execute(statement)
+            return
+        self.conn.execute("SET lock_timeout = 0")
+        try:
+            self.conn.execute(statement)
+        finally:
+            self.conn.execute(self._lock_timeout_sql)
 
     def _record(self, mf: MigrationFile, operation: str, duration_ms: float) -> None:
         assert self.conn is not None
@@ -433,6 +560,8 @@ class Runner:
         try:
             with self.conn.transaction():
                 self.conn.execute(path.read_text(encoding="utf-8"))
+        except psycopg.errors.LockNotAvailable:
+            raise  # the caller retries the whole migration
         except psycopg.Error as exc:
             first = exc.diag.message_primary or str(exc).strip().splitlines()[0]
             with self.conn.transaction(force_rollback=True):
@@ -448,27 +577,37 @@ class Runner:
         module = modules.get(mf.module)
         path = self._search_path(module)
         started = time.perf_counter()
+        before = "the database is as it was before this migration"
         if mf.transactional:
-            with conn.transaction():
-                if direction == "apply":
-                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(module.schema)}")
-                conn.execute(f"SET LOCAL search_path TO {path}")
-                self._run_file(mf, direction)
-                self._record(mf, direction, (time.perf_counter() - started) * 1000)
-                if after:
-                    after()
+            def whole() -> None:  # one transaction: a lock timeout rolls it all back, and it is redone
+                with conn.transaction():
+                    if direction == "apply":
+                        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(module.schema)}")
+                    conn.execute(f"SET LOCAL search_path TO {path}")
+                    self._run_file(mf, direction)
+                    self._record(mf, direction, (time.perf_counter() - started) * 1000)
+                    if after:
+                        after()
+
+            self.retrying(f"{mf.id} ({direction})", whole, before)
         else:
             if direction == "apply":
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(module.schema)}")
+                self.retrying(f"{mf.id} ({direction})",
+                              lambda: conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(module.schema)}"), before)
             conn.execute(f"SET search_path TO {path}")
             try:
                 self._execute(mf, mf.statements(direction), direction)
             finally:
                 conn.execute("RESET search_path")
-            with conn.transaction():
-                self._record(mf, direction, (time.perf_counter() - started) * 1000)
-                if after:
-                    after()
+
+            def record() -> None:
+                with conn.transaction():
+                    self._record(mf, direction, (time.perf_counter() - started) * 1000)
+                    if after:
+                        after()
+
+            self.retrying(f"{mf.id} ({direction}, its record)", record,
+                          "its statements took effect but it is not recorded; run it again")
         return (time.perf_counter() - started) * 1000
 
     def apply_one(self, mf: MigrationFile) -> float:
@@ -495,9 +634,13 @@ class Runner:
 
     def ensure_bookkeeping(self) -> None:
         assert self.conn is not None
-        with self.conn.transaction():
-            for ddl in BOOKKEEPING_DDL:
-                self.conn.execute(ddl)
+
+        def create() -> None:
+            with self.conn.transaction():
+                for ddl in BOOKKEEPING_DDL:
+                    self.conn.execute(ddl)
+
+        self.retrying("creating minnoctl's bookkeeping tables", create, "nothing was changed")
 
     def apply(self, pending: Iterable[MigrationFile]) -> list[MigrationFile]:
         done = []
@@ -521,12 +664,13 @@ def _locked_plan(runner: Runner, chosen: list[modules.Module] | None, allow_drif
 
 
 def migrate(settings: "Settings", chosen: list[modules.Module] | None = None, *, lock_timeout: float = 30,
-            allow_drift: bool = False, files: list[MigrationFile] | None = None) -> RunResult:
+            allow_drift: bool = False, files: list[MigrationFile] | None = None,
+            ddl_lock_timeout: float = DDL_LOCK_TIMEOUT_S) -> RunResult:
     """Apply the pending migrations (of the installed modules, or of `chosen`)."""
-    runner = Runner(settings, files)
+    runner = Runner(settings, files, ddl_lock_timeout)
     runner.open()
     try:
-        with locks.advisory_lock(runner.conn, "migrate", lock_timeout):
+        with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
             plan = _locked_plan(runner, chosen, allow_drift)
             if not plan.pending:
                 return RunResult(up_to_date=True)
@@ -546,7 +690,8 @@ def _create_extensions(runner: Runner, names: list[str]) -> list[str]:
     assert runner.conn is not None
     for ext in names:
         try:
-            runner.conn.execute(f"CREATE EXTENSION IF NOT EXISTS {_ident(ext)} WITH SCHEMA public")
+            runner.retrying(f"CREATE EXTENSION {ext}", lambda: runner.conn.execute(
+                f"CREATE EXTENSION IF NOT EXISTS {_ident(ext)} WITH SCHEMA public"), "nothing was changed")
         except psycopg.errors.InsufficientPrivilege:
             raise ExtensionMissing(
                 f"the extension '{ext}' is available but this role may not create it — ask a superuser to run "
@@ -568,12 +713,15 @@ def plan_only(settings: "Settings", chosen: list[modules.Module] | None = None,
 
 def rollback(settings: "Settings", *, steps: int | None = None, to: str | None = None,
              lock_timeout: float = 30, files: list[MigrationFile] | None = None,
-             dry_run: bool = False) -> list[str]:
-    """Roll back the last `steps` applied migrations (default 1), or every one applied after `to`."""
-    runner = Runner(settings, files)
+             dry_run: bool = False, ddl_lock_timeout: float = DDL_LOCK_TIMEOUT_S,
+             approve: Any = None) -> list[str]:
+    """Roll back the last `steps` applied migrations (default 1), or every one applied after `to`.
+    `approve(victims, production_reason)` is called under the lock before anything changes (the
+    CLI's production guard and confirmation); it raises to stop."""
+    runner = Runner(settings, files, ddl_lock_timeout)
     runner.open()
     try:
-        with locks.advisory_lock(runner.conn, "migrate", lock_timeout):
+        with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
             applied = read_applied(runner.conn)
             order = list(applied.values())  # application order
             if to is not None:
@@ -589,8 +737,12 @@ def rollback(settings: "Settings", *, steps: int | None = None, to: str | None =
             missing = [a.id for a in victims if a.id not in by_id]
             if missing:
                 raise DriftError(f"cannot roll back {missing[0]}: its files are no longer in the migration set")
-            if dry_run:
+            if dry_run or not victims:
                 return [a.id for a in victims]
+            if approve is not None:
+                from minnoctl.safety import production_reason
+
+                approve([a.id for a in victims], production_reason(runner.conn))
             remaining = {a.id for a in order}
             done = []
             for a in victims:
@@ -675,47 +827,144 @@ def _create_database(settings: "Settings", selected: list[modules.Module]) -> No
                 return
         except ConnectError as exc:
             last = exc
-        except psycopg.errors.DuplicateDatabase:
-            return  # someone else created it meanwhile
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            # another db init created it meanwhile (the loser of a race on pg_database's unique
+            # index gets unique_violation, a later one duplicate_database); it waits for the lock
+            log.info("database %s was created meanwhile by another session", name)
+            return
     assert last is not None
     raise last
 
 
+_OUTSIDE_DEPENDENTS = """
+WITH RECURSIVE
+ours AS (SELECT oid FROM pg_namespace WHERE nspname = ANY(%(s)s)),
+-- everything DROP SCHEMA ... CASCADE would drop: what depends on the schemas, on what is in them,
+-- on a column of it (only what depends on that column), and the owner of an internal part
+-- (a view owns its _RETURN rule, a constraint its triggers), transitively
+closure (classid, objid, objsubid) AS (
+    SELECT 'pg_namespace'::regclass::oid, oid, 0 FROM ours
+  UNION
+    SELECT CASE WHEN down THEN d.classid ELSE d.refclassid END,
+           CASE WHEN down THEN d.objid ELSE d.refobjid END,
+           CASE WHEN down THEN d.objsubid ELSE 0 END
+      FROM closure c
+      JOIN pg_depend d
+        ON (d.refclassid = c.classid AND d.refobjid = c.objid AND (c.objsubid = 0 OR d.refobjsubid = c.objsubid))
+        OR (d.classid = c.classid AND d.objid = c.objid AND d.deptype = 'i'),
+      LATERAL (SELECT d.refclassid = c.classid AND d.refobjid = c.objid AS down) dir
+),
+placed AS (
+  SELECT c.*, CASE c.classid
+      WHEN 'pg_namespace'::regclass THEN c.objid
+      WHEN 'pg_class'::regclass THEN (SELECT relnamespace FROM pg_class WHERE oid = c.objid)
+      WHEN 'pg_type'::regclass THEN (SELECT typnamespace FROM pg_type WHERE oid = c.objid)
+      WHEN 'pg_proc'::regclass THEN (SELECT pronamespace FROM pg_proc WHERE oid = c.objid)
+      WHEN 'pg_constraint'::regclass THEN (SELECT connamespace FROM pg_constraint WHERE oid = c.objid)
+      WHEN 'pg_rewrite'::regclass THEN (SELECT k.relnamespace FROM pg_rewrite r JOIN pg_class k ON k.oid = r.ev_class
+                                         WHERE r.oid = c.objid)
+      WHEN 'pg_trigger'::regclass THEN (SELECT k.relnamespace FROM pg_trigger t JOIN pg_class k ON k.oid = t.tgrelid
+                                         WHERE t.oid = c.objid)
+      WHEN 'pg_attrdef'::regclass THEN (SELECT k.relnamespace FROM pg_attrdef a JOIN pg_class k ON k.oid = a.adrelid
+                                         WHERE a.oid = c.objid)
+      WHEN 'pg_policy'::regclass THEN (SELECT k.relnamespace FROM pg_policy p JOIN pg_class k ON k.oid = p.polrelid
+                                        WHERE p.oid = c.objid)
+      ELSE (SELECT n.oid FROM pg_namespace n WHERE n.nspname = (pg_identify_object(c.classid, c.objid, c.objsubid)).schema)
+    END AS nsp
+  FROM closure c
+)
+SELECT DISTINCT o.type || ' ' || o.identity
+  FROM placed p, LATERAL pg_identify_object(p.classid, p.objid, p.objsubid) o
+ WHERE (p.nsp IS NULL OR (p.nsp NOT IN (SELECT oid FROM ours) AND p.nsp <> 'pg_toast'::regnamespace))
+   AND NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = p.classid AND i.objid = p.objid AND i.deptype = 'i')
+ ORDER BY 1
+"""
+
+
+def outside_dependents(conn: "psycopg.Connection", schemas: list[str]) -> list[str]:
+    """What DROP SCHEMA ... CASCADE of `schemas` would drop outside them: views, foreign keys,
+    column defaults, columns of their types, functions, triggers, policies in other schemas, and
+    database-wide objects (casts, publications' memberships, extensions placed in them), from a walk
+    of pg_depend ("view public.v", "table constraint fk on public.t", ...). Roles (pg_shdepend)
+    are never dropped by it, so they are not walked."""
+    return [r[0] for r in conn.execute(_OUTSIDE_DEPENDENTS, {"s": schemas}).fetchall()]
+
+
+def _drop_minnoctl_schemas(runner: Runner, schemas: list[str], cascade: bool) -> list[str]:
+    """db init --force: drop exactly `schemas`, in one transaction. Their tables are locked first,
+    so no view or foreign key can appear between the dependency check and the drop; anything
+    outside that depends on them refuses it (nothing changed), unless `cascade`. Returns what
+    was dropped outside them."""
+    conn = runner.conn
+    assert conn is not None
+
+    def drop() -> list[str]:
+        with conn.transaction():
+            tables = [r[0] for r in conn.execute(
+                "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'v') ORDER BY 1",
+                (schemas,)).fetchall()]
+            if tables:
+                conn.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+            outside = outside_dependents(conn, schemas)
+            if outside and not cascade:
+                listed = ", ".join(outside[:10]) + (f" and {len(outside) - 10} more" if len(outside) > 10 else "")
+                raise MinnoctlError(
+                    f"refusing to drop minnoctl's schemas: {len(outside)} object(s) outside them depend on them "
+                    f"and would be dropped too: {listed} — drop or change those first, or add --cascade to drop "
+                    "them with the schemas; nothing was changed")
+            for schema in reversed(schemas):
+                conn.execute(f"DROP SCHEMA IF EXISTS {_ident(schema)} CASCADE")
+            return outside
+
+    return runner.retrying("dropping minnoctl's schemas (db init --force)", drop, "nothing was changed")
+
+
 def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, force: bool = False,
          lock_timeout: float = 30, files: list[MigrationFile] | None = None,
-         verbose: bool = False, environment: str | None = None) -> RunResult:
+         verbose: bool = False, environment: str | None = None, cascade: bool = False,
+         ddl_lock_timeout: float = DDL_LOCK_TIMEOUT_S, approve: Any = None) -> RunResult:
     """Create the database if needed, the extensions and the schemas, and apply every migration of
     the chosen modules (all by default). `force` first drops exactly minnoctl's module schemas and
-    its bookkeeping schema (the CLI asks for confirmation)."""
+    its bookkeeping schema, and refuses when objects outside them depend on them unless `cascade`.
+    `approve(production_reason, recorded_environment)` is called before anything changes (before
+    CREATE DATABASE; else under the lock): the CLI's production guard and confirmations."""
     from minnoctl.errors import ConnectError
+    from minnoctl.safety import production_reason
 
     result = RunResult()
-    runner = Runner(settings, files)
+    runner = Runner(settings, files, ddl_lock_timeout)
     selected = modules.with_dependencies(chosen)
+    approved = False
     try:
         runner.open()
     except ConnectError as exc:
         if exc.kind != "no-database":
             raise
+        if approve is not None:
+            approve(production_reason(None), None)  # a database that does not exist has no mark
+            approved = True
         _create_database(settings, selected)
         result.database_created = True
         runner.open()
     names = {m.name for m in selected}
     try:
-        with locks.advisory_lock(runner.conn, "migrate", lock_timeout):
+        with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
             conn = runner.conn
             assert conn is not None
+            result.environment_before = recorded_environment(conn)
+            if approve is not None and not approved:
+                approve(production_reason(conn), result.environment_before)
             to_create = runner.check_extensions(selected)  # before any change
             all_schemas = [m.schema for m in modules.MODULES] + [BOOKKEEPING]
             before = _catalog(conn, all_schemas) if verbose else set()
-            result.environment_before = recorded_environment(conn)
             if environment is None:
                 environment = result.environment_before  # kept through --force too
             if force:
-                with conn.transaction():
-                    for schema in reversed(all_schemas):
-                        conn.execute(f"DROP SCHEMA IF EXISTS {_ident(schema)} CASCADE")
+                result.cascaded = _drop_minnoctl_schemas(runner, all_schemas, cascade)
                 log.warning("dropped minnoctl's schemas: %s", ", ".join(all_schemas))
+                if result.cascaded:
+                    log.warning("--cascade also dropped, outside them: %s", ", ".join(result.cascaded))
                 before = set()
             plan = _locked_plan(runner, [m for m in modules.MODULES if m.name in names], allow_drift=False)
             result.extensions_created = _create_extensions(runner, to_create)
@@ -741,14 +990,26 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
 # migrate new
 
 
+NEW_NAME_MAX = 80  # `migrate new NAME`: the file name stays short on every file system
+
+
 def new_migration(name: str, module: str, folder: Path | None = None) -> tuple[Path, Path]:
     """Write the next numbered file pair of `module`; returns their paths."""
     from minnoctl import resources
 
+    from minnoctl.render_text import shown
+
     mod = modules.get(module)
+    # the name becomes the file name and the file's first comment line: one printable line, bounded
+    if not name.isprintable():
+        raise UsageError(f"migration name {shown(name)} holds a line break or control character — give one "
+                         "line of letters and digits, e.g. add_user_index")
+    if len(name) > NEW_NAME_MAX:
+        raise UsageError(f"migration name {shown(name)} is {len(name)} characters long; at most {NEW_NAME_MAX}, "
+                         "e.g. add_user_index")
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     if not slug:
-        raise UsageError(f"'{name}' gives an empty file name — use letters and digits, e.g. add_user_index")
+        raise UsageError(f"{shown(name)} gives an empty file name — use letters and digits, e.g. add_user_index")
     import os
 
     if folder is None and os.environ.get("MINNOCTL_MIGRATIONS_DIR"):

@@ -376,7 +376,7 @@ def load(conn: "psycopg.Connection", target: Target, kek: "crypto.MasterKey | No
     files = [read_file(m) for m in target.seeded]  # every file parsed before anything changes
     result = LoadResult([m.name for m in target.seeded])
     conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("seed"),))
-    with locks.advisory_lock(conn, "seed", lock_timeout):
+    with locks.advisory_lock(conn, "seed", lock_timeout, option="--lock-timeout"):
         ring = None
         try:
             with conn.transaction():
@@ -721,7 +721,7 @@ def scale(conn: "psycopg.Connection", n: int, random_seed: int, chosen: list[mod
     started = time.monotonic()
     result = ScaleResult(random_seed)
     conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("seed"),))
-    with locks.advisory_lock(conn, "seed", lock_timeout):
+    with locks.advisory_lock(conn, "seed", lock_timeout, option="--lock-timeout"):
         try:
             with conn.transaction():
                 conn.execute("SET LOCAL TimeZone = 'UTC'")

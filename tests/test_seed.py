@@ -305,11 +305,14 @@ def test_a_database_marked_production_is_refused_on_any_machine(cli, migrated, k
     assert cli("seed", "--force", env=env).exit_code == ExitCode.NOT_CONFIRMED  # no terminal, no --yes
     result = cli("seed", "--force", "--yes", env=env)
     assert result.exit_code == 0, result.stderr
-    # unmarking asks too, and the marker survives db init --force
-    assert cli("db", "init", *mods, "--environment", "development", env=env).exit_code == ExitCode.NOT_CONFIRMED
-    assert cli("db", "init", *mods, "--force", "--yes", env=env).exit_code == 0
+    # unmarking and db init --force are guarded too (tests/test_migrate_safety.py); the marker survives --force
+    assert cli("db", "init", *mods, "--environment", "development", env=env).exit_code == ExitCode.PRODUCTION
+    assert cli("db", "init", *mods, "--environment", "development", "--force-production",
+               env=env).exit_code == ExitCode.NOT_CONFIRMED
+    assert cli("db", "init", *mods, "--force", "--force-production", "--yes", env=env).exit_code == 0
     assert cli("seed", "--yes", env=env).exit_code == ExitCode.PRODUCTION
-    assert cli("db", "init", *mods, "--environment", "development", "--yes", env=env).exit_code == 0
+    assert cli("db", "init", *mods, "--environment", "development", "--force-production", "--yes",
+               env=env).exit_code == 0
     assert cli("seed", "--yes", env=env).exit_code == 0
     assert cli("db", "init", "--environment", "Prod Uction", env=env).exit_code == ExitCode.USAGE
 

@@ -6,8 +6,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Number, Yes, confirm, note as _note
+from minnoctl.cli.options import (DatabaseUrl, ForceProduction, Format, LockTimeout, Modules, Number, Yes, confirm,
+                                  guard_production, note as _note)
+from minnoctl.migrate import DDL_LOCK_TIMEOUT_S
+from minnoctl.safety import names_help
 
+DdlLockTimeout = Annotated[
+    float,
+    typer.Option("--ddl-lock-timeout", click_type=Number(0.01, 3600),
+                 help="Seconds each migration statement may wait for a table lock (0.01 to 3600). Waiting "
+                 "for ACCESS EXCLUSIVE queues the application's queries behind it, so a migration waits at most "
+                 "this long, gives way, retries a few times with backoff, then fails (exit 13) naming the "
+                 "blocking session."),
+]
 
 
 db_app = typer.Typer(help="Create the database, schemas and extensions (db init).\n\n"
@@ -26,14 +37,21 @@ def _settings(database_url: str | None):
 def init(
     modules: Modules = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Drop minnoctl's module schemas and its bookkeeping "
-                                        "first (asks; --yes in scripts). Nothing else is touched.")] = False,
+                                        "first (asks; --yes in scripts). Nothing else is touched: if objects "
+                                        "outside them (a view, a foreign key, ...) depend on them, it refuses "
+                                        "and lists them.")] = False,
+    cascade: Annotated[bool, typer.Option("--cascade", help="With --force: also drop the objects outside "
+                                          "minnoctl's schemas that depend on them (it lists what it dropped).")] = False,
     yes: Yes = False,
+    force_production: ForceProduction = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every object created.")] = False,
     environment: Annotated[Optional[str], typer.Option(
-        "--environment", "-e", help="Record what this database is (production, staging, development) in the "
-        "database itself; `minnoctl seed` refuses a production database without --force.",
+        "--environment", "-e", help="Record what this database is in the database itself, one of: "
+        f"{names_help()}. seed, db init --force, migrate rollback and backup restore --clean refuse a "
+        "production database without --force-production; lifting the mark needs it too.",
         show_default=False)] = None,
     lock_timeout: LockTimeout = 30,
+    ddl_lock_timeout: DdlLockTimeout = DDL_LOCK_TIMEOUT_S,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -47,20 +65,34 @@ def init(
     from minnoctl import migrate, render
     from minnoctl import modules as registry
 
+    from minnoctl.errors import UsageError
+
     chosen = registry.parse_list(modules)
+    if cascade and not force:
+        raise UsageError("--cascade goes with --force")
     if environment is not None:
         environment = migrate.check_environment(environment)
     settings = _settings(database_url)
     target = settings.label()
-    if force:
-        schemas = ", ".join([m.schema for m in registry.MODULES] + [migrate.BOOKKEEPING])
-        confirm(f"Drop the schemas {schemas} and everything in them at {target}?", yes)
-    if environment is not None and environment != "production":
-        if migrate.read_environment(settings) == "production":
-            confirm(f"{target} is marked production; mark it {environment}, which lifts the seed's "
-                    "production guard?", yes)
+
+    def approve(reason: str | None, recorded: str | None) -> None:
+        """Before anything changes: the production guard, then the ordinary confirmations."""
+        lifting = environment is not None and environment != "production" and recorded == "production"
+        confirmed = False
+        if force or lifting:
+            action = ("drop minnoctl's schemas (db init --force)" if force else
+                      f"mark it {environment}, lifting its production mark")
+            confirmed = guard_production(reason, force=force_production, yes=yes, action=action, target=target)
+        if force and not confirmed:
+            schemas = ", ".join([m.schema for m in registry.MODULES] + [migrate.BOOKKEEPING])
+            also = " and the objects outside them that depend on them" if cascade else ""
+            confirm(f"Drop the schemas {schemas} and everything in them{also} at {target}?", yes)
+        if lifting and not confirmed:
+            confirm(f"{target} is marked production; mark it {environment}, which lifts the production guard?", yes)
+
     result = migrate.init(settings, chosen, force=force, lock_timeout=lock_timeout, verbose=verbose,
-                          environment=environment)
+                          environment=environment, cascade=cascade, ddl_lock_timeout=ddl_lock_timeout,
+                          approve=approve)
     if environment is not None and environment != result.environment_before:
         _note("marked the database as %s", environment)
     if result.up_to_date:
@@ -115,6 +147,7 @@ def migrate_main(
     allow_drift: Annotated[bool, typer.Option("--allow-drift", help="Apply even if applied migrations "
                                               "were edited, removed or renamed.")] = False,
     lock_timeout: LockTimeout = 30,
+    ddl_lock_timeout: DdlLockTimeout = DDL_LOCK_TIMEOUT_S,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -144,7 +177,8 @@ def migrate_main(
         if exit_code and plan.pending:
             raise typer.Exit(int(ExitCode.PENDING))
         return
-    result = migrate.migrate(settings, chosen, lock_timeout=lock_timeout, allow_drift=allow_drift)
+    result = migrate.migrate(settings, chosen, lock_timeout=lock_timeout, allow_drift=allow_drift,
+                             ddl_lock_timeout=ddl_lock_timeout)
     if result.up_to_date:
         _note("nothing to apply: the database is up to date")
         return
@@ -198,10 +232,13 @@ def rollback(
     to: Annotated[Optional[str], typer.Option("--to", help="Roll back every migration applied after this id "
                                               "(it stays applied).")] = None,
     yes: Yes = False,
+    force_production: ForceProduction = False,
     lock_timeout: LockTimeout = 30,
+    ddl_lock_timeout: DdlLockTimeout = DDL_LOCK_TIMEOUT_S,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Roll back applied migrations, newest first (asks; --yes in scripts).
+    """Roll back applied migrations, newest first (asks; --yes in scripts). On a production database
+    (marked, or MINNO_ENV / APP_ENV / NODE_ENV) it refuses without --force-production.
 
     Example: minnoctl migrate rollback --steps 2 --yes
     """
@@ -211,12 +248,18 @@ def rollback(
     if steps is not None and to is not None:
         raise UsageError("use --steps or --to, not both")
     settings = _settings(database_url)
-    victims = migrate.rollback(settings, steps=steps, to=to, lock_timeout=lock_timeout, dry_run=True)
-    if not victims:
+
+    def approve(victims: list[str], reason: str | None) -> None:
+        """Under the migrate lock, before anything changes: the production guard, then the question."""
+        if not guard_production(reason, force=force_production, yes=yes, target=settings.label(),
+                                action=f"roll back {len(victims)} migration(s)"):
+            confirm(f"Roll back {len(victims)} migration(s): {', '.join(victims)}?", yes)
+
+    done = migrate.rollback(settings, steps=steps, to=to, lock_timeout=lock_timeout,
+                            ddl_lock_timeout=ddl_lock_timeout, approve=approve)
+    if not done:
         _note("nothing to roll back")
         return
-    confirm(f"Roll back {len(victims)} migration(s): {', '.join(victims)}?", yes)
-    done = migrate.rollback(settings, steps=steps, to=to, lock_timeout=lock_timeout)
     _note("rolled back %d migration(s)", len(done))
 
 
