@@ -450,7 +450,7 @@ class Runner:
                     if watch is None:
                         watch = _BlockerWatch(self.settings, self.conn.info.backend_pid)
                     pause = min(_BACKOFF_S[1], _BACKOFF_S[0] * 2 ** (attempt_no - 1)) * random.uniform(0.5, 1.5)
-                    log.warning("%s waited %g s for a lock and gave way; try %d of %d in %.1f s", what,
+                    log.warning("%s waited %g s for a lock and gave way; trying again (%d of %d) in %.1f s", what,
                                 self.ddl_lock_timeout, attempt_no + 1, DDL_TRIES, pause)
                     time.sleep(pause)
             blockers = _describe_blockers(watch.seen if watch else [])
