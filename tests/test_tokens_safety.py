@@ -137,6 +137,18 @@ def test_read_committed_writers_still_work_and_an_application_role_needs_no_upda
             conn.execute(f'DROP ROLE "{role}"')
 
 
+def test_updating_other_columns_of_a_token_takes_no_key_lock_and_is_not_refused(migrated, kek):
+    fill(migrated, kek, 1, providers=1)
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("UPDATE minno.encryption_keys SET write_fenced_at = now()")  # its key is being retired
+        conn.execute("UPDATE minno.oauth_tokens SET expires_at = now() + interval '1 day'")  # the fields unchanged
+        with conn.transaction():
+            conn.execute("UPDATE minno.oauth_tokens SET scopes = '{a}'")
+            locked = conn.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND "
+                                  "relation = 'minno.encryption_keys'::regclass").fetchone()[0]
+        assert locked == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # items 4 and 10: one lock for rotate, rotate --master and retire; the re-wrap is atomic
 

@@ -11,6 +11,9 @@
 -- The lock also holds the key row until the writer commits, so the rotation's fence and
 -- retirement (UPDATEs of that row) wait for writers that wrote under the key; minnoctl bounds that
 -- wait with lock_timeout.
+-- An UPDATE that leaves an encrypted field as it was is not checked any more: the field is not new
+-- (the rotation moves existing fields), so updating a token's other columns locks no key row and
+-- never fails because the field's key is being retired.
 -- Choices:
 -- * FOR SHARE, not FOR KEY SHARE: a key share lock does not conflict with an UPDATE that leaves the
 --   row's key alone, so it would not see the fence or the retirement.
@@ -33,6 +36,7 @@ BEGIN
     FOREACH col IN ARRAY TG_ARGV LOOP
         val := to_jsonb(NEW) ->> col;
         CONTINUE WHEN val IS NULL OR left(val, 8) !~ '^[A-Za-z0-9+/]{8}$';
+        CONTINUE WHEN TG_OP = 'UPDATE' AND val IS NOT DISTINCT FROM to_jsonb(OLD) ->> col;
         head := decode(left(val, 8), 'base64');
         CONTINUE WHEN get_byte(head, 0) <> 1;
         num := ('x' || encode(substring(head from 2 for 4), 'hex'))::bit(32)::int;
