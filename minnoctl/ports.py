@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import re
 import socket
 import time
 import uuid
@@ -68,8 +69,10 @@ def check_protocol(protocol: str) -> str:
 
 def check_hostname(hostname: str) -> str:
     value = hostname.strip().lower()
-    if not value or any(c.isspace() for c in value):  # its length: check_lengths, from the column
-        raise UsageError(f"--hostname {shown(hostname)} is not a host name")
+    # a name or an address (letters, digits, . - _ and IPv6's : [ ] %); its length: check_lengths
+    if not re.fullmatch(r"[a-z0-9._:%\[\]-]+", value):
+        raise UsageError(f"--hostname {shown(hostname)} is not a host name (letters, digits, '.', '-', '_' or an "
+                         "IP address)")
     return value
 
 

@@ -17,18 +17,20 @@ from minnoctl.errors import ExitCode
 HOSTILE_ECHO = "a\n\x1b[31mX"
 
 
-def fingerprint(url: str) -> dict[str, object]:
+def fingerprint(url: str, conn: psycopg.Connection | None = None) -> dict[str, object]:
     """Every table's row count and an md5 of its rows, plus the server's list of databases: equal
-    before and after means the command changed nothing."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        tables = conn.execute(
-            "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables "
-            "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') "
-            "ORDER BY 1").fetchall()
-        parts = [f"SELECT {psycopg.sql.quote(t)}::text, count(*), md5(coalesce(string_agg(x::text, '|' "
-                 f"ORDER BY x::text), '')) FROM {t} x" for (t,) in tables]
-        rows = conn.execute(" UNION ALL ".join(parts)).fetchall() if parts else []
-        databases = conn.execute("SELECT array_agg(datname ORDER BY datname) FROM pg_database").fetchone()[0]
+    before and after means the command changed nothing. `conn`: an open connection to use."""
+    if conn is None:
+        with psycopg.connect(url, autocommit=True) as own:
+            return fingerprint(url, own)
+    tables = conn.execute(
+        "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables "
+        "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') "
+        "ORDER BY 1").fetchall()
+    parts = [f"SELECT {psycopg.sql.quote(t)}::text, count(*), md5(coalesce(string_agg(x::text, '|' "
+             f"ORDER BY x::text), '')) FROM {t} x" for (t,) in tables]
+    rows = conn.execute(" UNION ALL ".join(parts)).fetchall() if parts else []
+    databases = conn.execute("SELECT array_agg(datname ORDER BY datname) FROM pg_database").fetchone()[0]
     return {"tables": rows, "databases": databases}
 
 
@@ -83,7 +85,7 @@ RESERVE = ["ports", "reserve", "-p", "alpha", "-s", "api", "-r", "ci"]
 RANGE_ADD = ["ports", "range", "add", "grpc", "--start", "50000", "--end", "50009"]
 
 
-@pytest.mark.parametrize("args, phrases", [
+OVERFLOWS = [
     (ALLOC + ["--lease", "999999999999d"], ["--lease", "'999999999999d'", "10 years"]),
     (ALLOC + ["--lease", "1e400"], ["--lease", "'1e400'"]),
     (ALLOC + ["--lease", "nan"], ["--lease", "'nan'"]),
@@ -116,9 +118,12 @@ RANGE_ADD = ["ports", "range", "add", "grpc", "--start", "50000", "--end", "5000
     (["migrate", "rollback", "--steps", "99999999999999999999999"], ["--steps"]),
     (["token", "retire", "99999999999999999999"], ["KEY"]),
     (["token", "rotate", "--batch-size", "1e400"], ["--batch-size"]),
-])
-def test_overflowing_durations_and_numbers_are_one_line_exit_2(run, db, args, phrases):
-    refused(run, db, args, phrases=phrases)
+]
+
+
+def test_overflowing_durations_and_numbers_are_one_line_exit_2(run, db):
+    for args, phrases in OVERFLOWS:
+        refused(run, db, args, phrases=phrases)
 
 
 def test_local_stop_wait_nan_is_refused_before_anything_stops(run, db, tmp_path):
@@ -126,36 +131,42 @@ def test_local_stop_wait_nan_is_refused_before_anything_stops(run, db, tmp_path)
     refused(run, db, ["local", "stop", "--wait", "nan"], phrases=["--wait"], MINNO_HOME=str(tmp_path / "h"))
 
 
-@pytest.mark.parametrize("name, value", [
+ENV_OVERFLOWS = [
     ("DB_STATEMENT_TIMEOUT", "999999999999h"),
     ("DB_STATEMENT_TIMEOUT", "nan"),
     ("DB_IDLE_TIMEOUT", "1e400"),
     ("DB_CONNECTION_TIMEOUT", "99999999999999999999999"),
     ("DB_POOL_SIZE", "99999999999999999999999"),
-])
-def test_environment_durations_are_bounded_too(run, db, name, value):
-    line = refused(run, db, ["token", "list"], code=ExitCode.CONFIG, phrases=[name], **{name: value})
-    assert "at most" in line or "from" in line
+]
+
+
+def test_environment_durations_are_bounded_too(run, db):
+    for name, value in ENV_OVERFLOWS:
+        line = refused(run, db, ["token", "list"], code=ExitCode.CONFIG, phrases=[name], **{name: value})
+        assert "at most" in line or "from" in line
 
 
 LONG = "x" * 300
 
 
-@pytest.mark.parametrize("args, option, limit", [
+TOO_LONG = [
     (["token", "put", "--workspace", "T1", "--provider", LONG, "--access-token-file", "-"], "--provider", 50),
     (ALLOC[:4] + ["-s", LONG, "-r", "ci"], "--service", 255),
     (["ports", "range", "add", LONG, "--start", "50000", "--end", "50009"], "NAME", 100),
     (ALLOC + ["--hostname", LONG], "--hostname", 255),
     (RESERVE + ["--ttl", "1h", "-s", LONG], "--service", 255),
-])
-def test_strings_longer_than_their_column_are_one_line_with_the_limit(run, db, args, option, limit):
-    line = refused(run, db, args, input="secret-token\n", phrases=[option, str(limit)])
-    assert "StringDataRightTruncation" not in line
+]
+
+
+def test_strings_longer_than_their_column_are_one_line_with_the_limit(run, db):
+    for args, option, limit in TOO_LONG:
+        line = refused(run, db, args, input="secret-token\n", phrases=[option, str(limit)])
+        assert "StringDataRightTruncation" not in line
 
 
 def test_a_server_side_truncation_is_one_line(run, db):
-    """Where a value reaches a varchar column by another path (here a Slack team id of 300
-    characters on an existing team's lookup), the server's 22001 is still one line."""
+    """Where a value reaches a varchar column by a path no check covers (here a project's name
+    of 300 characters), the server's 22001 is still one line, exit 2."""
     from minnoctl.cli import _server_refusal
 
     with psycopg.connect(db, autocommit=True) as conn:
@@ -166,16 +177,19 @@ def test_a_server_side_truncation_is_one_line(run, db):
     assert mapped is not None and mapped[1] == ExitCode.USAGE and "too long" in mapped[0]
 
 
-@pytest.mark.parametrize("args, option", [
+EMPTY = [
     (["migrate", "status", "--modules", ""], "--modules"),
     (["migrate", "--dry-run", "--modules", " , "], "--modules"),
     (["token", "put", "--workspace", "T1", "--provider", "slack", "--access-token-file", "-",
       "--expires-at", ""], "--expires-at"),
     (["token", "list", "--workspace", ""], "--workspace"),
     (["ports", "list", "--project", ""], "--project"),
-])
-def test_empty_values_are_usage_errors_not_all_or_none(run, db, args, option):
-    refused(run, db, args, input="secret-token\n", phrases=[option])
+]
+
+
+def test_empty_values_are_usage_errors_not_all_or_none(run, db):
+    for args, option in EMPTY:
+        refused(run, db, args, input="secret-token\n", phrases=[option])
 
 
 def test_expires_at_never_is_the_explicit_no_expiry(run, db):
@@ -186,8 +200,16 @@ def test_expires_at_never_is_the_explicit_no_expiry(run, db):
         assert conn.execute("SELECT expires_at FROM minno.oauth_tokens").fetchall() == [(None,)]
 
 
-@pytest.mark.parametrize("args", [
+BIDI = "\u202eevil"
+ECHOED = [  # refused where it is parsed (a control character), or deep in the command (bidi)
     ["ports", "range", "disable", HOSTILE_ECHO],
+    ["ports", "range", "disable", BIDI],
+    ["ports", "allocate", "-p", BIDI, "-s", "api", "-r", "ci"],
+    ["ports", "allocate", "-p", "alpha", "-s", "api", "-r", BIDI],
+    ["token", "put", "--workspace", BIDI, "--provider", "slack", "--access-token-file", "-"],
+    ["cleanup", "--dry-run", "--older-than", f"{BIDI}=3"],
+    ["health", "-t", f"{BIDI}=3"],
+    ["backup", "create", "--compress", BIDI],
     ["ports", "allocate", "-p", HOSTILE_ECHO, "-s", "api", "-r", "ci"],
     ["ports", "list", "--status", HOSTILE_ECHO],
     ["token", "list", "--expiring-within", HOSTILE_ECHO],
@@ -196,13 +218,16 @@ def test_expires_at_never_is_the_explicit_no_expiry(run, db):
     ["migrate", "status", "--modules", HOSTILE_ECHO],
     ["backup", "verify", HOSTILE_ECHO],
     ["ports", "list", "--format", HOSTILE_ECHO],
-])
-def test_echoed_values_are_escaped(run, db, args):
+]
+
+
+def test_echoed_values_are_escaped(run, db):
     before = fingerprint(db)
-    result = run(*args)
-    line = one_line(result)
-    assert result.exit_code in {int(c) for c in ExitCode} - {0, 70}, result.stderr
-    assert "\\e[31mX" in line or "\\x1b" in line, line
+    for args in ECHOED:
+        result = run(*args, input="secret-token\n")
+        line = one_line(result)
+        assert result.exit_code in {int(c) for c in ExitCode} - {0, 70}, result.stderr
+        assert "\\e[31mX" in line or "\\u202e" in line, (args, line)
     assert fingerprint(db) == before
 
 

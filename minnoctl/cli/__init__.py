@@ -85,6 +85,16 @@ def _report(exc: BaseException) -> int:
     if isinstance(exc, BrokenPipeError):
         sys.stderr = open(os.devnull, "w")  # the reader left; say nothing more
         return int(ExitCode.FAILURE)
+    if isinstance(exc, OSError) and exc.filename is not None:  # a path given or configured: not a bug
+        import errno
+
+        from minnoctl.render_text import shown
+
+        if _state.traceback:
+            _print_traceback(exc)
+        render.error(f"cannot use {shown(exc.filename)}: {exc.strerror or exc.__class__.__name__}")
+        bad_name = exc.errno in (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ)
+        return int(ExitCode.USAGE if bad_name else ExitCode.FAILURE)
     refused = _server_refusal(exc)
     if refused is not None:
         if _state.traceback:

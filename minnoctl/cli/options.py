@@ -97,15 +97,22 @@ class Duration(_ParamType):
 
 class Text(_ParamType):
     """Every string option and argument: an empty value is a usage error, never "all" or "none"
-    (`--modules ''` is not every module, `--expires-at ''` is not "no expiry": say `never`)."""
+    (`--modules ''` is not every module, `--expires-at ''` is not "no expiry": say `never`); so is
+    a control character (a newline, ESC): no name, path or label minnoctl takes holds one, and
+    stored it would reach every terminal that lists it."""
 
     name = "text"
 
     def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
+        import unicodedata
+
         from minnoctl.errors import UsageError
 
         if isinstance(value, str) and not value.strip():
             raise UsageError(f"{_param_name(param)} is empty — give a value, or leave the option out")
+        if isinstance(value, str) and any(unicodedata.category(ch) == "Cc" for ch in value):
+            raise UsageError(f"{_param_name(param)} {shown(value)} holds a control character (a newline, tab "
+                             "or escape sequence) — give it without")
         return value
 
 
