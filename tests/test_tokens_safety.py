@@ -231,6 +231,11 @@ def test_kill_9_during_a_master_rewrap_leaves_every_key_under_exactly_one_master
     masters = unwrapping_masters(migrated, kek, new)
     assert len(masters) == 41 and all(v == ["new"] for v in masters.values()), masters
     assert decrypt_all(migrated, new)[0] == plain
+    # not knowing whether a killed re-wrap committed, the operator runs it again: a no-op, exit 0
+    third = run_minnoctl("token", "rotate", "--master",
+                         env=env_for(migrated, kek, MINNO_NEW_MASTER_KEY=crypto.encode_key(new.key)))
+    assert third.returncode == 0 and "already wrapped by master key" in third.stderr, third.stderr
+    assert all(v == ["new"] for v in unwrapping_masters(migrated, kek, new).values())
 
 
 def _no_rewrap_session(url: str) -> bool:
