@@ -608,11 +608,16 @@ class Embedded:
         if stat.S_ISDIR(st.st_mode) and st.st_uid == (ids[0] if ids else os.geteuid()):
             shutil.rmtree(recorded, ignore_errors=True)
 
-    def _stop_unrecorded(self, ids: tuple[int, int] | None) -> None:
+    def _stop_unrecorded(self, ids: tuple[int, int] | None, wait_s: float = 0) -> None:
         """After a failed or interrupted start: stop the postmaster that start left running but
-        minnoctl did not record, so no half-started server holds the data directory."""
+        minnoctl did not record, so no half-started server holds the data directory. `wait_s`: a
+        postmaster forked just before pg_ctl was stopped may take a moment to write its pid file."""
         with _uninterrupted():
             found = self._postmaster()
+            deadline = time.monotonic() + wait_s
+            while found is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                found = self._postmaster()
             if found is not None and self._state().get("pid") != found[0]:
                 self._run([str(self._bin() / "pg_ctl"), "-D", str(self.pgdata), "-m", "immediate", "-w", "-t", "15",
                            "stop"], ids, timeout=20)
@@ -620,8 +625,8 @@ class Embedded:
     def _start_locked(self, ids: tuple[int, int] | None) -> None:
         try:
             self._start_attempts(ids)
-        except BaseException:  # failed, or interrupted (Ctrl-C): leave no server nobody recorded
-            self._stop_unrecorded(ids)
+        except BaseException as exc:  # failed, or interrupted (Ctrl-C): leave no server nobody recorded
+            self._stop_unrecorded(ids, wait_s=1.0 if isinstance(exc, KeyboardInterrupt) else 0)
             raise
 
     def _start_attempts(self, ids: tuple[int, int] | None) -> None:
