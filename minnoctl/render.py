@@ -69,7 +69,8 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, lines: bool = False) -> str:
+    """A value as text for tables and csv; `lines`: newlines and tabs stay (csv quotes them)."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -78,7 +79,14 @@ def _cell(value: Any) -> str:
     value = jsonable(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
-    return str(value)
+    # a stored value with an escape sequence (or, outside csv, a newline) is shown escaped: it
+    # would repaint the terminal or forge a row; JSON carries it exactly
+    from minnoctl.render_text import escape_controls
+
+    text = str(value)
+    if lines:
+        return "".join(ch if ch in "\n\r\t" else escape_controls(ch) for ch in text)
+    return escape_controls(text)
 
 
 def emit_json(document: Any, out: Any = None) -> None:
@@ -109,7 +117,7 @@ def table(
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in columns])
+            writer.writerow([_cell(row.get(c), lines=True) for c in columns])
         return
     if fmt == "table" and is_terminal(out):
         from rich.table import Table

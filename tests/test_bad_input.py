@@ -47,16 +47,20 @@ def one_line(result) -> str:
     return lines[0] if lines else ""
 
 
-@pytest.fixture
-def db(migrated):
-    """A migrated database with a project, a port range and a Slack workspace."""
-    with psycopg.connect(migrated, autocommit=True) as conn:
+def furnish(url: str) -> str:
+    """A project `alpha`, a port range `ci` (41000-41009) and a Slack workspace `T1`."""
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("INSERT INTO supervisor.projects (name, path) VALUES ('alpha', '/srv/alpha')")
         conn.execute("INSERT INTO supervisor.port_ranges (range_name, start_port, end_port, cooldown_seconds) "
                      "VALUES ('ci', 41000, 41009, 1)")
         conn.execute("INSERT INTO minno.workspaces (id, slack_team_id, slack_team_name) VALUES (%s, 'T1', 'one')",
                      (uuid.uuid4(),))
-    return migrated
+    return url
+
+
+@pytest.fixture
+def db(migrated):
+    return furnish(migrated)
 
 
 @pytest.fixture
@@ -229,6 +233,21 @@ def test_echoed_values_are_escaped(run, db):
         assert result.exit_code in {int(c) for c in ExitCode} - {0, 70}, result.stderr
         assert "\\e[31mX" in line or "\\u202e" in line, (args, line)
     assert fingerprint(db) == before
+
+
+def test_stored_values_with_escape_sequences_are_listed_escaped(run, db):
+    """A value an application stored with a newline and ESC is shown escaped in tables and plain
+    (csv keeps the newline, quoted, and escapes the ESC); JSON carries it exactly."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE supervisor.port_ranges SET description = %s", (HOSTILE_ECHO,))
+    for fmt in ("plain", "csv", "table", "github"):
+        result = run("ports", "range", "list", "--format", fmt)
+        assert result.exit_code == 0 and "\x1b" not in result.stdout and "\\e[31mX" in result.stdout, result.stdout
+        assert fmt == "csv" or "a\\n\\e[31mX" in result.stdout  # csv quotes a newline; the others escape it
+    import json
+
+    document = json.loads(run("ports", "range", "list", "--format", "json").stdout)
+    assert document[0]["description"] == HOSTILE_ECHO
 
 
 def test_too_many_clients_is_the_connection_limit_error(cli, tmp_path):

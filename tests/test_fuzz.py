@@ -11,9 +11,6 @@ of them on PostgreSQL 15.
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-
 import psycopg
 import pytest
 import typer
@@ -21,7 +18,7 @@ import typer
 from minnoctl import crypto
 from minnoctl.cli import app
 from minnoctl.errors import ExitCode
-from test_bad_input import fingerprint, folder_print
+from test_bad_input import fingerprint, folder_print, furnish
 
 HOSTILE = ["nan", "inf", "-1", "1e400", "999999999999d", "", "x" * 300, "a\n\x1b[31mX",
            "'; DROP TABLE x; --", "\u202eevil\u202c"]
@@ -119,12 +116,7 @@ def build(path: tuple[str, ...], param, value: str) -> list[str]:
 @pytest.fixture
 def world(migrated, cli, kek, tmp_path, any_server):
     """The migrated database with a project, a range, a workspace and one backup in the folder."""
-    with psycopg.connect(migrated, autocommit=True) as conn:
-        conn.execute("INSERT INTO supervisor.projects (name, path) VALUES ('alpha', '/srv/alpha')")
-        conn.execute("INSERT INTO supervisor.port_ranges (range_name, start_port, end_port, cooldown_seconds) "
-                     "VALUES ('ci', 41000, 41009, 1)")
-        conn.execute("INSERT INTO minno.workspaces (id, slack_team_id, slack_team_name) VALUES (%s, 'T1', 'one')",
-                     (uuid.uuid4(),))
+    furnish(migrated)
     backups = tmp_path / "backups"
     backups.mkdir()
     env = {"MINNO_DATABASE_URL": migrated, "MINNO_MASTER_KEY": crypto.encode_key(kek.key),

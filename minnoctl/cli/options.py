@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from minnoctl.formats import FORMATS
-from minnoctl.render_text import shown
+from minnoctl.render_text import one_line, shown
 
 
 def format_option(choices: tuple[str, ...] = FORMATS) -> object:
@@ -158,7 +158,7 @@ def confirm(question: str, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         raise NotConfirmed(f"{question.rstrip('?')}: this needs --yes when not run in a terminal")
-    if not typer.confirm(question, default=False, err=True):
+    if not typer.confirm(one_line(question), default=False, err=True):  # a value in it is shown escaped
         raise NotConfirmed("declined; nothing was changed")
 
 
