@@ -108,6 +108,9 @@ def test_the_installed_wheel_inits_seeds_and_checks_the_embedded_database(instal
         assert [m["state"] for m in applied] == ["applied"] * shipped
     finally:
         _run(installed, tmp_path, env, "local", "stop")
+        from minnoctl.local import remove
+
+        remove(home)  # as root the data lives outside the home, in a private directory of its own user
 
 
 @pytest.mark.slow
