@@ -348,11 +348,6 @@ def parse_duration(text: object, option: str, *, allow_zero: bool = False, minim
     return seconds
 
 
-def parse_span(text: str, option: str, *, allow_zero: bool = False, maximum: float = MAX_SPAN_S) -> float:
-    """A command-line duration in seconds, or a UsageError naming the option (see parse_duration)."""
-    return parse_duration(text, option, allow_zero=allow_zero, maximum=maximum)
-
-
 def parse_duration_ms(text: str, origin: str, *, allow_zero: bool = True) -> int:
     """A variable's duration in milliseconds: '30000' (milliseconds, as spec 002 writes them),
     '30s', '500ms', '5min', '1h'; at most PostgreSQL's int4 milliseconds. ConfigError else."""

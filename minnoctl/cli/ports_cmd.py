@@ -7,7 +7,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, Number, note as _note
+from minnoctl.cli.options import DatabaseUrl, Duration, Format, Number, note as _note
 
 ports_app = typer.Typer(help="Allocate, release and inspect service ports (alias: port).\n\n"
                         "Example: minnoctl ports allocate --project odin --service api --format plain",
@@ -36,12 +36,6 @@ def _conn(database_url: str | None) -> Iterator[object]:
         yield conn
 
 
-def _span(text: str | None, option: str, allow_zero: bool = False) -> float | None:
-    from minnoctl.config import parse_span
-
-    return None if text is None else parse_span(text, option, allow_zero=allow_zero)
-
-
 def _one_of(range_name: str | None, service_type: str | None) -> None:
     from minnoctl.errors import UsageError
 
@@ -59,9 +53,9 @@ def allocate(
     protocol: Protocol = "tcp",
     port: Annotated[Optional[int], typer.Option("--port", help="This port rather than the lowest free one.",
                                                 show_default=False)] = None,
-    lease: Annotated[Optional[str], typer.Option("--lease", help="Hold the port for this long (30m, 2h, 1d); "
-                                                 "allocating again renews it; cleanup releases expired leases.",
-                                                 show_default=False)] = None,
+    lease: Annotated[Optional[float], typer.Option("--lease", click_type=Duration(), help="Hold the port for this "
+                                                   "long (30m, 2h, 1d; at most 10 years); allocating again renews "
+                                                   "it; cleanup releases expired leases.", show_default=False)] = None,
     verify_bind: Annotated[bool, typer.Option("--verify-bind", help="This host only: skip ports that something "
                                               "outside minnoctl has bound.")] = False,
     fmt: Format = "table",
@@ -79,11 +73,10 @@ def allocate(
     from minnoctl import ports, render
 
     _one_of(range_name, service_type)
-    lease_s = _span(lease, "--lease")
     with _conn(database_url) as conn:
         got = ports.allocate(conn, project=project, service=service, range_name=range_name,
                              service_type=service_type, hostname=hostname, protocol=protocol, port=port,
-                             lease_s=lease_s, verify_bind=verify_bind)
+                             lease_s=lease, verify_bind=verify_bind)
     for skipped in got.skipped:
         _note("skipped port %d: bound on this host outside minnoctl", skipped)
     if fmt == "plain":
@@ -149,7 +142,8 @@ def list_(
 def reserve(
     project: Project,
     service: Service,
-    ttl: Annotated[str, typer.Option("--ttl", help="How long the reservation holds (15m, 2h, 1d).")],
+    ttl: Annotated[float, typer.Option("--ttl", click_type=Duration(), help="How long the reservation holds "
+                                       "(15m, 2h, 1d; at most 10 years).")],
     range_name: RangeName = None,
     service_type: ServiceType = None,
     port: Annotated[Optional[int], typer.Option("--port", help="This port rather than the lowest free one.",
@@ -165,9 +159,8 @@ def reserve(
     from minnoctl import ports, render
 
     _one_of(range_name, service_type)
-    ttl_s = _span(ttl, "--ttl")
     with _conn(database_url) as conn:
-        row = ports.reserve(conn, project=project, service=service, ttl_s=ttl_s, range_name=range_name,
+        row = ports.reserve(conn, project=project, service=service, ttl_s=ttl, range_name=range_name,
                             service_type=service_type, port=port)
     if fmt == "plain":
         typer.echo(str(row["port"]))
@@ -226,7 +219,8 @@ def range_add(
     service_types: Annotated[Optional[str], typer.Option("--service-type", "-t", help="Comma-separated service "
                                                          "types it serves (for allocate --service-type).",
                                                          show_default=False)] = None,
-    cooldown: Annotated[str, typer.Option("--cooldown", help="How long a released port stays out of automatic "
+    cooldown: Annotated[float, typer.Option("--cooldown", click_type=Duration(allow_zero=True),
+                                            help="How long a released port stays out of automatic "
                                           "allocation (0 for none).")] = "60s",
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
@@ -237,11 +231,10 @@ def range_add(
     """
     from minnoctl import ports, render
 
-    cooldown_s = _span(cooldown, "--cooldown", allow_zero=True)
     types = [t.strip() for t in (service_types or "").split(",") if t.strip()]
     with _conn(database_url) as conn:
         row = ports.add_range(conn, name, start, end, description=description, service_types=types,
-                              cooldown_s=cooldown_s)
+                              cooldown_s=cooldown)
     render.table([row], list(row), fmt, document=row)
 
 
