@@ -797,9 +797,10 @@ def _check_available(conn: "psycopg.Connection", selected: list[modules.Module])
                 )
 
 
-def _create_database(settings: "Settings", selected: list[modules.Module]) -> None:
+def _create_database(settings: "Settings", selected: list[modules.Module]) -> bool:
     """CREATE DATABASE for the configured name, through the server's maintenance database, after
-    checking that the chosen modules' extensions exist on the server."""
+    checking that the chosen modules' extensions exist on the server. False when another session
+    created it meanwhile."""
     import psycopg
 
     from minnoctl.connection import connect
@@ -824,14 +825,14 @@ def _create_database(settings: "Settings", selected: list[modules.Module]) -> No
                         exit_code=ExitCode.NO_DATABASE)
                 conn.execute(f"CREATE DATABASE {_ident(name)}")
                 log.info("created database %s", name)
-                return
+                return True
         except ConnectError as exc:
             last = exc
         except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
             # another db init created it meanwhile (the loser of a race on pg_database's unique
             # index gets unique_violation, a later one duplicate_database); it waits for the lock
             log.info("database %s was created meanwhile by another session", name)
-            return
+            return False
     assert last is not None
     raise last
 
@@ -944,8 +945,7 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
         if approve is not None:
             approve(production_reason(None), None)  # a database that does not exist has no mark
             approved = True
-        _create_database(settings, selected)
-        result.database_created = True
+        result.database_created = _create_database(settings, selected)
         runner.open()
     names = {m.name for m in selected}
     try:

@@ -6,21 +6,20 @@ concurrent db init of a new database; `migrate new` names; lock messages that na
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import psycopg
 import pytest
 
-from conftest import modules_for
 from minnoctl import locks
 from minnoctl.errors import ExitCode
-
-REPO_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+from test_migrate import set_copy  # noqa: F401 - the fixture: a copy of the migration set the test may edit
 
 
 def env_for(url: str, set_dir: Path | None = None, **extra: str) -> dict[str, str]:
@@ -52,13 +51,6 @@ def applied_count(url: str) -> int:
         return conn.execute("SELECT count(*) FROM minnoctl.migrations").fetchone()[0]
 
 
-@pytest.fixture
-def set_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "migrations"
-    shutil.copytree(REPO_MIGRATIONS, copy)
-    return copy
-
-
 # ---------------------------------------------------------------------------------------------
 # 1. the production guard
 
@@ -84,11 +76,12 @@ def test_production_guard_on_init_force_rollback_and_lifting_the_mark(migrated, 
     # the variables of this machine count too, on a database that is not marked
     lifted = run_minnoctl("db", "init", *mods, "--environment", "staging", "--force-production", "--yes", env=env)
     assert lifted.returncode == 0, lifted.stderr
-    for var in ("MINNO_ENV", "APP_ENV", "NODE_ENV"):
-        for args in (["db", "init", *mods, "--force", "--yes"], ["migrate", "rollback", "--yes"]):
-            refused = run_minnoctl(*args, env=env_for(migrated, **{var: "production"}))
-            assert refused.returncode == ExitCode.PRODUCTION, (var, args, refused.stderr)
-            assert f"{var}=production" in one_error_line(refused.stderr)
+    for var, args in (("MINNO_ENV", ["db", "init", *mods, "--force", "--yes"]),
+                      ("APP_ENV", ["migrate", "rollback", "--yes"]),
+                      ("NODE_ENV", ["db", "init", *mods, "--force", "--yes"])):
+        refused = run_minnoctl(*args, env=env_for(migrated, **{var: "production"}))
+        assert refused.returncode == ExitCode.PRODUCTION, (var, args, refused.stderr)
+        assert f"{var}=production" in one_error_line(refused.stderr)
     assert workspace_rows(migrated) == 1 and applied_count(migrated) == applied
     # with the override and --yes a script goes on; without --yes it still asks (no terminal: exit 11)
     prod = env_for(migrated, MINNO_ENV="production")
@@ -163,9 +156,18 @@ def _alter_set(set_copy: Path) -> None:
     (set_copy / "chatbot" / "0099_add_topic.rollback.sql").write_text("ALTER TABLE conversations DROP COLUMN topic;\n")
 
 
-def _spawn(url: str, set_copy: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "minnoctl", *args], env=dict(os.environ, **env_for(url, set_copy)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@contextmanager
+def _migrate(url: str, set_copy: Path, *args: str) -> Iterator[subprocess.Popen]:
+    """`minnoctl migrate ARGS` as a real process, killed if the test ends before it does."""
+    proc = subprocess.Popen([sys.executable, "-m", "minnoctl", "migrate", *args],
+                            env=dict(os.environ, **env_for(url, set_copy)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _wait_until_waiting(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -183,30 +185,24 @@ def _wait_until_waiting(url: str, proc: subprocess.Popen, timeout: float = 20) -
 
 def test_a_blocked_migration_never_stalls_readers_and_names_the_blocker(migrated, set_copy, run_minnoctl):
     _alter_set(set_copy)
-    reader = psycopg.connect(migrated)  # session A: a reader holding its lock in an open transaction
-    migrate = None
-    try:
+    # session A: a reader holding its lock in an open transaction
+    with psycopg.connect(migrated) as reader:
         reader.execute("LOCK TABLE chatbot.conversations IN ACCESS SHARE MODE")
         blocker_pid = reader.info.backend_pid
-        migrate = _spawn(migrated, set_copy, "migrate", "--ddl-lock-timeout", "0.5")
-        _wait_until_waiting(migrated, migrate)
-        # session C: the application reads the table while migrate waits for its ACCESS EXCLUSIVE lock
-        with psycopg.connect(migrated, autocommit=True) as app:
-            app.execute("SET statement_timeout = '5s'")
-            started = time.monotonic()
-            app.execute("SELECT count(*) FROM chatbot.conversations").fetchone()
-            waited = time.monotonic() - started
-        assert waited < 1.5, f"the application waited {waited:.1f} s behind migrate"
-        out, err = migrate.communicate(timeout=60)
-        assert migrate.returncode == ExitCode.MIGRATION_FAILED, err
-        line = one_error_line(err)
-        assert f"pid {blocker_pid}" in line and "LOCK TABLE chatbot.conversations" in line
-        assert "chatbot/0099_add_topic" in line
-    finally:
-        if migrate is not None and migrate.poll() is None:
-            migrate.kill()
-            migrate.wait()
-        reader.close()
+        with _migrate(migrated, set_copy, "--ddl-lock-timeout", "0.5") as migrate:
+            _wait_until_waiting(migrated, migrate)
+            # session C: the application reads the table while migrate waits for its ACCESS EXCLUSIVE lock
+            with psycopg.connect(migrated, autocommit=True) as app:
+                app.execute("SET statement_timeout = '5s'")
+                started = time.monotonic()
+                app.execute("SELECT count(*) FROM chatbot.conversations").fetchone()
+                waited = time.monotonic() - started
+            assert waited < 1.5, f"the application waited {waited:.1f} s behind migrate"
+            out, err = migrate.communicate(timeout=60)
+            assert migrate.returncode == ExitCode.MIGRATION_FAILED, err
+            line = one_error_line(err)
+            assert f"pid {blocker_pid}" in line and "LOCK TABLE chatbot.conversations" in line
+            assert "chatbot/0099_add_topic" in line
     with psycopg.connect(migrated) as conn:
         assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'chatbot' "
                             "AND table_name = 'conversations' AND column_name = 'topic'").fetchone()[0] == 0
@@ -221,21 +217,14 @@ def test_a_blocked_migration_never_stalls_readers_and_names_the_blocker(migrated
 
 def test_a_migration_retries_and_applies_once_the_blocker_lets_go(migrated, set_copy):
     _alter_set(set_copy)
-    reader = psycopg.connect(migrated)
-    migrate = None
-    try:
+    with psycopg.connect(migrated) as reader:
         reader.execute("LOCK TABLE chatbot.conversations IN ACCESS SHARE MODE")
-        migrate = _spawn(migrated, set_copy, "migrate", "--ddl-lock-timeout", "0.5")
-        _wait_until_waiting(migrated, migrate)
-        time.sleep(0.7)  # the first try has timed out by now; a later one succeeds
-        reader.rollback()
-        out, err = migrate.communicate(timeout=60)
-        assert migrate.returncode == 0, err
-    finally:
-        if migrate is not None and migrate.poll() is None:
-            migrate.kill()
-            migrate.wait()
-        reader.close()
+        with _migrate(migrated, set_copy, "--ddl-lock-timeout", "0.5") as migrate:
+            _wait_until_waiting(migrated, migrate)
+            time.sleep(0.7)  # the first try has timed out by now; a later one succeeds
+            reader.rollback()
+            out, err = migrate.communicate(timeout=60)
+            assert migrate.returncode == 0, err
     with psycopg.connect(migrated) as conn:
         assert conn.execute("SELECT count(*) FROM minnoctl.migrations WHERE id = 'chatbot/0099_add_topic'"
                             ).fetchone()[0] == 1
@@ -247,25 +236,19 @@ def test_a_concurrent_index_waits_for_old_transactions_instead_of_timing_out(mig
         "CREATE INDEX CONCURRENTLY idx_cc ON conversations (updated_at);\n")
     (set_copy / "chatbot" / "0099_cc.rollback.sql").write_text(
         "-- transactional: false\nDROP INDEX CONCURRENTLY IF EXISTS idx_cc;\n")
-    old = psycopg.connect(migrated)  # an open transaction that writes: CREATE INDEX CONCURRENTLY waits for it
-    migrate = None
-    try:
+    # an open transaction that writes: CREATE INDEX CONCURRENTLY waits for it
+    with psycopg.connect(migrated) as old:
         old.execute("INSERT INTO chatbot.conversations (user_id) VALUES ('u')")
-        migrate = _spawn(migrated, set_copy, "migrate", "--ddl-lock-timeout", "0.3")
-        _wait_until_waiting(migrated, migrate)
-        time.sleep(2.5)  # far beyond the lock timeout and its retries' first rounds
-        assert migrate.poll() is None, migrate.communicate()
-        with psycopg.connect(migrated, autocommit=True) as app:  # writers are not held up meanwhile
-            app.execute("SET statement_timeout = '2s'")
-            app.execute("INSERT INTO chatbot.conversations (user_id) VALUES ('w')")
-        old.commit()
-        out, err = migrate.communicate(timeout=60)
-        assert migrate.returncode == 0, err
-    finally:
-        if migrate is not None and migrate.poll() is None:
-            migrate.kill()
-            migrate.wait()
-        old.close()
+        with _migrate(migrated, set_copy, "--ddl-lock-timeout", "0.3") as migrate:
+            _wait_until_waiting(migrated, migrate)
+            time.sleep(1.5)  # five times the lock timeout
+            assert migrate.poll() is None, migrate.communicate()
+            with psycopg.connect(migrated, autocommit=True) as app:  # writers are not held up meanwhile
+                app.execute("SET statement_timeout = '2s'")
+                app.execute("INSERT INTO chatbot.conversations (user_id) VALUES ('w')")
+            old.commit()
+            out, err = migrate.communicate(timeout=60)
+            assert migrate.returncode == 0, err
     with psycopg.connect(migrated) as conn:
         assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'chatbot.idx_cc'::regclass"
                             ).fetchone()[0] is True

@@ -95,11 +95,11 @@ def init(
                           approve=approve)
     if environment is not None and environment != result.environment_before:
         _note("marked the database as %s", environment)
+    if result.database_created:
+        _note("created the database")
     if result.up_to_date:
         _note("the database is already initialised and up to date; nothing to do")
         return
-    if result.database_created:
-        _note("created the database")
     rows = [{"id": f.id, "module": f.module, "transactional": f.transactional} for f in result.applied]
     if verbose:
         render.table([{"kind": k, "name": n} for k, n in result.objects], ["kind", "name"], fmt,
