@@ -113,7 +113,12 @@ def _audit(conn: "psycopg.Connection", action: str, numbers: list[int], **detail
 
 
 GUARD_SQLSTATE = "MK001"  # the guard trigger's error: a field under a retired, fenced or unknown key
-KEY_ROW_LOCK_TIMEOUT = "5s"  # how long a change of a key row waits for writers holding it (the guard's FOR SHARE)
+KEY_ROW_WAIT_S = 5  # how long a change of a key row waits for writers holding it (the guard's FOR SHARE)
+
+
+def _bounded_wait(conn: "psycopg.Connection") -> None:
+    """In the current transaction, wait at most KEY_ROW_WAIT_S for any lock (then LockNotAvailable)."""
+    conn.execute(f"SET LOCAL lock_timeout = '{KEY_ROW_WAIT_S}s'")
 
 
 @contextmanager
@@ -127,7 +132,7 @@ def keyring_lock(conn: "psycopg.Connection") -> Iterator[None]:
 
 @contextmanager
 def key_rows_busy(what: str) -> Iterator[None]:
-    """A change of key rows that waited KEY_ROW_LOCK_TIMEOUT for writers still holding them: one
+    """A change of key rows that waited KEY_ROW_WAIT_S for writers still holding them: one
     line and exit 8, not a traceback."""
     import psycopg
 
@@ -135,7 +140,7 @@ def key_rows_busy(what: str) -> Iterator[None]:
         yield
     except psycopg.errors.LockNotAvailable:
         raise LockHeldError(f"{what}: application transactions held the data key rows or the token tables "
-                            f"for {KEY_ROW_LOCK_TIMEOUT} — run it again when they have committed") from None
+                            f"for {KEY_ROW_WAIT_S} s — run it again when they have committed") from None
 
 
 def _require_core(conn: "psycopg.Connection") -> None:
@@ -339,7 +344,7 @@ def _retire_one(conn: "psycopg.Connection", number: int) -> None:
 def _fence(conn: "psycopg.Connection", numbers: list[int]) -> None:
     """From the commit on, the guard trigger rejects new fields under these keys (they still decrypt)."""
     with conn.transaction():
-        conn.execute(f"SET LOCAL lock_timeout = '{KEY_ROW_LOCK_TIMEOUT}'")  # writers hold the row (guard trigger)
+        _bounded_wait(conn)  # writers hold the row (guard trigger)
         conn.execute("UPDATE minno.encryption_keys SET write_fenced_at = coalesce(write_fenced_at, now()) "
                      "WHERE key_number = ANY(%s)", (numbers,))
         _audit(conn, "fence", numbers)
@@ -357,7 +362,7 @@ def _barrier(conn: "psycopg.Connection", columns: list[Column]) -> float:
     it). Returns how long the barrier took, in ms."""
     t0 = time.perf_counter()
     with conn.transaction():
-        conn.execute(f"SET LOCAL lock_timeout = '{KEY_ROW_LOCK_TIMEOUT}'")
+        _bounded_wait(conn)
         for table in dict.fromkeys(col.qualified_table for col in columns):
             conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
     return (time.perf_counter() - t0) * 1000
@@ -365,7 +370,7 @@ def _barrier(conn: "psycopg.Connection", columns: list[Column]) -> float:
 
 def _retire_now(conn: "psycopg.Connection", numbers: list[int]) -> None:
     with conn.transaction():
-        conn.execute(f"SET LOCAL lock_timeout = '{KEY_ROW_LOCK_TIMEOUT}'")
+        _bounded_wait(conn)
         conn.execute("UPDATE minno.encryption_keys SET status = 'retired', encrypted_key = NULL, retired_at = now() "
                      "WHERE key_number = ANY(%s)", (numbers,))
         _audit(conn, "retire", numbers)
@@ -468,7 +473,7 @@ def _retire_unused(conn: "psycopg.Connection", ring: crypto.Keyring, columns: li
             _retire_now(conn, retire_now)
             result.retired += retire_now
     except psycopg.errors.LockNotAvailable:
-        log.warning(f"the token tables or the old keys' rows stayed busy for {KEY_ROW_LOCK_TIMEOUT}; every field is "
+        log.warning(f"the token tables or the old keys' rows stayed busy for {KEY_ROW_WAIT_S} s; every field is "
                     "re-encrypted — run `minnoctl token rotate` again to retire the old keys")
         result.status = "partial"
 
@@ -483,9 +488,11 @@ def _timed_counts(conn: "psycopg.Connection", columns: list[Column], result: Rot
 
 
 def _switch_active(conn: "psycopg.Connection", kek: crypto.MasterKey, ring: crypto.Keyring) -> crypto.Keyring:
-    new = crypto.create_data_key(conn, kek, name=f"dek-{uuid.uuid4().hex[:12]}", status="pending")
+    # a pending key left by a run that stopped before the switch is used, not one more made
+    new = next((k for k in ring.keys.values() if k.status == "pending" and k.key is not None), None) or \
+        crypto.create_data_key(conn, kek, name=f"dek-{uuid.uuid4().hex[:12]}", status="pending")
     with key_rows_busy("the rotation did not start"), conn.transaction():
-        conn.execute(f"SET LOCAL lock_timeout = '{KEY_ROW_LOCK_TIMEOUT}'")
+        _bounded_wait(conn)
         old = [r[0] for r in conn.execute(
             "UPDATE minno.encryption_keys SET status = 'decrypt_only', last_rotated_at = now(), "
             "rotation_count = rotation_count + 1 WHERE status = 'active' RETURNING key_number")]
@@ -575,7 +582,7 @@ def rotate_master(conn: "psycopg.Connection", old: crypto.MasterKey, new: crypto
         raise UsageError("MINNO_NEW_MASTER_KEY is the same key as MINNO_MASTER_KEY")
     numbers = []
     with keyring_lock(conn), key_rows_busy("the master key was not changed"), conn.transaction():
-        conn.execute(f"SET LOCAL lock_timeout = '{KEY_ROW_LOCK_TIMEOUT}'")
+        _bounded_wait(conn)
         crypto.lock_keyring(conn)
         masters = {r[0] for r in conn.execute("SELECT DISTINCT kek_fingerprint FROM minno.encryption_keys "
                                               "WHERE encrypted_key IS NOT NULL")}

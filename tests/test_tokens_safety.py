@@ -182,6 +182,12 @@ def test_rotate_and_retire_meet_a_master_rewrap_with_the_lock_held_exit(migrated
         holder.rollback()
         holder.close()
     out, err = rewrap.communicate(timeout=30)
+    if rewrap.returncode == ExitCode.LOCK_HELD:  # a slow machine: it waited its 5 s for the row and gave up
+        assert "application transactions held the data key rows" in one_error_line(err)
+        assert all(v == ["test"] for v in unwrapping_masters(migrated, kek, new).values())  # nothing changed
+        rewrap = run_in_background(migrated, kek, "token", "rotate", "--master",
+                                   MINNO_NEW_MASTER_KEY=crypto.encode_key(new.key))
+        out, err = rewrap.communicate(timeout=30)
     assert rewrap.returncode == 0, err
     assert all(v == ["new"] for v in unwrapping_masters(migrated, kek, new).values())
     assert decrypt_all(migrated, new)[0] == plain
@@ -204,6 +210,26 @@ def test_a_master_rewrap_refuses_while_a_data_rotation_runs(migrated, kek, run_m
         rotation.wait()
     assert all(v == ["test"] for v in unwrapping_masters(migrated, kek, new).values())
     assert decrypt_all(migrated, kek)[0] == plain
+
+
+def test_a_writer_holding_the_key_row_stops_the_rotation_with_one_line_and_a_rerun_completes(migrated, kek,
+                                                                                           run_minnoctl):
+    plain = fill(migrated, kek, 2)
+    holder = psycopg.connect(migrated)  # an application transaction that wrote under the active key, not committed
+    holder.execute("SELECT 1 FROM minno.encryption_keys WHERE status = 'active' FOR SHARE")
+    try:
+        stopped = run_minnoctl("token", "rotate", env=env_for(migrated, kek), timeout=60)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert stopped.returncode == ExitCode.LOCK_HELD
+    assert "the rotation did not start: application transactions held" in one_error_line(stopped.stderr)
+    assert sorted(key_status(migrated).values()) == ["active", "pending"]
+    rerun = run_minnoctl("token", "rotate", "--format", "json", env=env_for(migrated, kek))
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(key_status(migrated)) == 2  # the pending key of the stopped run was used, not one more made
+    out, used = decrypt_all(migrated, kek)
+    assert out == plain and used == {json.loads(rerun.stdout)["active"]}
 
 
 def test_kill_9_during_a_master_rewrap_leaves_every_key_under_exactly_one_master(migrated, kek, run_minnoctl):
@@ -280,28 +306,21 @@ def test_first_token_puts_at_once_make_one_data_key(migrated, kek):
 # the master key file's permissions
 
 
-@pytest.mark.parametrize("mode, warned", [(0o600, False), (0o400, False), (0o640, True), (0o644, True),
-                                          (0o604, True)])
-def test_a_master_key_file_others_can_read_is_warned_about(cli, migrated, kek, tmp_path, mode, warned):
+def test_a_master_key_file_others_can_read_is_warned_about(run_minnoctl, migrated, kek, tmp_path):
+    """A real process: one warning line on stderr naming the file and `chmod 600`; the command runs."""
     path = tmp_path / "master.key"
     path.write_text(crypto.encode_key(kek.key) + "\n")
-    path.chmod(mode)
-    result = cli("token", "verify", env={"MINNO_DATABASE_URL": migrated, "MINNO_MASTER_KEY_FILE": str(path)})
-    assert result.exit_code == 0, result.stderr
-    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
-    if warned:
-        assert len(warnings) == 1, result.stderr
-        assert str(path) in warnings[0] and "chmod 600" in warnings[0] and f"{mode:04o}" in warnings[0]
-    else:
-        assert warnings == [], result.stderr
-    assert crypto.encode_key(kek.key) not in result.stderr + result.stdout
-    assert stat.S_IMODE(path.stat().st_mode) == mode  # warned, never changed behind the operator's back
-
-
-def test_a_new_master_key_file_others_can_read_is_warned_about_too(tmp_path):
-    path = tmp_path / "new.key"
-    path.write_text(crypto.encode_key(crypto.generate_key()))
     path.chmod(0o644)
+    result = run_minnoctl("token", "verify", env={"MINNO_DATABASE_URL": migrated, "MINNO_MASTER_KEY_FILE": str(path)})
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1, result.stderr
+    assert str(path) in warnings[0] and "chmod 600" in warnings[0] and "0644" in warnings[0]
+    assert crypto.encode_key(kek.key) not in result.stderr + result.stdout
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # warned, never changed behind the operator's back
+
+
+def _warnings_loading(env: dict[str, str], **kwargs) -> list[str]:
     import logging
 
     records = []
@@ -310,8 +329,27 @@ def test_a_new_master_key_file_others_can_read_is_warned_about_too(tmp_path):
     logger = logging.getLogger("minnoctl")
     logger.addHandler(handler)
     try:
-        crypto.load_master_key({"MINNO_NEW_MASTER_KEY_FILE": str(path)}, new=True)
+        crypto.load_master_key(env, **kwargs)
     finally:
         logger.removeHandler(handler)
-    assert [r.levelno for r in records] == [logging.WARNING]
-    assert "MINNO_NEW_MASTER_KEY_FILE" in records[0].getMessage() and "chmod 600" in records[0].getMessage()
+    return [r.getMessage() for r in records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("mode, warned", [(0o600, False), (0o400, False), (0o640, True), (0o604, True),
+                                          (0o620, True)])
+@pytest.mark.parametrize("variable", ["MINNO_MASTER_KEY_FILE", "MINNO_NEW_MASTER_KEY_FILE"])
+def test_which_modes_are_warned_about(tmp_path, mode, warned, variable):
+    path = tmp_path / "key"
+    path.write_text(crypto.encode_key(crypto.generate_key()))
+    path.chmod(mode)
+    warnings = _warnings_loading({variable: str(path)}, new=variable.startswith("MINNO_NEW"))
+    assert len(warnings) == int(warned), warnings
+    if warned:
+        assert variable in warnings[0] and f"chmod 600 '{path}'" in warnings[0] and f"{mode:04o}" in warnings[0]
+
+
+def test_the_development_key_file_is_checked_too(tmp_path):
+    _warnings_loading({}, embedded=True, minno_home=tmp_path)  # created 0600: no warning
+    (tmp_path / crypto.DEV_KEY_FILE).chmod(0o644)
+    warnings = _warnings_loading({}, embedded=True, minno_home=tmp_path)
+    assert len(warnings) == 1 and "development master key" in warnings[0]
