@@ -49,6 +49,7 @@ SECRET_KEYWORDS = ("password", "sslpassword")
 # spec 002's defaults, in milliseconds
 DEFAULT_CONNECTION_TIMEOUT_MS = 10_000
 DEFAULT_POOL_SIZE = 10
+MAX_POOL_SIZE = 1000  # DB_POOL_SIZE: more than any server's max_connections allows minnoctl
 
 
 @dataclass(frozen=True)
@@ -445,7 +446,7 @@ def load_settings(
     if found:  # checked even when the URL's value wins
         env_timeout_ms = parse_duration_ms(found[0], found[1], allow_zero=False)
     if "connect_timeout" in from_url:
-        timeout_ms = _positive_int(params["connect_timeout"], f"{source} connect_timeout") * 1000
+        timeout_ms = _positive_int(params["connect_timeout"], f"{source} connect_timeout", MAX_MS // 1000) * 1000
         values["connect_timeout"] = Value(f"{timeout_ms} ms", source)
     elif found:
         timeout_ms = env_timeout_ms
@@ -477,7 +478,7 @@ def load_settings(
     )
 
     found = look.get("DB_POOL_SIZE")
-    pool_size = _positive_int(found[0], found[1]) if found else DEFAULT_POOL_SIZE
+    pool_size = _positive_int(found[0], found[1], MAX_POOL_SIZE) if found else DEFAULT_POOL_SIZE
     values["pool_size"] = Value(pool_size, found[1] if found else "default (spec 002)")
 
     found = look.get("MINNO_HOME")
