@@ -11,7 +11,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import uuid
 
 import psycopg
@@ -20,8 +19,7 @@ import pytest
 from minnoctl import crypto, tokens
 from minnoctl.errors import ExitCode
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_tokens import decrypt_all, env_for, fill, key_status, spawn, wait_until  # noqa: E402
+from test_tokens import decrypt_all, env_for, fill, key_status, spawn, wait_until  # tests/ is on sys.path (conftest)
 
 
 def one_error_line(stderr: str) -> str:
