@@ -823,7 +823,18 @@ def _create_database(settings: "Settings", selected: list[modules.Module]) -> bo
                         f"database '{name}' does not exist and role '{params.get('user') or 'current'}' may not "
                         "create it — ask an administrator to create it (CREATE DATABASE), then run db init again",
                         exit_code=ExitCode.NO_DATABASE)
-                conn.execute(f"CREATE DATABASE {_ident(name)}")
+                for attempt in range(20):
+                    try:
+                        conn.execute(f"CREATE DATABASE {_ident(name)}")
+                        break
+                    except psycopg.errors.ObjectInUse:
+                        # "source database template1 is being accessed by other users": another
+                        # db init reached the server through template1 (no postgres database)
+                        if attempt == 19:
+                            raise MinnoctlError(
+                                f"cannot create database '{name}': template1 stayed in use by other sessions — "
+                                "run db init again when they have finished") from None
+                        time.sleep(0.1 + random.random() * 0.2)
                 log.info("created database %s", name)
                 return True
         except ConnectError as exc:
