@@ -255,7 +255,6 @@ _DURATION_PART = r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h|d|w)"
 _DURATION_RE = re.compile(rf"^(?:{_DURATION_PART}\s*)+$", re.IGNORECASE)
 _DURATION_PARTS = re.compile(_DURATION_PART, re.IGNORECASE)
 SPAN_AMOUNT = r"\d+(?:\.\d+)?[smhdw]"  # one amount of a span (seed files): 90s, 5m, 2h, 1.5d, 1w
-SPAN_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def _number_text(value: float) -> str:
@@ -277,6 +276,7 @@ def parse_number(text: object, option: str, *, minimum: float | None = 0, maximu
     """A number from an option or a variable, finite and within [minimum, maximum] (above: minimum
     excluded), or an error (UsageError unless `error`) naming the option, the value and the range."""
     from minnoctl.errors import UsageError
+
     error = error or UsageError
     raw = str(text).strip()
     if minimum is not None and maximum is not None and not above:
@@ -288,7 +288,7 @@ def parse_number(text: object, option: str, *, minimum: float | None = 0, maximu
     expect = f"{'a whole number' if integer else 'a number'}{' of ' + unit if unit else ''}{bounds}"
     fail = error(f"{option} {shown(raw)} is not {expect}")
     if integer:
-        if not re.fullmatch(r"[+-]?\d+", raw):
+        if not re.fullmatch(r"[+-]?\d{1,30}", raw):  # 5000 digits would pass int()'s own limit
             raise fail
         value: float | int = int(raw)
     else:
@@ -326,6 +326,7 @@ def parse_duration(text: object, option: str, *, allow_zero: bool = False, minim
     than zero (or zero with allow_zero), at least `minimum`, at most `maximum` (10 years unless
     the option says less) — else one line naming the option, the value and the accepted form."""
     from minnoctl.errors import UsageError
+
     error = error or UsageError
     raw = str(text).strip()
     most = f"{maximum * 1000:.0f} ms" if bare == 0.001 else span_text(maximum)

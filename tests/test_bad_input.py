@@ -121,6 +121,8 @@ OVERFLOWS = [
     (["db", "init", "--lock-timeout", "nan"], ["--lock-timeout"]),
     (["migrate", "rollback", "--steps", "99999999999999999999999"], ["--steps"]),
     (["token", "retire", "99999999999999999999"], ["KEY"]),
+    (["token", "retire", "9" * 5000], ["KEY"]),  # past int()'s own digit limit
+    (ALLOC + ["--port", "9" * 5000], ["--port"]),
     (["token", "rotate", "--batch-size", "1e400"], ["--batch-size"]),
 ]
 
