@@ -434,8 +434,12 @@ def load_settings(
         found = look.get(var)
         if found:
             path = Path(found[0]).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"{found[1]}: no such file {path} — fix the path or unset it")
+            try:
+                present = path.is_file()
+            except OSError:  # a name too long for the file system
+                present = False
+            if not present:
+                raise ConfigError(f"{found[1]}: no such file {shown(str(path))} — fix the path or unset it")
             params.setdefault(keyword, str(path))
         if params.get(keyword):  # report the value that is used and where it came from
             values[keyword] = Value(params[keyword], source if keyword in from_url else found[1])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 import typer
+from typer.testing import CliRunner
 
 from minnoctl import crypto
 from minnoctl.cli import app
@@ -146,8 +147,6 @@ def put_back(admin_url: str, dbname: str) -> None:
 def test_every_command_with_hostile_values(world, any_server, tmp_path, monkeypatch):
     url, env, backups, dbname = world
     values = HOSTILE if any_server.name != "pg15" else SAMPLE
-    from typer.testing import CliRunner
-
     command = typer.main.get_command(app)  # built once: building it is most of a parse-only run's time
     monkeypatch.setattr("typer.testing._get_command", lambda _app: command)
 
@@ -204,3 +203,37 @@ def test_every_command_with_hostile_values(world, any_server, tmp_path, monkeypa
     watch.close()
     assert runs > 100
     assert not problems, f"{len(problems)} problem(s) in {runs} runs:\n" + "\n".join(problems)
+
+
+# The variables minnoctl reads a setting from (the URL variables point elsewhere, so they are left
+# out; MINNO_HOME is the embedded server's, tested in tests/test_embedded_safety.py).
+VARIABLES = ["DB_CONNECTION_TIMEOUT", "DB_STATEMENT_TIMEOUT", "DB_QUERY_TIMEOUT", "DB_IDLE_TIMEOUT",
+             "DB_POOL_SIZE", "DB_SSL_MODE", "DB_SSL_ENABLED", "DB_SSL_CA", "DB_SSL_CERT", "DB_SSL_KEY",
+             "MINNO_BACKUP_DIR", "MINNO_MASTER_KEY", "MINNO_MASTER_KEY_FILE", "MINNOCTL_HEALTH_ONLY",
+             "MINNOCTL_HEALTH_LONG_QUERY_WARNING", "MINNOCTL_HEALTH_CONNECTIONS_WARNING",
+             "MINNOCTL_HEALTH_DATABASE_SIZE_WARNING", "MINNOCTL_HEALTH_DEAD_TUPLES_MIN", "MINNO_ENV"]
+
+
+@pytest.mark.parametrize("any_server", ["server"], indirect=True)  # read before any connection: one server
+def test_every_setting_variable_with_hostile_values(world, monkeypatch):
+    """Each variable, each hostile value, under commands that read it: one line, a documented
+    code, no raw ESC, nothing changed. An empty value means unset."""
+    url, env, backups, _ = world
+    command = typer.main.get_command(app)
+    monkeypatch.setattr("typer.testing._get_command", lambda _app: command)
+    before, files = fingerprint(url), folder_print(backups)
+    problems = []
+    for name in VARIABLES:
+        for value in HOSTILE:
+            for args in (["config", "show"], ["token", "verify"], ["health", "--format", "json"]):
+                result = CliRunner().invoke(app, args, env={**env, name: value})
+                lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+                what = f"{name}={value[:30]!r} {' '.join(args)}: exit {result.exit_code}"
+                if result.exit_code not in DOCUMENTED or "Traceback" in result.stderr:
+                    problems.append(f"{what}: {lines[-1:]}")
+                elif len(lines) > 1:
+                    problems.append(f"{what}: {len(lines)} lines on stderr: {lines[:3]}")
+                if "\x1b" in result.stdout + result.stderr:
+                    problems.append(f"{what}: raw ESC in the output")
+    assert fingerprint(url) == before and folder_print(backups) == files
+    assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems)
