@@ -74,5 +74,5 @@ def production_reason(conn: "psycopg.Connection | None", env: Mapping[str, str] 
 
         recorded = migrate.recorded_environment(conn)
         if is_production(recorded):
-            return f"the database is marked {recorded} (db init --environment)"
+            return f"the database is marked {recorded} by db init --environment"
     return None

@@ -36,7 +36,7 @@ def _settings(database_url: str | None):
 @db_app.command("init")
 def init(
     modules: Modules = None,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Drop minnoctl's module schemas and its bookkeeping "
+    force: Annotated[bool, typer.Option("--force", help="Drop minnoctl's module schemas and its bookkeeping "
                                         "first (asks; --yes in scripts). Nothing else is touched: if objects "
                                         "outside them (a view, a foreign key, ...) depend on them, it refuses "
                                         "and lists them.")] = False,
