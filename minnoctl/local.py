@@ -145,21 +145,7 @@ def _service_ids() -> tuple[int, int] | None:
     root-run server as it; minnoctl's servers now each have their own (Embedded.service_ids)."""
     if os.geteuid() != 0:
         return None
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        if not shutil.which("useradd"):
-            raise EmbeddedError(
-                "PostgreSQL cannot run as root and this system has no useradd; run minnoctl as a normal user"
-            ) from None
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-            check=True, capture_output=True,
-        )
-        entry = pwd.getpwnam(SERVICE_USER)
-    return entry.pw_uid, entry.pw_gid
+    return _server_user(SERVICE_USER)
 
 
 def _allow_traverse(path: Path) -> None:
