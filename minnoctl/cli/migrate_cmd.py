@@ -8,7 +8,7 @@ import typer
 
 from minnoctl.cli.options import (DatabaseUrl, ForceProduction, Format, LockTimeout, Modules, Number, Yes, confirm,
                                   guard_production, note as _note)
-from minnoctl.migrate import DDL_LOCK_TIMEOUT_S
+from minnoctl.locks import DDL_LOCK_TIMEOUT_S
 from minnoctl.safety import names_help
 
 DdlLockTimeout = Annotated[
