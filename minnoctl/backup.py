@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from minnoctl import modules
+from minnoctl import migrate, modules
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
 from minnoctl.render_text import shown
 
@@ -456,8 +456,6 @@ def _snapshot_counts(conn: "psycopg.Connection", schemas: list[str] | None) -> d
 
 
 def _migration_state(conn: "psycopg.Connection") -> dict[str, Any]:
-    from minnoctl import migrate
-
     applied = migrate.read_applied(conn)
     digest = hashlib.sha256("".join(f"{a.id}:{a.checksum}\n" for a in applied.values()).encode()).hexdigest()
     return {"count": len(applied), "checksum": digest, "ids": list(applied)}
@@ -1052,6 +1050,7 @@ def restore(settings: "Settings", text: str, *, into: str | None = None, clean: 
     with connect(settings, autocommit=True) as conn:
         owner = identity(conn)
         reason = production_reason(conn) if clean else None
+        marked = migrate.recorded_environment(conn) if clean else None
     backup = resolve_backup(text, output_dir, owner)
     manifest = read_manifest(backup)
     check_checksum(backup, manifest)
@@ -1065,6 +1064,8 @@ def restore(settings: "Settings", text: str, *, into: str | None = None, clean: 
         # PgBouncer alias routes only that name), else by the name current_database() gave, never
         # by a default of its own
         _restore_into(settings, backup, manifest, settings.params.get("dbname") or owner.database, clean=True)
+        if marked is not None:
+            _keep_mark(settings, marked)
         return Restored(owner.database, len(manifest.get("rows") or {}))
     stamp = f"_restored_{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"
     target = into or owner.database[: 63 - len(stamp)] + stamp
@@ -1081,6 +1082,22 @@ def restore(settings: "Settings", text: str, *, into: str | None = None, clean: 
         _drop_database(settings, tmp)
         raise
     return Restored(target, len(manifest.get("rows") or {}))
+
+
+def _keep_mark(settings: "Settings", marked: str) -> None:
+    """The database's own mark (db init --environment) lives in its data, so a backup taken before
+    it was marked would restore it unmarked and lift every production guard: put it back. (Not in
+    pg_restore's transaction, which runs the dump alone; until this commits, MINNO_ENV still guards.)"""
+    import getpass
+
+    from minnoctl.connection import connect
+
+    with connect(settings, autocommit=True) as conn:
+        if migrate.recorded_environment(conn) != marked:
+            with conn.transaction():
+                migrate.record_environment(conn, marked, f"{getpass.getuser()}@{socket.gethostname()} (kept "
+                                           "through backup restore --clean)")
+            log.info("kept the database's mark: %s (the backup was taken without it)", marked)
 
 
 # ---------------------------------------------------------------------------------------------

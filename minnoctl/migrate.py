@@ -114,6 +114,16 @@ def recorded_environment(conn: "psycopg.Connection") -> str | None:
     return row[0] if row else None
 
 
+def record_environment(conn: "psycopg.Connection", environment: str, set_by: str) -> None:
+    """Mark the database as `environment` (db init --environment; kept through backup restore --clean)."""
+    conn.execute(BOOKKEEPING_DDL[0])  # CREATE SCHEMA IF NOT EXISTS
+    conn.execute(next(ddl for ddl in BOOKKEEPING_DDL if f"{BOOKKEEPING}.settings (" in ddl))
+    conn.execute(
+        f"INSERT INTO {BOOKKEEPING}.settings (name, value, set_by) VALUES ('environment', %s, %s) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, set_at = now(), set_by = excluded.set_by",
+        (environment, set_by))
+
+
 def read_environment(settings: "Settings") -> str | None:
     """recorded_environment of the configured database; None when it does not exist yet."""
     from minnoctl.connection import connect
@@ -981,10 +991,7 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
             result.extensions_created = _create_extensions(runner, to_create)
             if environment is not None and environment != recorded_environment(conn):
                 runner.ensure_bookkeeping()
-                conn.execute(
-                    f"INSERT INTO {BOOKKEEPING}.settings (name, value, set_by) VALUES ('environment', %s, %s) "
-                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, set_at = now(), set_by = excluded.set_by",
-                    (environment, f"{runner.user}@{runner.host}"))
+                record_environment(conn, environment, f"{runner.user}@{runner.host}")
             if not plan.pending and not result.extensions_created:
                 result.up_to_date = True
                 return result

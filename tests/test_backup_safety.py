@@ -172,6 +172,22 @@ def test_restore_clean_on_production_is_refused_without_force_production(cli, sm
         assert conn.execute("SELECT count(*) FROM public.t").fetchone()[0] == 3
 
 
+def test_restore_clean_keeps_the_production_mark_a_backup_taken_before_it_lacks(cli, migrated, folder):
+    """The mark lives in the database (minnoctl.settings): a backup taken before `db init
+    --environment production` holds no mark, and restoring it over the marked database must not
+    lift every guard with it."""
+    backup = make_backup(cli, migrated, folder)
+    mods = ("--modules", "minno")
+    assert cli("db", "init", *mods, "--environment", "prod", env=env(migrated, folder)).exit_code == 0
+    result = cli("backup", "restore", str(backup), "--clean", "--force-production", "--yes", env=env(migrated, folder))
+    assert result.exit_code == 0, result.stderr
+    with psycopg.connect(migrated) as conn:
+        assert conn.execute("SELECT value FROM minnoctl.settings WHERE name = 'environment'").fetchone() == \
+            ("production",)
+    result = cli("backup", "restore", str(backup), "--clean", "--yes", env=env(migrated, folder))
+    assert result.exit_code == ExitCode.PRODUCTION, result.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. restore targets
 
