@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from minnoctl import migrate, modules
+from minnoctl import modules
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
 from minnoctl.render_text import shown
 
@@ -456,6 +456,8 @@ def _snapshot_counts(conn: "psycopg.Connection", schemas: list[str] | None) -> d
 
 
 def _migration_state(conn: "psycopg.Connection") -> dict[str, Any]:
+    from minnoctl import migrate
+
     applied = migrate.read_applied(conn)
     digest = hashlib.sha256("".join(f"{a.id}:{a.checksum}\n" for a in applied.values()).encode()).hexdigest()
     return {"count": len(applied), "checksum": digest, "ids": list(applied)}
@@ -1040,6 +1042,7 @@ def restore(settings: "Settings", text: str, *, into: str | None = None, clean: 
     it keeps its owner, grants and settings, which a swap by rename would lose. A new database is
     restored into a temporary database, renamed to its name only when whole: a killed run leaves
     only that temporary database, which the next run drops (sweep_temporary)."""
+    from minnoctl import migrate
     from minnoctl.connection import connect
     from minnoctl.safety import production_reason
 
@@ -1065,7 +1068,8 @@ def restore(settings: "Settings", text: str, *, into: str | None = None, clean: 
         # by a default of its own
         _restore_into(settings, backup, manifest, settings.params.get("dbname") or owner.database, clean=True)
         if marked is not None:
-            _keep_mark(settings, marked)
+            with _signals_held():  # restored: a SIGTERM now must not leave it restored but unmarked
+                _keep_mark(settings, marked)
         return Restored(owner.database, len(manifest.get("rows") or {}))
     stamp = f"_restored_{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"
     target = into or owner.database[: 63 - len(stamp)] + stamp
@@ -1090,6 +1094,7 @@ def _keep_mark(settings: "Settings", marked: str) -> None:
     pg_restore's transaction, which runs the dump alone; until this commits, MINNO_ENV still guards.)"""
     import getpass
 
+    from minnoctl import migrate
     from minnoctl.connection import connect
 
     with connect(settings, autocommit=True) as conn:
@@ -1140,6 +1145,6 @@ def prune(output_dir: str | None, deleted: list[dict]) -> None:
     folder = backup_dir(output_dir)
     for row in deleted:
         backup = folder / row["file"]
-        _remove(backup)
-        manifest_path(backup).unlink(missing_ok=True)
+        manifest_path(backup).unlink(missing_ok=True)  # first: the manifest is the commit point, so a
+        _remove(backup)  # kill in between leaves an orphan dump, which the next prune removes
     _fsync_dir(folder)

@@ -124,20 +124,6 @@ def record_environment(conn: "psycopg.Connection", environment: str, set_by: str
         (environment, set_by))
 
 
-def read_environment(settings: "Settings") -> str | None:
-    """recorded_environment of the configured database; None when it does not exist yet."""
-    from minnoctl.connection import connect
-    from minnoctl.errors import ConnectError
-
-    try:
-        with connect(settings, autocommit=True) as conn:
-            return recorded_environment(conn)
-    except ConnectError as exc:
-        if exc.kind == "no-database":
-            return None
-        raise
-
-
 def check_environment(name: str) -> str:
     """--environment NAME: one of safety's fixed names (prod is production); anything else exit 2."""
     from minnoctl.safety import normalize_environment

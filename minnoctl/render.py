@@ -84,6 +84,8 @@ def _cell(value: Any, lines: bool = False) -> str:
     from minnoctl.render_text import escape_controls
 
     text = str(value)
+    if text.isprintable():  # the common case: no control or format character to escape
+        return text
     if lines:
         return "".join(ch if ch in "\n\r\t" else escape_controls(ch) for ch in text)
     return escape_controls(text)
@@ -210,9 +212,12 @@ def progress_bar(unit: str) -> ProgressBar | None:
 
 
 def _stderr_line(prefix: str, message: str, style: str) -> None:
+    from minnoctl.config import scrub
     from minnoctl.render_text import one_line
 
-    message = one_line(message)  # one line, whatever a value in it held (newline, ESC, bidi)
+    # one line, whatever a value in it held (newline, ESC, bidi); and never a password, whichever
+    # message quoted a URL (user:password@ and password=... are masked before escaping)
+    message = one_line(scrub(message))
     if color_allowed(sys.stderr):
         from rich.markup import escape
 

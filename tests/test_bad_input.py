@@ -302,3 +302,13 @@ def test_too_many_clients_is_the_connection_limit_error(cli, tmp_path):
         for conn in held:
             conn.close()
         cluster.stop()
+
+
+def test_a_refused_url_never_echoes_its_password(cli):
+    """A --database-url refused for a control character is named, never echoed: it holds the
+    password. Every error line is scrubbed of user:password@ as a second guard."""
+    for url in ("postgresql://u:s3cretpw\t@h/db", "postgresql://u:s3cretpw@h/db?x=\x01", "host=h password=s3cretpw\n"):
+        result = cli("config", "show", "--database-url", url)
+        assert result.exit_code == 2, result.stderr
+        assert "s3cretpw" not in result.stderr + result.stdout
+        assert len(result.stderr.strip().splitlines()) == 1

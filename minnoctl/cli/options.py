@@ -110,9 +110,13 @@ class Text(_ParamType):
 
         if isinstance(value, str) and not value.strip():
             raise UsageError(f"{_param_name(param)} is empty — give a value, or leave the option out")
-        if isinstance(value, str) and any(unicodedata.category(ch) == "Cc" for ch in value):
-            raise UsageError(f"{_param_name(param)} {shown(value)} holds a control character (a newline, tab "
-                             "or escape sequence) — give it without")
+        if isinstance(value, str):
+            at = next((i for i, ch in enumerate(value) if unicodedata.category(ch) == "Cc"), None)
+            if at is not None:  # shown escaped; a URL is not echoed at all (it may hold a password)
+                name = _param_name(param)
+                what = f"{name}" if "url" in name.lower() else f"{name} {shown(value)}"
+                raise UsageError(f"{what} holds a control character (a newline, tab or escape sequence) at "
+                                 f"character {at + 1} — give it without")
         return value
 
 
