@@ -120,17 +120,12 @@ def stopping_on_signals(what: str, outcome: str) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done (a commit step that must not be cut in two)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(EXIT_ON_SIGNAL))
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+def _signals_held() -> "contextlib.AbstractContextManager[None]":
+    """SIGINT and SIGTERM wait until the block is done (a commit step that must not be cut in two):
+    the embedded server's own such block (local._uninterrupted)."""
+    from minnoctl.local import _uninterrupted
+
+    return _uninterrupted()
 
 
 def _popen(args: list[str], **kwargs: Any) -> subprocess.Popen:
