@@ -236,3 +236,40 @@ def migrated(any_server: Target):
     yield any_server.url(name)
     with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+NODE_MODULES = Path(__file__).parent / "node" / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def node():
+    """Run a CommonJS script with Node and the npm packages of tests/node (pg, drizzle-orm,
+    typescript), as the seed documents' applications would; returns the CompletedProcess.
+    Installed by .ci/run (`npm ci --prefix tests/node`); required in CI, skipped elsewhere."""
+    import shutil
+
+    if shutil.which("node") is None or not NODE_MODULES.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("node or tests/node/node_modules is missing in CI: .ci/run must install them")
+        pytest.skip("node and `npm ci --prefix tests/node` are needed for the outside-in app tests")
+
+    def run(script: str, *, env: dict[str, str] | None = None, timeout: float = 60,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MINNO_"))}
+        full_env["NODE_PATH"] = str(NODE_MODULES)
+        full_env.update(env or {})
+        return subprocess.run(["node", "-e", script], capture_output=True, text=True, env=full_env,
+                              timeout=timeout, cwd=cwd)
+
+    return run
+
+
+def transpile_typescript(source: str) -> str:
+    """The TypeScript of a seed document as CommonJS JavaScript (types stripped, nothing checked)."""
+    out = subprocess.run(
+        ["node", "-e", "const ts=require('typescript');let s='';process.stdin.on('data',d=>s+=d).on('end',()=>"
+         "process.stdout.write(ts.transpileModule(s,{compilerOptions:{module:ts.ModuleKind.CommonJS,"
+         "target:ts.ScriptTarget.ES2020}}).outputText))"],
+        input=source, capture_output=True, text=True, check=True,
+        env={**os.environ, "NODE_PATH": str(NODE_MODULES)})
+    return out.stdout
