@@ -40,8 +40,12 @@ PG_VARS = {
 DB_SELECTORS = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER")
 PG_SELECTORS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-URL_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "postgresql+psycopg": "postgresql",
-               "postgres+psycopg": "postgresql"}
+# DATABASE_URL as applications write it: libpq's two schemes, and SQLAlchemy's dialect+driver
+# prefixes (spec 004: postgresql+asyncpg; yoyo's postgresql+psycopg). The driver names only which
+# Python library the application uses; the server, role and database are the same.
+URL_SCHEMES = ("postgresql", "postgres")
+URL_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi", "psycopg_async", "asyncpg", "pg8000", "pygresql")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 APPLICATION_NAME = "minnoctl"
 ENV_FILE = ".env"
 SECRET_KEYWORDS = ("password", "sslpassword")
@@ -214,12 +218,19 @@ def parse_url(raw: str, origin: str) -> dict[str, str]:
             password = urlsplit(raw).password
         except ValueError:
             password = None
-        if scheme not in URL_SCHEMES:
+        dialect, _, driver = scheme.partition("+")
+        if dialect not in URL_SCHEMES:
             raise ConfigError(
                 f"{origin} is not a valid PostgreSQL URL: scheme {shown(scheme)} — expected "
                 "postgresql://user@host:port/dbname"
             )
-        raw = URL_SCHEMES[scheme] + raw[len(scheme):]
+        if driver and driver not in URL_DRIVERS:
+            raise ConfigError(
+                f"{origin} names the driver {shown(driver)} — expected postgresql:// or one of "
+                + ", ".join(f"postgresql+{d}://" for d in URL_DRIVERS))
+        raw = "postgresql" + raw[len(scheme):]
+        if driver == "asyncpg":
+            raw = _asyncpg_ssl(raw, origin)
     try:
         params = conninfo_to_dict(raw)
     except Exception as exc:  # psycopg.ProgrammingError: libpq's parser; its text echoes the input
@@ -230,6 +241,24 @@ def parse_url(raw: str, origin: str) -> dict[str, str]:
             f"{origin} is not a valid PostgreSQL URL ({reason}) — expected postgresql://user@host:port/dbname"
         ) from None
     return {k: str(v) for k, v in params.items() if v is not None}
+
+
+def _asyncpg_ssl(url: str, origin: str) -> str:
+    """asyncpg spells libpq's ?sslmode=MODE as ?ssl=MODE (SQLAlchemy's asyncpg dialect passes it on)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "ssl":
+            if value not in SSL_MODES:
+                raise ConfigError(f"{origin}: ssl {shown(value)} is not an SSL mode — use one of "
+                                  f"{', '.join(SSL_MODES)}")
+            key = "sslmode"
+        query.append((key, value))
+    return parts._replace(query=urlencode(query)).geturl()
 
 
 def _check_port(params: dict[str, str], origin: str) -> None:

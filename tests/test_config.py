@@ -499,12 +499,39 @@ def test_defaults(tmp_path):
     f"postgres+psycopg://app:{SECRET}@db.example:6432/minno",
     f"POSTGRES://app:{SECRET}@db.example:6432/minno",
     f"host=db.example port=6432 dbname=minno user=app password={SECRET}",
+    # SQLAlchemy's dialect+driver prefixes, as apps write DATABASE_URL (spec 004: postgresql+asyncpg)
+    f"postgresql+asyncpg://app:{SECRET}@db.example:6432/minno",
+    f"postgresql+psycopg2://app:{SECRET}@db.example:6432/minno",
+    f"postgresql+psycopg_async://app:{SECRET}@db.example:6432/minno",
+    f"postgresql+pg8000://app:{SECRET}@db.example:6432/minno",
+    f"postgresql+psycopg2cffi://app:{SECRET}@db.example:6432/minno",
+    f"postgres+asyncpg://app:{SECRET}@db.example:6432/minno",
+    f"PostgreSQL+AsyncPG://app:{SECRET}@db.example:6432/minno",
 ])
 def test_accepted_url_forms(tmp_path, url):
     for settings in (load(tmp_path, env={"DATABASE_URL": url}), load(tmp_path, database_url=url)):
         assert settings.params == {"host": "db.example", "port": "6432", "dbname": "minno", "user": "app",
                                    "password": SECRET}
         assert settings.secrets() == [SECRET]
+
+
+@pytest.mark.parametrize("query, sslmode", [("ssl=require", "require"), ("ssl=verify-full", "verify-full"),
+                                            ("ssl=disable", "disable"), ("sslmode=require", "require")])
+def test_asyncpg_ssl_parameter_is_libpq_sslmode(tmp_path, query, sslmode):
+    """asyncpg (and SQLAlchemy's asyncpg dialect) spell libpq's sslmode as ?ssl=MODE."""
+    settings = load(tmp_path, env={"DATABASE_URL": f"postgresql+asyncpg://app:{SECRET}@db.example/minno?{query}"})
+    assert settings.params["sslmode"] == sslmode and "ssl" not in settings.params
+
+
+@pytest.mark.parametrize("url, phrase", [
+    (f"postgresql+mysqldb://app:{SECRET}@db/minno", "driver 'mysqldb'"),
+    (f"postgresql+asyncpg://app:{SECRET}@db/minno?ssl=sometimes", "ssl 'sometimes'"),
+    (f"postgresql://app:{SECRET}@db/minno?ssl=require", "not a valid PostgreSQL URL"),
+])
+def test_refused_dialect_urls(tmp_path, url, phrase):
+    with pytest.raises(config.ConfigError) as info:
+        load(tmp_path, env={"DATABASE_URL": url})
+    assert phrase in str(info.value) and SECRET not in str(info.value)
 
 
 def test_url_with_unix_socket_and_ipv6(tmp_path):
