@@ -10,7 +10,17 @@ is encrypted with a DEK:
 
 so a ciphertext copied to another row, column or table does not decrypt, and decryption picks its
 key by the number in the header: an unknown or destroyed key is an explicit error, never a trial of
-every key. Applications write the same format through this module (encrypt_field / decrypt_field).
+every key. The format is specified, with test vectors, in minnoctl/clients/FORMAT.md.
+
+Applications use this module without the rest of minnoctl (it imports neither the CLI nor psycopg):
+
+    from minnoctl import crypto
+    ring = crypto.load_keyring(conn, os.environ["MINNO_MASTER_KEY"])   # a psycopg 3 connection
+    field = ring.encrypt("assistant", "user_tokens", "google_access_token", user_id, token)
+    token = ring.decrypt_text("assistant", "user_tokens", "google_access_token", user_id, field)
+
+Every error is a CryptoError with a `code` (FORMAT.md, "Errors"); on the database guard's SQLSTATE
+MK001 (a key retired since the keyring was loaded) load the keyring again and write again.
 
 Nothing here prints or logs key material, and error messages never contain plaintext, keys or
 ciphertext.
@@ -24,6 +34,7 @@ import functools
 import hashlib
 import hmac
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,19 +56,29 @@ _FINGERPRINT_LABEL = b"minnoctl kek fingerprint v1"
 
 
 class CryptoError(MinnoctlError):
-    """A key or an encrypted field cannot be used; the message says which, never what it holds."""
+    """A key or an encrypted field cannot be used; the message says which, never what it holds.
+    `code` names the error as FORMAT.md and the Node client do (FIELD_AUTH, KEY_UNKNOWN, ...)."""
 
     exit_code = ExitCode.CRYPTO
+    code = "CRYPTO"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
 
 
 class MasterKeyError(CryptoError):
     """The master key is missing, malformed, or not the one that wrapped the data keys."""
 
     exit_code = ExitCode.CRYPTO
+    code = "MASTER_KEY_INVALID"
 
 
 class FieldError(CryptoError):
     """One encrypted field is damaged, moved, or uses a key that is unknown or destroyed."""
+
+    code = "FIELD_MALFORMED"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,9 +208,10 @@ def _wrap_aad(key_number: int, kek_fingerprint: str) -> bytes:
     return _DEK_WRAP_LABEL + struct.pack(">I", key_number) + kek_fingerprint.encode("ascii")
 
 
-def wrap_dek(kek: MasterKey, dek: bytes, key_number: int) -> str:
-    """base64(nonce || AES-256-GCM(kek, dek)), bound to the DEK's number and the KEK's fingerprint."""
-    nonce = os.urandom(NONCE_BYTES)
+def wrap_dek(kek: MasterKey, dek: bytes, key_number: int, *, nonce: bytes | None = None) -> str:
+    """base64(nonce || AES-256-GCM(kek, dek)), bound to the DEK's number and the KEK's fingerprint.
+    `nonce` is for test vectors only."""
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
     sealed = _aesgcm(kek.key).encrypt(nonce, dek, _wrap_aad(key_number, kek.fingerprint))
     return base64.b64encode(nonce + sealed).decode("ascii")
 
@@ -204,10 +226,10 @@ def unwrap_dek(kek: MasterKey, wrapped: str, key_number: int) -> bytes:
     except (InvalidTag, binascii.Error, ValueError):
         raise MasterKeyError(
             f"data key {key_number} cannot be unwrapped with the master key from {kek.source} (fingerprint "
-            f"{kek.fingerprint}): it is not the master key that wrapped it; nothing was changed"
-        ) from None
+            f"{kek.fingerprint}): it is not the master key that wrapped it; nothing was changed",
+            code="WRONG_MASTER_KEY") from None
     if len(dek) != KEY_BYTES:
-        raise MasterKeyError(f"data key {key_number} is not {KEY_BYTES} bytes once unwrapped")
+        raise MasterKeyError(f"data key {key_number} is not {KEY_BYTES} bytes once unwrapped", code="KEYRING_INVALID")
     return dek
 
 
@@ -242,9 +264,15 @@ def encrypt_field(dek: bytes, key_number: int, schema: str, table: str, column: 
     return base64.b64encode(header + nonce + sealed).decode("ascii")
 
 
+_STRICT_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
 def field_key_number(value: str) -> int:
-    """The key number in a field's header, without decrypting it."""
+    """The key number in a field's header, without decrypting it. The base64 is strict (the
+    standard alphabet, padded, no whitespace), as the database guard's check (minno/0007)."""
     try:
+        if not isinstance(value, str) or not _STRICT_BASE64.fullmatch(value):
+            raise ValueError
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise FieldError("not an encrypted field (invalid base64)") from None
@@ -252,7 +280,7 @@ def field_key_number(value: str) -> int:
         raise FieldError(f"encrypted field is truncated ({len(raw)} bytes)")
     version, number = HEADER.unpack_from(raw)
     if version != VERSION:
-        raise FieldError(f"unknown encrypted-field version {version}")
+        raise FieldError(f"unknown encrypted-field version {version}", code="FIELD_VERSION")
     return number
 
 
@@ -266,12 +294,13 @@ def decrypt_field(keys: Mapping[int, bytes], schema: str, table: str, column: st
     raw = base64.b64decode(value, validate=True)
     dek = keys.get(number)
     if dek is None:
-        raise FieldError(f"data key {number} is unknown or destroyed")
+        raise FieldError(f"data key {number} is unknown or destroyed", code="KEY_UNKNOWN")
     header, nonce, sealed = raw[:HEADER.size], raw[HEADER.size:HEADER.size + NONCE_BYTES], raw[HEADER.size + NONCE_BYTES:]
     try:
         return _aesgcm(dek).decrypt(nonce, sealed, _field_aad(header, schema, table, column, pk))
     except InvalidTag:
-        raise FieldError("the field does not authenticate: damaged, or copied from another row or column") from None
+        raise FieldError("the field does not authenticate: damaged, or copied from another row or column",
+                         code="FIELD_AUTH") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,16 +350,46 @@ class Keyring:
     def encrypt(self, schema: str, table: str, column: str, pk: object, plaintext: str | bytes) -> str:
         key = self.active
         if key is None or key.key is None:
-            raise CryptoError("there is no active data key — run `minnoctl token rotate` to create one")
+            raise CryptoError("there is no active data key — run `minnoctl token rotate` to create one",
+                              code="NO_ACTIVE_KEY")
         return encrypt_field(key.key, key.number, schema, table, column, pk, plaintext)
 
     def decrypt(self, schema: str, table: str, column: str, pk: object, value: str) -> bytes:
         return decrypt_field(self.decrypting(), schema, table, column, pk, value)
 
+    def decrypt_text(self, schema: str, table: str, column: str, pk: object, value: str) -> str:
+        """decrypt(), as UTF-8 text (what the applications store: tokens)."""
+        plain = self.decrypt(schema, table, column, pk, value)
+        try:
+            return plain.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FieldError("the decrypted field is not UTF-8 text — use decrypt()", code="FIELD_NOT_UTF8") from None
+
+    @property
+    def active_key_number(self) -> int | None:
+        return self.active.number if self.active else None
+
+    @staticmethod
+    def key_number(value: str) -> int:
+        return field_key_number(value)
+
+
+def load_keyring(conn, master_key: "MasterKey | str | bytes") -> Keyring:
+    """The app-facing entry point: the keyring of the database behind a psycopg 3 connection,
+    unwrapped with the master key (a MasterKey, its base64 text as in MINNO_MASTER_KEY, or its 32
+    raw bytes). Needs SELECT on minno.encryption_keys only."""
+    if isinstance(master_key, str):
+        master_key = MasterKey(parse_master_key(master_key, "the master key"), "the master key")
+    elif isinstance(master_key, (bytes, bytearray)):
+        if len(master_key) != KEY_BYTES:
+            raise MasterKeyError(f"the master key holds {len(master_key)} bytes, not {KEY_BYTES}")
+        master_key = MasterKey(bytes(master_key), "the master key")
+    return Keyring.load(conn, master_key)
+
 
 def _other_master(fp: str, kek: MasterKey) -> MasterKeyError:
     return MasterKeyError(f"the data keys are wrapped by master key {fp}, but {kek.source} is {kek.fingerprint}; "
-                          "nothing was changed — use the master key they were made with")
+                          "nothing was changed — use the master key they were made with", code="WRONG_MASTER_KEY")
 
 
 def lock_keyring(conn) -> None:
