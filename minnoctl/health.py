@@ -329,11 +329,24 @@ def check_extensions(ctx: Context) -> Check:
     installed_ext = dict(ctx.all("SELECT extname, extversion FROM pg_extension"))
     needed = {(m.name, e) for m in modules.MODULES if m.name in ctx.installed for e in m.extensions}
     missing = sorted(f"{e} (for {m})" for m, e in needed if e not in installed_ext)
-    have = sorted(f"{e} {installed_ext[e]}" for _, e in needed if e in installed_ext)
+    # the extensions a module's applications use (Module.app_extensions): missing but on the server
+    # is a WARNING (`minnoctl migrate` creates them); absent from the server is reported, not judged
+    app = {(m.name, e) for m in modules.MODULES if m.name in ctx.installed for e in m.app_extensions}
+    needed |= {(m, e) for m, e in app if e in installed_ext}
+    lacking = sorted({e for _, e in app if e not in installed_ext})
+    on_server = {r[0] for r in ctx.all("SELECT name FROM pg_available_extensions WHERE name = ANY(%s)",
+                                       (lacking,))} if lacking else set()
+    have = sorted({f"{e} {installed_ext[e]}" for _, e in needed if e in installed_ext})
+    notes = [f"{e} not available on this server" for e in lacking if e not in on_server]
+    creatable = [e for e in lacking if e in on_server]
     if missing:
         return Check("extensions", Status.CRITICAL, "missing: " + ", ".join(missing), "every module's extensions",
                      "install the extension on the server, then CREATE EXTENSION it (or `minnoctl migrate`)")
-    return Check("extensions", Status.OK, ", ".join(have) if have else "none needed", "every module's extensions")
+    if creatable:
+        return Check("extensions", Status.WARNING, "not created: " + ", ".join(creatable), "every module's extensions",
+                     "run `minnoctl migrate`, which creates them (or CREATE EXTENSION as an admin)")
+    value = ", ".join(have + notes) if have or notes else "none needed"
+    return Check("extensions", Status.OK, value, "every module's extensions")
 
 
 def check_migrations(ctx: Context) -> Check:

@@ -343,6 +343,9 @@ class RunResult:
     rolled_back: list[str] = field(default_factory=list)
     database_created: bool = False
     extensions_created: list[str] = field(default_factory=list)
+    # module -> the app extensions (Module.app_extensions) it could not get: absent from the server,
+    # or this role may not create them
+    extensions_unavailable: dict[str, list[str]] = field(default_factory=dict)
     objects: list[tuple[str, str]] = field(default_factory=list)  # (kind, schema.name) created
     cascaded: list[str] = field(default_factory=list)  # db init --force --cascade: dropped outside its schemas
     up_to_date: bool = False
@@ -668,16 +671,61 @@ def migrate(settings: "Settings", chosen: list[modules.Module] | None = None, *,
     try:
         with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
             plan = _locked_plan(runner, chosen, allow_drift)
-            if not plan.pending:
-                return RunResult(up_to_date=True)
             result = RunResult()
-            result.extensions_created = _create_extensions(runner, runner.check_extensions(
-                [modules.get(n) for n in dict.fromkeys(f.module for f in plan.pending)]))
+            pending_modules = [modules.get(n) for n in dict.fromkeys(f.module for f in plan.pending)]
+            installed = installed_modules(read_applied(runner.conn))
+            app_created, unavailable = _app_extensions(
+                runner, [m for m in modules.MODULES if m.name in installed or m in pending_modules])
+            result.extensions_unavailable = {m: e for m, e in unavailable.items()
+                                             if m in {p.name for p in pending_modules}}
+            if not plan.pending:
+                result.up_to_date = True
+                result.extensions_created = app_created
+                return result
+            result.extensions_created = _create_extensions(runner, runner.check_extensions(pending_modules))
+            result.extensions_created += app_created
             runner.ensure_bookkeeping()
             result.applied = runner.apply(plan.pending)
             return result
     finally:
         runner.close()
+
+
+def _app_extensions(runner: Runner, chosen: Iterable[modules.Module]) -> tuple[list[str], dict[str, list[str]]]:
+    """Create the app extensions of `chosen` that the server has and this database lacks; return
+    them, and per module those it cannot have (not on the server, or not ours to create)."""
+    import psycopg
+
+    conn = runner.conn
+    assert conn is not None
+    wanted = [(m, e) for m in chosen for e in m.app_extensions]
+    if not wanted:
+        return [], {}
+    names = sorted({e for _, e in wanted})
+    installed = {r[0] for r in conn.execute("SELECT extname FROM pg_extension WHERE extname = ANY(%s)", (names,))}
+    on_server = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions WHERE name = ANY(%s)",
+                                            (names,))}
+    created: list[str] = []
+    lacking: set[str] = set()
+    for ext in names:
+        if ext in installed:
+            continue
+        if ext not in on_server:
+            lacking.add(ext)
+            continue
+        try:
+            runner.retrying(f"CREATE EXTENSION {ext}", lambda: conn.execute(
+                f"CREATE EXTENSION IF NOT EXISTS {_ident(ext)} WITH SCHEMA public"), "nothing was changed")
+        except psycopg.errors.InsufficientPrivilege:
+            lacking.add(ext)
+            continue
+        created.append(ext)
+        log.info("created extension %s", ext)
+    unavailable: dict[str, list[str]] = {}
+    for module, ext in wanted:
+        if ext in lacking:
+            unavailable.setdefault(module.name, []).append(ext)
+    return created, unavailable
 
 
 def _create_extensions(runner: Runner, names: list[str]) -> list[str]:
@@ -975,6 +1023,10 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
                 before = set()
             plan = _locked_plan(runner, [m for m in modules.MODULES if m.name in names], allow_drift=False)
             result.extensions_created = _create_extensions(runner, to_create)
+            app_created, unavailable = _app_extensions(runner, selected)
+            result.extensions_created += app_created
+            pending_modules = {f.module for f in plan.pending}
+            result.extensions_unavailable = {m: e for m, e in unavailable.items() if m in pending_modules}
             if environment is not None and environment != recorded_environment(conn):
                 runner.ensure_bookkeeping()
                 record_environment(conn, environment, f"{runner.user}@{runner.host}")

@@ -42,7 +42,10 @@ class Module:
     schema: str
     description: str
     source: str  # the document in ../shared/spec it comes from
-    extensions: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = ()  # the migrations need them: no module without them
+    # the module's applications use them in their own SQL (spec 003: uuid_generate_v4(), pgcrypto);
+    # its migrations do not: db init creates them where the server has them, else names them
+    app_extensions: tuple[str, ...] = ()
     depends: tuple[str, ...] = ()
     encrypted: tuple[EncryptedColumn, ...] = ()
     seed_keeps: tuple[str, ...] = ()  # tables `minnoctl seed` never empties (the keyring)
@@ -86,7 +89,7 @@ MODULES: tuple[Module, ...] = (
                RetentionTask("assistant-confirmations", "mark-expired",
                              "pending confirmations past expires_at, marked expired"))),
     Module("supervisor", "supervisor", "supervisor-service: projects, secrets, ports, task timing", "003 (001-004)",
-           depends=("minno",),
+           depends=("minno",), app_extensions=("uuid-ossp", "pgcrypto"),
            encrypted=(EncryptedColumn("secrets", "encrypted_value", "id", key_ref="encryption_key_id"),),
            health=("secrets", "port_ranges"),
            retention=(

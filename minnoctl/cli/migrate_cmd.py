@@ -97,6 +97,7 @@ def init(
         _note("marked the database as %s", environment)
     if result.database_created:
         _note("created the database")
+    _extension_notes(result)
     if result.up_to_date:
         _note("the database is already initialised and up to date; nothing to do")
         return
@@ -107,6 +108,17 @@ def init(
     else:
         render.table(rows, ["id", "module", "transactional"], fmt)
     _note("applied %d migration(s)", len(result.applied))
+
+
+def _extension_notes(result) -> None:
+    """The extensions a module's applications use that this database cannot have: one line per
+    module saying which to ask an admin for (the ones created are logged as they are)."""
+    from minnoctl import render
+
+    for module, names in result.extensions_unavailable.items():
+        render.warn(f"{module}: its applications' own SQL uses {', '.join(names)}, which this server does not have or this role may not create — ask an admin to "
+                    "install PostgreSQL's contrib extensions and run "
+                    + " ".join(f'CREATE EXTENSION IF NOT EXISTS "{n}";' for n in names) + " in this database")
 
 
 def _print_plan(plan, fmt: str) -> None:
@@ -179,6 +191,7 @@ def migrate_main(
         return
     result = migrate.migrate(settings, chosen, lock_timeout=lock_timeout, allow_drift=allow_drift,
                              ddl_lock_timeout=ddl_lock_timeout)
+    _extension_notes(result)
     if result.up_to_date:
         _note("nothing to apply: the database is up to date")
         return
