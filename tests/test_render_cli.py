@@ -25,7 +25,7 @@ PASSWORD = "Zebra-Quokka-7391"
 URL = f"postgresql://app:{PASSWORD}@db.example:5432/minno"
 README = Path(__file__).resolve().parent.parent / "README.md"
 
-GROUPS = ["db", "migrate", "seed", "backup", "token", "ports", "cleanup", "health", "local", "config"]
+GROUPS = ["db", "migrate", "app", "seed", "backup", "token", "ports", "cleanup", "health", "local", "config"]
 # the commands still to be built, as the code declares them (shrinks as issues land)
 
 

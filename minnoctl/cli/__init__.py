@@ -142,7 +142,7 @@ def _server_refusal(exc: BaseException) -> tuple[str, ExitCode] | None:
     return None
 
 
-ORDER = ("db", "migrate", "seed", "backup", "token", "ports", "port", "cleanup", "health", "local", "config")
+ORDER = ("db", "migrate", "app", "seed", "backup", "token", "ports", "port", "cleanup", "health", "local", "config")
 
 
 class MinnoctlGroup(TyperGroup):
@@ -224,10 +224,11 @@ def settings(database_url: str | None = None) -> Any:
     return config.load_settings(url)
 
 
-from minnoctl.cli import backup_cmd, cleanup_cmd, config_cmd, health, local_cmd, migrate_cmd, ports_cmd, seed_cmd, token_cmd  # noqa: E402  (register)
+from minnoctl.cli import app_cmd, backup_cmd, cleanup_cmd, config_cmd, health, local_cmd, migrate_cmd, ports_cmd, seed_cmd, token_cmd  # noqa: E402  (register)
 
 # the product's order: db, migrate, seed, backup, token, ports, cleanup, health, local, config
 migrate_cmd.register(app)
+app_cmd.register(app)
 seed_cmd.register(app)
 token_cmd.register(app)
 backup_cmd.register(app)
