@@ -23,7 +23,7 @@ class ExitCode(enum.IntEnum):
     EMBEDDED = 7  # the embedded PostgreSQL cannot be used or started here
     LOCK_HELD = 8  # another minnoctl run holds the lock this command needs
     PENDING = 9  # `migrate --dry-run --exit-code`: migrations are pending
-    DRIFT = 10  # applied migrations were edited, removed or renamed
+    DRIFT = 10  # applied migrations were edited, removed or renamed; or the live schema drifted
     NOT_CONFIRMED = 11  # a destructive command was not confirmed (no terminal and no --yes)
     EXTENSION = 12  # a module needs a PostgreSQL extension the server lacks
     MIGRATION_FAILED = 13  # a migration failed; the database is as before it
@@ -48,7 +48,7 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.EMBEDDED: "the embedded PostgreSQL is not available on this platform or failed to start",
     ExitCode.LOCK_HELD: "another minnoctl run holds the lock this command needs",
     ExitCode.PENDING: "`migrate --dry-run --exit-code`: there are pending migrations",
-    ExitCode.DRIFT: "applied migrations were edited, removed or renamed (`migrate verify` lists them)",
+    ExitCode.DRIFT: "applied migrations were edited, removed or renamed, or the live schema no longer matches what they built (`migrate verify` lists them)",
     ExitCode.NOT_CONFIRMED: "a destructive command was declined, or run without a terminal and without `--yes`",
     ExitCode.EXTENSION: "a chosen module needs a PostgreSQL extension the server does not have",
     ExitCode.MIGRATION_FAILED: "a migration failed; the database is as it was before that migration",
@@ -119,7 +119,7 @@ class MigrationFailed(MinnoctlError):
 
 
 class DriftError(MinnoctlError):
-    """Applied migrations were edited, removed or renamed since they were applied."""
+    """Applied migrations were edited, removed or renamed, or the live schema drifted from what they built."""
 
     exit_code = ExitCode.DRIFT
 

@@ -902,6 +902,16 @@ def check_port_ranges(ctx: Context) -> Check:
                  "widen the range (`minnoctl ports range add`)", perfdata=perf)
 
 
+def check_schema_drift(ctx: Context) -> Check:
+    from minnoctl import drift
+
+    threshold = "the live schema is what the migrations built"
+    if not ctx.applied:
+        return Check("schema_drift", Status.OK, "skipped: the database is not initialised", threshold)
+    status, value, hint = drift.health_status(drift.check(ctx.conn, sorted(ctx.installed)))
+    return Check("schema_drift", Status[status], value, threshold, hint)
+
+
 def check_table_stats(ctx: Context) -> Check:
     sessions = ctx.one("SELECT count(*) FROM slackbot.active_sessions")[0]
     queries = ctx.one("SELECT count(*) FROM slackbot.query_history WHERE created_at > now() - interval '24 hours'")[0]
@@ -924,6 +934,8 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("server_version", check_server_version, f"PostgreSQL {SUPPORTED_MAJORS[0]} to {SUPPORTED_MAJORS[1]}"),
     CheckSpec("extensions", check_extensions, "the extensions the installed modules need (pgvector)"),
     CheckSpec("migrations", check_migrations, "initialised, nothing pending, no drift"),
+    CheckSpec("schema_drift", check_schema_drift, "the live schema against what the migrations built, and copies "
+              "of module tables in other schemas"),
     CheckSpec("connections", check_connections, "client connections against max_connections",
               ("connections-warning", "connections-critical")),
     CheckSpec("long_queries", check_long_queries, "queries running too long (needs pg_monitor)",

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from minnoctl import locks, modules
+from minnoctl import drift, locks, modules
 from minnoctl.errors import DriftError, ExitCode, ExtensionMissing, MigrationFailed, MinnoctlError, UsageError
 
 if TYPE_CHECKING:
@@ -546,6 +546,7 @@ class Runner:
             f"INSERT INTO {BOOKKEEPING}.migration_log (migration_id, operation, checksum, by_user, host, "
             "duration_ms) VALUES (%s, %s, %s, %s, %s, %s)",
             (mf.id, operation, mf.checksum, self.user, self.host, duration_ms))
+        drift.record(self.conn, mf.id, mf.module, operation)  # the schema as it left it: the drift baseline
 
     def _run_file(self, mf: MigrationFile, direction: str) -> None:
         """Run a file inside the caller's transaction. The whole file goes to the server as one
@@ -659,6 +660,7 @@ def _locked_plan(runner: Runner, chosen: list[modules.Module] | None, allow_drif
             f"({'; '.join(d.id + ': ' + d.kind for d in plan.drift[:3])}) — see `minnoctl migrate verify`; "
             "restore the files, or pass --allow-drift"
         )
+    drift.guard(runner.conn, plan.applied, [f.module for f in plan.pending], allow_drift)  # the live schema
     return plan
 
 

@@ -157,7 +157,8 @@ def migrate_main(
                                             "something is pending, for CI.")] = False,
     modules: Modules = None,
     allow_drift: Annotated[bool, typer.Option("--allow-drift", help="Apply even if applied migrations "
-                                              "were edited, removed or renamed.")] = False,
+                                              "were edited, removed or renamed, or the live schema of a module "
+                                              "to migrate no longer matches what they built (see migrate verify).")] = False,
     lock_timeout: LockTimeout = 30,
     ddl_lock_timeout: DdlLockTimeout = DDL_LOCK_TIMEOUT_S,
     fmt: Format = "table",
@@ -221,20 +222,29 @@ def status(modules: Modules = None, fmt: Format = "table", database_url: Databas
 
 @migrate_app.command("verify")
 def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
-    """Detect drift: applied migrations whose files were edited, removed or renamed. Exit 10 if any.
+    """Detect drift: applied migrations whose files were edited, removed or renamed, and a live schema
+    that no longer matches what they built (a missing, altered or extra table, column, constraint,
+    index, trigger, view, function or sequence; copies of module tables in other schemas). Exit 10 if any.
 
     Example: minnoctl migrate verify
     """
-    from minnoctl import migrate, render
+    from minnoctl import drift, render
     from minnoctl.errors import ExitCode
 
-    plan = migrate.plan_only(_settings(database_url))
-    if not plan.drift:
-        _note("no drift: %d applied migration(s) match their files", len(plan.applied))
+    plan, schema = drift.verify(_settings(database_url))
+    for module in schema.no_baseline:
+        _note("module %s: no baseline of its schema yet (migrated before minnoctl recorded one), so its live "
+              "schema is not compared; the next `minnoctl migrate` records it", module)
+    for d in schema.unmanaged:
+        _note("%s", d.detail)
+    rows = [d.__dict__ for d in plan.drift] + [d.as_row() for d in schema.drift]
+    if not rows:
+        _note("no drift: %d applied migration(s) match their files, and the live schema what they built",
+              len(plan.applied))
         if fmt == "json":
             render.emit_json([])
         return
-    render.table([d.__dict__ for d in plan.drift], ["kind", "id", "detail"], fmt)
+    render.table(rows, ["kind", "id", "detail"], fmt, document=rows)
     raise typer.Exit(int(ExitCode.DRIFT))
 
 
