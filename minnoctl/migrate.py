@@ -688,6 +688,8 @@ def migrate(settings: "Settings", chosen: list[modules.Module] | None = None, *,
             result.extensions_created += app_created
             runner.ensure_bookkeeping()
             result.applied = runner.apply(plan.pending)
+            from minnoctl import apps  # the app roles' grants, re-applied after every run that applied something
+            apps.keep_grants(runner.conn)
             return result
     finally:
         runner.close()
@@ -927,6 +929,8 @@ placed AS (
                                          WHERE a.oid = c.objid)
       WHEN 'pg_policy'::regclass THEN (SELECT k.relnamespace FROM pg_policy p JOIN pg_class k ON k.oid = p.polrelid
                                         WHERE p.oid = c.objid)
+      -- default privileges in one of the schemas (minnoctl app's) go with it
+      WHEN 'pg_default_acl'::regclass THEN (SELECT defaclnamespace FROM pg_default_acl WHERE oid = c.objid)
       ELSE (SELECT n.oid FROM pg_namespace n WHERE n.nspname = (pg_identify_object(c.classid, c.objid, c.objsubid)).schema)
     END AS nsp
   FROM closure c
@@ -1037,6 +1041,8 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
                 return result
             runner.ensure_bookkeeping()
             result.applied = runner.apply(plan.pending)
+            from minnoctl import apps  # the app roles' grants, re-applied after every run that applied something
+            apps.keep_grants(runner.conn)
             if verbose:
                 result.objects = sorted(_catalog(conn, all_schemas) - before)
             return result

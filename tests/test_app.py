@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from minnoctl.errors import ExitCode
+from test_migrate import init_args
 from test_seed import env_for, one_error_line
 
 
@@ -136,3 +137,243 @@ def test_minno_reads_its_tables_but_never_writes_the_keyring(cli, db):
                           "SELECT * FROM key_audit_log", "SELECT * FROM chatbot.conversations"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 app.execute(forbidden)
+
+
+def test_db_init_force_still_drops_minnoctls_schemas_when_app_roles_exist(cli, db):
+    assert create(cli, db, "chatbot").exit_code == 0
+    result = cli(*init_args(db), "--force", env=env_for(db))
+    assert result.exit_code == 0, result.stderr
+    again = create(cli, db, "chatbot", "--new-password")  # the role stays (cluster-wide); its grants come back
+    assert again.exit_code == 0, again.stderr
+    with app_connect(env_url(Path(json.loads(again.stdout)[0]["env_file"]))) as app:
+        app.execute("SELECT * FROM conversations")
+
+
+def test_one_role_for_several_modules_in_the_order_given(cli, db, any_server):
+    from conftest import modules_for
+
+    second = "knowledge" if modules_for(any_server) is None else "slackbot"
+    role = f"svc_{uuid.uuid4().hex[:8]}"
+    result = create(cli, db, "supervisor", second, "--role", role)
+    assert result.exit_code == 0, result.stderr
+    [record] = json.loads(result.stdout)
+    assert record["role"] == role and record["modules"] == ["supervisor", second]
+    assert record["search_path"] == f"supervisor, {second}, minno, public"
+    with app_connect(env_url(Path(record["env_file"]))) as app:
+        assert app.execute("SHOW search_path").fetchone()[0] == f"supervisor, {second}, minno, public"
+        app.execute("INSERT INTO projects (name, path) VALUES ('odin', '/srv/odin')")
+        app.execute("SELECT * FROM secrets")
+        app.execute("SELECT * FROM encryption_keys")  # supervisor has encrypted columns
+        if second == "knowledge":
+            app.execute("SELECT * FROM learnings")
+            app.execute("SELECT * FROM knowledge_coverage_by_project")
+        else:
+            app.execute("SELECT cleanup_expired_cache()")  # EXECUTE on its functions
+            app.execute("SELECT * FROM active_sessions")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("SELECT * FROM chatbot.messages")
+
+
+def test_every_installed_module_gets_its_role_and_a_second_run_keeps_the_passwords(cli, db, tmp_path):
+    from minnoctl import modules
+    from minnoctl.config import load_settings
+    from minnoctl.connection import connect
+
+    with connect(load_settings(db), autocommit=True) as conn:
+        from minnoctl import apps
+
+        installed = [m.name for m in apps.installed(conn)]
+    result = create(cli, db)
+    assert result.exit_code == 0, result.stderr
+    records = json.loads(result.stdout)
+    assert [r["role"] for r in records] == [f"{n}_app" for n in installed]
+    assert [r["modules"] for r in records] == [[n] for n in installed]
+    assert all(r["password"] == "generated" for r in records)
+    files = {r["role"]: Path(r["env_file"]) for r in records}
+    assert all(p.parent == tmp_path and stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
+    before = {role: p.read_text() for role, p in files.items()}
+    again = create(cli, db)
+    assert again.exit_code == 0, again.stderr
+    for record in json.loads(again.stdout):
+        assert record["password"] == "unchanged" and record["env_file"] is None
+    assert {role: p.read_text() for role, p in files.items()} == before
+    for role, path in files.items():
+        module = modules.get(role[:-len("_app")])
+        with app_connect(env_url(path)) as app:
+            tables = app.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                                 (module.schema,)).fetchall()
+            assert tables
+            for (table,) in tables:  # every table of its module, unqualified
+                app.execute(f'SELECT * FROM "{table}" LIMIT 1')
+    listed = cli("app", "list", "--format", "json", env=env_for(db))
+    assert listed.exit_code == 0, listed.stdout
+    doc = json.loads(listed.stdout)
+    assert sorted(r["role"] for r in doc) == sorted(files)
+    assert all(r["status"] == "complete" and r["missing"] == [] and r["extra"] == [] for r in doc), doc
+
+
+def _migration_set_with_a_new_chatbot_table(tmp_path: Path) -> Path:
+    import shutil
+
+    from test_migrate import REPO_MIGRATIONS
+
+    copy = tmp_path / "migrations"
+    shutil.copytree(REPO_MIGRATIONS, copy)
+    (copy / "chatbot" / "0099_test_app_notes.sql").write_text(
+        "-- a table, a sequence and a function added after the app role was made\n"
+        "SET LOCAL search_path = chatbot, public;\n"
+        "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);\n"
+        "CREATE VIEW note_bodies AS SELECT body FROM notes;\n"
+        "CREATE FUNCTION note_count() RETURNS bigint LANGUAGE sql SET search_path = chatbot, public\n"
+        "    AS $$ SELECT count(*) FROM notes $$;\n"
+        "REVOKE EXECUTE ON FUNCTION note_count() FROM PUBLIC;\n")
+    (copy / "chatbot" / "0099_test_app_notes.rollback.sql").write_text(
+        "SET LOCAL search_path = chatbot, public;\nDROP FUNCTION note_count();\nDROP VIEW note_bodies;\n"
+        "DROP TABLE notes;\n")
+    return copy
+
+
+def test_grants_survive_a_later_migration_that_adds_a_table(cli, db, tmp_path):
+    result = create(cli, db, "chatbot")
+    assert result.exit_code == 0, result.stderr
+    url = env_url(Path(json.loads(result.stdout)[0]["env_file"]))
+    copy = _migration_set_with_a_new_chatbot_table(tmp_path)
+    migrated = cli("migrate", env={**env_for(db), "MINNOCTL_MIGRATIONS_DIR": str(copy)})
+    assert migrated.exit_code == 0, migrated.stderr
+    assert "re-applied the grants of app role(s) chatbot_app" in migrated.stderr
+    with app_connect(url) as app:
+        app.execute("INSERT INTO notes (body) VALUES ('hello')")  # the table and its serial's sequence
+        assert app.execute("SELECT body FROM note_bodies").fetchall() == [("hello",)]
+        assert app.execute("SELECT note_count()").fetchone()[0] == 1  # EXECUTE although revoked from PUBLIC
+        app.execute("UPDATE notes SET body = 'bye'")
+        app.execute("DELETE FROM notes")
+    listed = cli("app", "list", "--format", "json", env=env_for(db))
+    assert listed.exit_code == 0 and json.loads(listed.stdout)[0]["status"] == "complete", listed.stdout
+
+
+def test_default_privileges_alone_cover_a_table_made_by_the_migrating_role(cli, db):
+    """Without minnoctl's re-apply (a table created by hand, as the migrating role)."""
+    result = create(cli, db, "chatbot")
+    url = env_url(Path(json.loads(result.stdout)[0]["env_file"]))
+    with psycopg.connect(db, autocommit=True) as admin:
+        admin.execute("CREATE TABLE chatbot.by_hand (id bigint GENERATED ALWAYS AS IDENTITY, x int)")
+    with app_connect(url) as app:
+        app.execute("INSERT INTO by_hand (x) VALUES (1)")
+        assert app.execute("SELECT x FROM by_hand").fetchall() == [(1,)]
+
+
+def test_a_role_dropped_by_hand_is_reported_by_migrate_and_list_not_recreated(cli, db, any_server, tmp_path):
+    role = f"gone_{uuid.uuid4().hex[:8]}"
+    assert create(cli, db, "chatbot", "--role", role).exit_code == 0
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(f'DROP OWNED BY "{role}"')
+    with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP ROLE "{role}"')
+    copy = _migration_set_with_a_new_chatbot_table(tmp_path)
+    migrated = cli("migrate", env={**env_for(db), "MINNOCTL_MIGRATIONS_DIR": str(copy)})
+    assert migrated.exit_code == 0, migrated.stderr
+    assert f"app role {role} (chatbot) is recorded but no longer exists" in migrated.stderr
+    assert role not in _roles(any_server.admin_url)
+    listed = cli("app", "list", "--format", "json", env=env_for(db))
+    assert listed.exit_code == ExitCode.FAILURE
+    [record] = json.loads(listed.stdout)
+    assert record["status"] == "role missing" and record["exists"] is False
+    dropped = cli("app", "drop", role, "--yes", env=env_for(db))
+    assert dropped.exit_code == 0, dropped.stderr
+    assert json.loads(cli("app", "list", "--format", "json", env=env_for(db)).stdout) == []
+
+
+def test_list_names_missing_and_extra_grants_and_create_repairs_them(cli, db):
+    assert create(cli, db, "chatbot").exit_code == 0
+    with psycopg.connect(db, autocommit=True) as admin:
+        admin.execute("REVOKE SELECT ON chatbot.messages FROM chatbot_app")
+        admin.execute("GRANT SELECT ON minno.oauth_tokens TO chatbot_app")
+        admin.execute("ALTER ROLE chatbot_app IN DATABASE " + admin.info.dbname + " SET search_path = public")
+    listed = cli("app", "list", "--format", "json", env=env_for(db))
+    assert listed.exit_code == ExitCode.FAILURE
+    [record] = json.loads(listed.stdout)
+    assert record["status"] == "incomplete" and record["search_path"] == "public"
+    assert "SELECT on table chatbot.messages" in record["missing"]
+    assert any(m.startswith("search_path chatbot, minno, public") for m in record["missing"])
+    assert record["extra"] == ["SELECT on table minno.oauth_tokens"]
+    table = cli("app", "list", env=env_for(db))
+    assert "SELECT on table chatbot.messages" in table.stdout and "incomplete" in table.stdout
+    repaired = create(cli, db, "chatbot")
+    assert repaired.exit_code == 0, repaired.stderr
+    [record] = json.loads(cli("app", "list", "--format", "json", env=env_for(db)).stdout)
+    assert record["status"] == "complete", record
+
+
+def test_allow_ddl_grants_create_and_leaving_it_out_takes_it_back(cli, db):
+    result = create(cli, db, "chatbot", "--allow-ddl")
+    assert result.exit_code == 0, result.stderr
+    url = env_url(Path(json.loads(result.stdout)[0]["env_file"]))
+    with app_connect(url) as app:
+        app.execute("CREATE TABLE own_table (x int)")  # lands in chatbot, its first schema
+        app.execute("INSERT INTO own_table VALUES (1)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("CREATE TABLE minno.nope (x int)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("CREATE TABLE minnoctl.nope (x int)")
+    again = create(cli, db, "chatbot")  # the role owns a table in its own schema: still an app role
+    assert again.exit_code == 0, again.stderr
+    with app_connect(url) as app:
+        assert app.execute("SELECT x FROM chatbot.own_table").fetchall() == [(1,)]  # its own table keeps working
+        app.execute("TRUNCATE own_table")  # an owner's right, not revoked
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("CREATE TABLE another (x int)")
+
+
+@pytest.mark.parametrize("fmt", ["table", "plain", "csv", "github", "json"])
+def test_every_format_shows_the_url_without_the_password(cli, db, fmt):
+    result = cli("app", "create", "chatbot", "--new-password", "--format", fmt, env=env_for(db))
+    assert result.exit_code == 0, result.stderr
+    password = password_of(env_url(Path("chatbot_app.env")))
+    assert password not in result.stdout + result.stderr
+    assert "chatbot_app" in result.stdout and "generated" in result.stdout
+    listed = cli("app", "list", "--format", fmt, env=env_for(db))
+    assert listed.exit_code == 0 and "chatbot_app" in listed.stdout
+
+
+def test_drop_revokes_forgets_and_drops_the_role(cli, db, any_server):
+    role = f"drop_{uuid.uuid4().hex[:8]}"
+    assert create(cli, db, "assistant", "--role", role).exit_code == 0
+    refused = cli("app", "drop", role, env=env_for(db))  # no terminal, no --yes
+    assert refused.exit_code == ExitCode.NOT_CONFIRMED
+    assert role in _roles(any_server.admin_url)
+    result = cli("app", "drop", role, "--yes", "--format", "json", env=env_for(db))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == [{"role": role, "revoked": True, "dropped": True, "note": "revoked and dropped"}]
+    assert role not in _roles(any_server.admin_url)
+    with psycopg.connect(db, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace "
+                            "WHERE n.nspname = 'assistant' AND d.defaclacl::text LIKE %s",
+                            (f"%{role}%",)).fetchone()[0] == 0
+    missing = cli("app", "drop", role, "--yes", env=env_for(db))
+    assert missing.exit_code == ExitCode.NOT_FOUND
+    one_error_line(missing)
+
+
+def test_drop_keeps_a_role_that_serves_another_database(cli, db, any_server):
+    role = f"two_{uuid.uuid4().hex[:8]}"
+    other = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
+        dbname = psycopg.conninfo.conninfo_to_dict(db)["dbname"]
+        conn.execute(f'CREATE DATABASE "{other}" TEMPLATE "{dbname}"')
+    try:
+        other_url = any_server.url(other)
+        assert create(cli, db, "chatbot", "--role", role).exit_code == 0
+        assert create(cli, other_url, "chatbot", "--role", role).exit_code == 0
+        result = cli("app", "drop", role, "--yes", "--format", "json", env=env_for(db))
+        assert result.exit_code == 0, result.stderr
+        [record] = json.loads(result.stdout)
+        assert record["revoked"] is True and record["dropped"] is False
+        assert other in record["note"]
+        assert role in _roles(any_server.admin_url)
+        with psycopg.connect(db, autocommit=True) as conn:
+            assert not conn.execute("SELECT has_schema_privilege(%s, 'chatbot', 'USAGE')", (role,)).fetchone()[0]
+        listed = json.loads(cli("app", "list", "--format", "json", env=env_for(other_url)).stdout)
+        assert [r["status"] for r in listed] == ["complete"]  # the other database's grants are untouched
+    finally:  # the role goes with the fixture's cleanup, once this database is gone
+        with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
