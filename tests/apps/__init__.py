@@ -1,0 +1,1 @@
+"""The seed documents' own application code, for tests/test_apps_outside_in.py (see documents.py)."""
