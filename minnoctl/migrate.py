@@ -167,8 +167,9 @@ def _leading(text: str) -> tuple[dict[str, str], str]:
     comments: list[str] = []
     for line in text.splitlines():
         match = _DIRECTIVE.match(line)
-        if match:
-            directives[match.group(1)] = match.group(2).strip()
+        if match:  # repeated, they add up (yoyo: `-- depends: a` twice is `a b`)
+            value = match.group(2).strip()
+            directives[match.group(1)] = f"{directives[match.group(1)]} {value}" if match.group(1) in directives else value
         elif re.match(r"^\s*(--.*)?$", line):
             comments.append(line.strip().lstrip("-").strip())
         else:
@@ -193,6 +194,9 @@ def load_set(root: Path | None = None) -> list[MigrationFile]:
         else:
             with resources.migrations_path(module.migrations_folder) as folder:
                 files += _load_folder(module.name, folder)
+    from minnoctl.yoyo_compat import check_unique_stems
+
+    check_unique_stems(files)  # stock yoyo's id is the file stem
     return files
 
 
@@ -286,19 +290,25 @@ class Plan:
     pending: list[MigrationFile]
     drift: list[Drift]
     modules: list[modules.Module]
+    adoption: Any = None  # yoyo_compat.Adoption: what the next migrate adopts (renamed ids, yoyo's runs)
 
 
 def make_plan(conn: "psycopg.Connection", files: list[MigrationFile],
               chosen: list[modules.Module] | None) -> Plan:
-    """What `migrate` would do: without --modules, the installed modules (all when none is)."""
-    applied = read_applied(conn)
+    """What `migrate` would do: without --modules, the installed modules (all when none is). The
+    record is read as it will be once adopted (yoyo_compat: earlier ids and checksums, stock yoyo's runs)."""
+    from minnoctl import yoyo_compat
+
+    recorded = read_applied(conn)
+    adoption = yoyo_compat.survey(conn, files, recorded)
+    applied = yoyo_compat.effective(recorded, adoption, files)
     if chosen is None:
         installed = installed_modules(applied)
         chosen = [m for m in modules.MODULES if m.name in installed] or None
     selected = modules.with_dependencies(chosen)
     names = {m.name for m in selected}
     pending = [f for f in files if f.module in names and f.id not in applied]
-    return Plan(files, applied, pending, find_drift(files, applied), selected)
+    return Plan(files, applied, pending, find_drift(files, applied), selected, adoption)
 
 
 def status_rows(plan: Plan) -> list[dict[str, Any]]:
@@ -396,6 +406,17 @@ def _describe_blockers(rows: list[tuple[Any, ...]]) -> str:
     return "blocked by " + "; ".join(parts) + more
 
 
+def _schema_kept(schema: str) -> MigrationFailed:
+    """The last rollback of a module drops its schema without CASCADE (its 0001 rollback file, and
+    minnoctl after it): objects the migrations did not create keep it, and the rollback with it."""
+    return MigrationFailed(
+        f"schema {schema} still holds objects that its migrations did not create, so minnoctl leaves it (and "
+        "this rollback) alone — move or drop those objects first; the database is as it was before this rollback")
+
+
+_DROP_SCHEMA = re.compile(r"^\s*DROP\s+SCHEMA\b", re.IGNORECASE)
+
+
 def _is_concurrently(statement: str) -> bool:
     return bool(_CONCURRENTLY.match(_LEADING_COMMENTS.sub("", statement, count=1)))
 
@@ -412,6 +433,7 @@ class Runner:
         self.host = socket.gethostname()
         self.ddl_lock_timeout = ddl_lock_timeout
         self._lock_timeout_sql = f"SET lock_timeout = '{max(1, round(ddl_lock_timeout * 1000))}ms'"
+        self.yoyo_ready: bool | None = None  # yoyo's tables writable (None: not looked at yet; see adopt)
 
     def open(self, **kwargs: Any) -> "psycopg.Connection":
         from minnoctl.connection import connect
@@ -513,6 +535,9 @@ class Runner:
             except psycopg.errors.LockNotAvailable:
                 raise  # the whole transactional migration is retried
             except psycopg.Error as exc:
+                if (isinstance(exc, psycopg.errors.DependentObjectsStillExist) and direction == "rollback"
+                        and _DROP_SCHEMA.match(_LEADING_COMMENTS.sub("", statement, count=1))):
+                    raise _schema_kept(mf.schema) from None
                 diag = exc.diag.message_primary if getattr(exc, "diag", None) else None
                 reason = diag or str(exc).strip().splitlines()[0]
                 raise MigrationFailed(
@@ -536,6 +561,7 @@ class Runner:
 
     def _record(self, mf: MigrationFile, operation: str, duration_ms: float) -> None:
         assert self.conn is not None
+        self._record_yoyo(mf, operation)  # stock yoyo's bookkeeping, in the same transaction
         if operation == "apply":
             self.conn.execute(
                 f"INSERT INTO {BOOKKEEPING}.migrations (id, module, checksum, applied_by, applied_host) "
@@ -617,6 +643,42 @@ class Runner:
         module = modules.get(mf.module)
         self._run(mf, "rollback", after=(lambda: self._drop_schema(module)) if last_of_module else None)
 
+    def _record_yoyo(self, mf: MigrationFile, operation: str) -> None:
+        from minnoctl import yoyo_compat
+
+        assert self.conn is not None
+        if self.yoyo_ready is None:
+            state = yoyo_compat.prepare(self.conn)  # "ready", "created" (in this transaction) or None
+            if state != "created":  # created tables go if this transaction is redone: look again then
+                self.yoyo_ready = state == "ready"
+            if state is None:
+                return
+        if self.yoyo_ready is not False:
+            yoyo_compat.record(self.conn, mf, operation, self.user, self.host)
+
+    def adopt(self) -> None:
+        """Under the migrate lock, before planning: adopt the record of an earlier minnoctl (renamed
+        ids, superseded checksums) and stock yoyo's runs, and write yoyo's rows for what is applied,
+        in one transaction (yoyo_compat)."""
+        from minnoctl import yoyo_compat
+
+        conn = self.conn
+        assert conn is not None
+
+        def attempt() -> list[str]:
+            with conn.transaction():
+                adoption = yoyo_compat.survey(conn, self.files, read_applied(conn))
+                if not adoption:
+                    return []
+                for ddl in BOOKKEEPING_DDL:
+                    conn.execute(ddl)
+                notes = yoyo_compat.adopt(conn, adoption, BOOKKEEPING, self.user, self.host)
+                return notes
+
+        for line in self.retrying("adopting earlier records (minnoctl's and stock yoyo's)", attempt,
+                                  "nothing was changed"):
+            log.info("%s", line)
+
     def _drop_schema(self, module: modules.Module) -> None:
         import psycopg
 
@@ -625,10 +687,7 @@ class Runner:
             with self.conn.transaction():
                 self.conn.execute(f"DROP SCHEMA IF EXISTS {_ident(module.schema)}")
         except psycopg.errors.DependentObjectsStillExist:
-            raise MigrationFailed(
-                f"schema {module.schema} still holds objects that its migrations did not create, so minnoctl "
-                "leaves it (and this rollback) alone — move or drop those objects first"
-            ) from None
+            raise _schema_kept(module.schema) from None
 
     # -- whole runs ------------------------------------------------------------------------------
 
@@ -672,6 +731,7 @@ def migrate(settings: "Settings", chosen: list[modules.Module] | None = None, *,
     runner.open()
     try:
         with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
+            runner.adopt()
             plan = _locked_plan(runner, chosen, allow_drift)
             result = RunResult()
             pending_modules = [modules.get(n) for n in dict.fromkeys(f.module for f in plan.pending)]
@@ -770,6 +830,7 @@ def rollback(settings: "Settings", *, steps: int | None = None, to: str | None =
     runner.open()
     try:
         with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
+            runner.adopt()
             applied = read_applied(runner.conn)
             order = list(applied.values())  # application order
             if to is not None:
@@ -977,6 +1038,9 @@ def _drop_minnoctl_schemas(runner: Runner, schemas: list[str], cascade: bool) ->
                     "them with the schemas; nothing was changed")
             for schema in reversed(schemas):
                 conn.execute(f"DROP SCHEMA IF EXISTS {_ident(schema)} CASCADE")
+            from minnoctl import yoyo_compat
+
+            yoyo_compat.forget(conn, runner.files, runner.user, runner.host)  # or it would adopt them back
             return outside
 
     return runner.retrying("dropping minnoctl's schemas (db init --force)", drop, "nothing was changed")
@@ -1027,6 +1091,7 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
                 if result.cascaded:
                     log.warning("--cascade also dropped, outside them: %s", ", ".join(result.cascaded))
                 before = set()
+            runner.adopt()
             plan = _locked_plan(runner, [m for m in modules.MODULES if m.name in names], allow_drift=False)
             result.extensions_created = _create_extensions(runner, to_create)
             app_created, unavailable = _app_extensions(runner, selected)
@@ -1088,9 +1153,33 @@ def new_migration(name: str, module: str, folder: Path | None = None) -> tuple[P
     back = folder / f"{number:04d}_{slug}.rollback.sql"
     if forward.exists() or back.exists():
         raise UsageError(f"{forward} already exists")
+    others = [f for f in _sibling_set(folder, mod) if f.module != module]
+    clash = next((f for f in others if f.path.name == forward.name), None)
+    if clash is not None:
+        raise UsageError(f"{forward.name} already exists in module {clash.module} ({clash.path}), and stock yoyo's "
+                         "id is the file name — give the migration another name")
+    # stock yoyo's order: after the module's previous migration, or after the last migration of
+    # each module it depends on (minnoctl itself applies in registry order)
+    previous = sorted(p.name[:-4] for p in folder.glob("*.sql") if FILE_RE.match(p.name))
+    depends = previous[-1:] if previous else [
+        [f for f in others if f.module == dep][-1].path.name[:-4] for dep in mod.depends
+        if any(f.module == dep for f in others)]
+    schema_line = "" if previous else f"CREATE SCHEMA IF NOT EXISTS {mod.schema};\n"
     forward.write_text(
-        f"-- {name}\n--\n-- Module {module}: runs with search_path = {mod.schema}, public.\n"
+        f"-- {name}\n--\n-- Module {module}: objects land in schema {mod.schema} (the SET below, for any runner).\n"
         "-- Describe the change and every choice it makes here. Add `-- transactional: false` above\n"
-        "-- for CREATE INDEX CONCURRENTLY.\n\n")
-    back.write_text(f"-- Undo {forward.name}: drop what it created, in reverse order.\n\n")
+        "-- for CREATE INDEX CONCURRENTLY, and write `SET search_path` (no LOCAL) then.\n"
+        + (f"-- depends: {' '.join(depends)}\n" if depends else "")
+        + f"\nSET LOCAL search_path = {mod.schema}, public;\n{schema_line}\n")
+    back.write_text(f"-- Undo {forward.name}: drop what it created, in reverse order.\n\n"
+                    f"SET LOCAL search_path = {mod.schema}, public;\n\n"
+                    + ("" if previous else f"DROP SCHEMA IF EXISTS {mod.schema};\n"))
     return forward, back
+
+
+def _sibling_set(folder: Path, mod: modules.Module) -> list[MigrationFile]:
+    """The other module folders next to `folder` (the set it belongs to), in registry order."""
+    root = folder.parent
+    if folder.name != mod.migrations_folder:
+        return []
+    return [f for m in modules.MODULES for f in _load_folder(m.name, root / m.migrations_folder)]

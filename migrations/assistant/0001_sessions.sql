@@ -26,6 +26,10 @@
 --   document gives none, and sessions may exist before a user_tokens row).
 -- * The document's own `migrations` bookkeeping table is not created: yoyo records
 --   migrations for minnoctl.
+-- depends: 0006_key_row_share_lock
+
+SET LOCAL search_path = assistant, public;
+CREATE SCHEMA IF NOT EXISTS assistant;
 
 CREATE FUNCTION update_updated_at_column() RETURNS trigger
     LANGUAGE plpgsql

@@ -9,6 +9,9 @@
 -- * The document's updated_at has no trigger; it gets update_oauth_tokens_updated_at
 --   (BEFORE UPDATE, update_updated_at_column() from 0001).
 -- * No index beyond the primary key: the document names none.
+-- depends: 0001_sessions
+
+SET LOCAL search_path = assistant, public;
 
 CREATE TABLE oauth_tokens (
     session_id VARCHAR(255) PRIMARY KEY,

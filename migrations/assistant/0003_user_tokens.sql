@@ -16,6 +16,9 @@
 --   INSERT ... ON CONFLICT DO UPDATE upsert, giving the value the code sets.
 -- * No foreign key to sessions: user_id is the application's user identifier, the document
 --   links user_tokens to no table.
+-- depends: 0002_oauth_tokens
+
+SET LOCAL search_path = assistant, public;
 
 CREATE TABLE user_tokens (
     user_id VARCHAR(255) PRIMARY KEY,

@@ -14,6 +14,10 @@
 -- on every UPDATE through this schema's update_updated_at_column(). The document's explicit
 -- "UPDATE conversations SET updated_at = NOW()" still works (the trigger writes the same
 -- value). The production GIN indexes are in 0002_production_indexes.
+-- depends: 0006_key_row_share_lock
+
+SET LOCAL search_path = chatbot, public;
+CREATE SCHEMA IF NOT EXISTS chatbot;
 
 CREATE FUNCTION update_updated_at_column()
 RETURNS trigger

@@ -5,6 +5,9 @@
 -- the document's ILIKE '%order%' search does not use it.
 -- Transactional: the module's tables are created empty by 0001 in the same run, so plain
 -- CREATE INDEX is instant here and CONCURRENTLY would buy nothing.
+-- depends: 0001_conversations
+
+SET LOCAL search_path = chatbot, public;
 
 CREATE INDEX idx_conversations_metadata ON conversations USING gin (metadata);
 CREATE INDEX idx_messages_metadata ON messages USING gin (metadata);

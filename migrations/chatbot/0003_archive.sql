@@ -11,6 +11,9 @@
 -- query it: CREATE INDEX ON chatbot.messages_archive (conversation_id).
 -- The document's own implementation (CREATE TABLE conversations_archive AS SELECT ...) made the
 -- table on first use; here it exists from the start, so every run appends to it.
+-- depends: 0002_production_indexes
+
+SET LOCAL search_path = chatbot, public;
 
 CREATE TABLE conversations_archive (
     id          UUID NOT NULL,

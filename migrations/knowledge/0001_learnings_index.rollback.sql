@@ -3,6 +3,8 @@
 -- knowledge_chunks_source_id_chunk_index_key goes with its table. The vector extension is
 -- minnoctl's, not this file's: it stays.
 
+SET LOCAL search_path = knowledge, public;
+
 DROP VIEW popular_search_queries;
 DROP VIEW knowledge_coverage_by_project;
 DROP VIEW learning_effectiveness;
@@ -54,3 +56,8 @@ DROP INDEX idx_knowledge_sources_project_id;
 DROP TABLE knowledge_sources;
 
 DROP FUNCTION update_updated_at_column();
+
+-- Last, the schema 0001 created, as minnoctl's own rollback of a module's last migration
+-- does: without CASCADE, so it fails (and the whole rollback with it) while objects that
+-- these migrations did not create remain in it.
+DROP SCHEMA IF EXISTS knowledge;

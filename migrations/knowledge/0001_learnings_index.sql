@@ -80,6 +80,10 @@
 -- * popular_search_queries: the 50 most frequent (project_id, query) pairs, most frequent
 --   first (ties: most recently asked first); queries are grouped by lower-cased, trimmed
 --   query_text, which is the query_text shown; avg_results has two decimals.
+-- depends: 0006_key_row_share_lock 0006_port_pool
+
+SET LOCAL search_path = knowledge, public;
+CREATE SCHEMA IF NOT EXISTS knowledge;
 
 CREATE FUNCTION update_updated_at_column()
 RETURNS trigger

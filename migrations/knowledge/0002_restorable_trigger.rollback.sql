@@ -1,5 +1,7 @@
 -- Undo knowledge/0002_restorable_trigger: 0001's trigger again (not restorable by pg_restore).
 
+SET LOCAL search_path = knowledge, public;
+
 DROP TRIGGER update_learnings_updated_at ON learnings;
 
 CREATE TRIGGER update_learnings_updated_at

@@ -6,6 +6,9 @@
 -- backup failed at this trigger: "operator does not exist: public.vector = public.vector" (found
 -- by `minnoctl backup verify --restore-test`). The embedding is now compared as text: an I/O cast
 -- and text's own operator, found whatever the search_path; equal vectors print the same text.
+-- depends: 0001_learnings_index
+
+SET LOCAL search_path = knowledge, public;
 
 DROP TRIGGER update_learnings_updated_at ON learnings;
 

@@ -3,6 +3,8 @@
 -- idx_oauth_tokens_workspace_provider and idx_minno_sessions_slack_thread belong to UNIQUE
 -- constraints and go with their tables.
 
+SET LOCAL search_path = minno, public;
+
 DROP VIEW active_sessions_view;
 
 DROP TRIGGER update_minno_sessions_updated_at ON minno_sessions;
@@ -25,3 +27,8 @@ DROP TABLE oauth_tokens;
 DROP TABLE workspaces;
 
 DROP FUNCTION update_updated_at_column();
+
+-- Last, the schema 0001 created, as minnoctl's own rollback of a module's last migration
+-- does: without CASCADE, so it fails (and the whole rollback with it) while objects that
+-- these migrations did not create remain in it.
+DROP SCHEMA IF EXISTS minno;

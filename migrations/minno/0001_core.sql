@@ -37,6 +37,9 @@
 -- sessions with status 'active', with their workspace's Slack team id and name, the number of
 -- messages and the time of the last message (NULL when there is none).
 
+SET LOCAL search_path = minno, public;
+CREATE SCHEMA IF NOT EXISTS minno;
+
 CREATE FUNCTION update_updated_at_column()
 RETURNS trigger
 LANGUAGE plpgsql

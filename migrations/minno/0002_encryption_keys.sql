@@ -23,6 +23,9 @@
 -- Index: idx_encryption_keys_is_active (the document's "Indexes: is_active").
 -- Trigger: update_encryption_keys_updated_at, calling this schema's update_updated_at_column()
 -- that minno/0001_core created.
+-- depends: 0001_core
+
+SET LOCAL search_path = minno, public;
 
 CREATE TABLE encryption_keys (
     id              UUID PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -1,4 +1,7 @@
 -- Undo 0003_envelope_keyring.sql.
+
+SET LOCAL search_path = minno, public;
+
 DROP TABLE key_audit_log;
 DROP TRIGGER sync_encryption_keys_is_active ON encryption_keys;
 DROP FUNCTION sync_encryption_key_is_active();

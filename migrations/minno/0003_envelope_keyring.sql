@@ -10,6 +10,10 @@
 -- * kek_fingerprint: an HMAC-based name of the master key that wrapped it (never the key).
 -- * key_audit_log: every step of a rotation, retirement or re-wrap: who, when, key numbers and
 --   counts; never key material.
+-- depends: 0002_encryption_keys
+
+SET LOCAL search_path = minno, public;
+
 ALTER TABLE encryption_keys
     ADD COLUMN key_number INTEGER GENERATED ALWAYS AS IDENTITY,
     ADD COLUMN status VARCHAR(20) NOT NULL DEFAULT 'pending'

@@ -8,6 +8,10 @@
 -- first byte is the format version 1); anything else passes untouched.
 -- Its arguments are the encrypted columns of the table it is attached to. minnoctl attaches it to
 -- minno.oauth_tokens here; the assistant and supervisor modules attach it to theirs.
+-- depends: 0003_envelope_keyring
+
+SET LOCAL search_path = minno, public;
+
 CREATE FUNCTION reject_retired_field_keys() RETURNS trigger
     LANGUAGE plpgsql SET search_path = minno, public AS $$
 DECLARE

@@ -1,4 +1,7 @@
 -- Undo 0005_key_write_fence.sql: the guard of 0004 again, without the fence.
+
+SET LOCAL search_path = minno, public;
+
 CREATE OR REPLACE FUNCTION reject_retired_field_keys() RETURNS trigger
     LANGUAGE plpgsql SET search_path = minno, public AS $$
 DECLARE

@@ -6,6 +6,10 @@
 -- without any table lock (no new field can appear under a fenced key) and retires the keys in a
 -- short transaction. The previous approach, a SHARE lock on every token table while counting,
 -- made writers wait about 3 s on a million tokens.
+-- depends: 0004_field_key_guard
+
+SET LOCAL search_path = minno, public;
+
 ALTER TABLE encryption_keys ADD COLUMN write_fenced_at TIMESTAMPTZ;
 
 CREATE OR REPLACE FUNCTION reject_retired_field_keys() RETURNS trigger

@@ -1,5 +1,8 @@
 -- Undo 0006_key_row_share_lock.sql: the guard of 0005 again (reads the key under the writer's
 -- snapshot, runs as the caller), executable by PUBLIC as before.
+
+SET LOCAL search_path = minno, public;
+
 GRANT EXECUTE ON FUNCTION reject_retired_field_keys() TO PUBLIC;
 
 CREATE OR REPLACE FUNCTION reject_retired_field_keys() RETURNS trigger

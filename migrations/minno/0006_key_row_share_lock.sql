@@ -25,6 +25,10 @@
 --   definer function, instead of the usual <module>, public), every name in it is qualified, and
 --   EXECUTE is revoked from PUBLIC: the triggers already attached keep firing (the privilege is
 --   checked when a trigger is created), and only the owner can attach it to another table.
+-- depends: 0005_key_write_fence
+
+SET LOCAL search_path = minno, public;
+
 CREATE OR REPLACE FUNCTION reject_retired_field_keys() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = minno, pg_temp AS $$
 DECLARE

@@ -1,5 +1,7 @@
 -- Undo slackbot/0001_tables.
 
+SET LOCAL search_path = slackbot, public;
+
 DROP INDEX idx_audit_logs_event_data;
 DROP INDEX idx_audit_logs_session_id;
 DROP INDEX idx_audit_logs_slack_user_id;
@@ -30,3 +32,8 @@ DROP INDEX idx_user_sessions_user_channel_active;
 DROP TABLE user_sessions;
 
 DROP FUNCTION update_updated_at_column();
+
+-- Last, the schema 0001 created, as minnoctl's own rollback of a module's last migration
+-- does: without CASCADE, so it fails (and the whole rollback with it) while objects that
+-- these migrations did not create remain in it.
+DROP SCHEMA IF EXISTS slackbot;

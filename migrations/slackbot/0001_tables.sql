@@ -74,6 +74,10 @@
 --   event_data @> '{"ip_address": "192.168.1.1"}').
 -- * The document's migrations.py bookkeeping is not created: yoyo records migrations for
 --   minnoctl.
+-- depends: 0006_key_row_share_lock
+
+SET LOCAL search_path = slackbot, public;
+CREATE SCHEMA IF NOT EXISTS slackbot;
 
 CREATE FUNCTION update_updated_at_column() RETURNS trigger
     LANGUAGE plpgsql

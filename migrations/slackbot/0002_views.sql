@@ -31,6 +31,9 @@
 --   cleanup_expired_cache() (0003) deletes expired and invalidated entries, after which
 --   their day no longer counts them (the count and hits of each sweep are kept in the
 --   'cache_cleanup' audit_logs event).
+-- depends: 0001_tables
+
+SET LOCAL search_path = slackbot, public;
 
 CREATE VIEW active_sessions AS
 SELECT

@@ -1,5 +1,7 @@
 -- Undo slackbot/0003_maintenance.
 
+SET LOCAL search_path = slackbot, public;
+
 DROP FUNCTION archive_old_audit_logs(INTEGER);
 DROP FUNCTION cleanup_expired_cache();
 DROP FUNCTION cleanup_expired_sessions(INTEGER);

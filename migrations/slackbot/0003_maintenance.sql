@@ -31,6 +31,9 @@
 -- * audit_logs_archive has audit_logs' columns and types plus archived_at TIMESTAMPTZ NOT
 --   NULL DEFAULT now(); primary key id; indexed on created_at. It has no defaults for the
 --   moved columns and no foreign keys: it only ever receives rows from audit_logs.
+-- depends: 0002_views
+
+SET LOCAL search_path = slackbot, public;
 
 CREATE TABLE audit_logs_archive (
     id UUID PRIMARY KEY,

@@ -3,6 +3,8 @@
 -- issues_project_id_issue_number_key, service_status_project_id_service_name_key,
 -- comments_github_id_key) go with their tables.
 
+SET LOCAL search_path = supervisor, public;
+
 DROP TRIGGER update_comments_updated_at ON comments;
 DROP TRIGGER update_service_status_updated_at ON service_status;
 DROP TRIGGER update_tasks_updated_at ON tasks;
@@ -46,3 +48,8 @@ DROP INDEX idx_projects_name;
 DROP TABLE projects;
 
 DROP FUNCTION update_updated_at_column();
+
+-- Last, the schema 0001 created, as minnoctl's own rollback of a module's last migration
+-- does: without CASCADE, so it fails (and the whole rollback with it) while objects that
+-- these migrations did not create remain in it.
+DROP SCHEMA IF EXISTS supervisor;

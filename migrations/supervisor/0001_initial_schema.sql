@@ -37,6 +37,10 @@
 -- indexed twice); idx_issues_labels is GIN.
 -- Triggers: update_<table>_updated_at on every table with updated_at, calling this schema's
 -- update_updated_at_column() (also used by supervisor/0002-0004).
+-- depends: 0006_key_row_share_lock
+
+SET LOCAL search_path = supervisor, public;
+CREATE SCHEMA IF NOT EXISTS supervisor;
 
 CREATE FUNCTION update_updated_at_column()
 RETURNS trigger

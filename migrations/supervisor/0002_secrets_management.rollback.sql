@@ -3,6 +3,8 @@
 -- (secret_rotation_schedule_secret_id_key, secret_templates_template_name_key) go with their
 -- tables.
 
+SET LOCAL search_path = supervisor, public;
+
 DROP VIEW secrets_needing_rotation;
 DROP VIEW secrets_expiring_soon;
 

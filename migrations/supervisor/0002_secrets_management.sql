@@ -42,6 +42,9 @@
 --   NULL for global secrets.
 -- * secrets_needing_rotation: secrets whose schedule's next_rotation_at is within the next 7
 --   days, including overdue ones (negative time_until_rotation); id is the secret's id.
+-- depends: 0001_initial_schema
+
+SET LOCAL search_path = supervisor, public;
 
 CREATE TABLE secrets (
     id                UUID PRIMARY KEY DEFAULT gen_random_uuid(),

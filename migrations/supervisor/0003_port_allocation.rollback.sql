@@ -3,6 +3,8 @@
 -- port_ranges_no_overlap and port_reservations_no_overlap (and their indexes) go with their
 -- tables.
 
+SET LOCAL search_path = supervisor, public;
+
 DROP VIEW active_port_allocations;
 DROP VIEW port_range_utilization;
 

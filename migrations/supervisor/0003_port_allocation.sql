@@ -66,6 +66,9 @@
 --   multiply another.
 -- * active_port_allocations: allocations with status 'allocated' or 'in_use', with their
 --   project's name and range's name, ordered by port.
+-- depends: 0002_secrets_management
+
+SET LOCAL search_path = supervisor, public;
 
 CREATE TABLE port_ranges (
     id          UUID PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -2,6 +2,8 @@
 -- constraint added to tasks, in reverse order of creation. Unique constraints and the foreign
 -- key task_executions_task_project_fkey go with their tables.
 
+SET LOCAL search_path = supervisor, public;
+
 DROP VIEW task_performance_trends;
 DROP VIEW estimation_accuracy_by_project;
 

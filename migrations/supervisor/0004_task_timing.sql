@@ -61,6 +61,9 @@
 --   standard deviations are rounded to two decimals.
 -- * task_performance_trends: tasks with more than one completed execution, statistics over the
 --   completed executions only.
+-- depends: 0003_port_allocation
+
+SET LOCAL search_path = supervisor, public;
 
 ALTER TABLE tasks ADD CONSTRAINT tasks_id_project_id_key UNIQUE (id, project_id);
 

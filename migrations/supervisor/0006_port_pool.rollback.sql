@@ -1,5 +1,7 @@
 -- Undo supervisor/0006_port_pool: back to 0003's allocator (range row lock and gap search).
 
+SET LOCAL search_path = supervisor, public;
+
 DROP FUNCTION allocate_service_port(VARCHAR, VARCHAR, VARCHAR, VARCHAR, VARCHAR, VARCHAR, INTEGER, INTERVAL);
 DROP FUNCTION reserve_port(UUID, UUID, VARCHAR, INTERVAL, VARCHAR, INTEGER);
 

@@ -26,6 +26,9 @@
 -- cooling down or reserved); MP004 port outside the range; MP005 the service already holds
 -- another port; MP006 the port is held by another service (the message names it); MP007 the
 -- port is reserved for another service; MP008 the port is cooling down after its release.
+-- depends: 0005_field_key_guard
+
+SET LOCAL search_path = supervisor, public;
 
 ALTER TABLE port_ranges
     ADD COLUMN cooldown_seconds INTEGER NOT NULL DEFAULT 60 CHECK (cooldown_seconds >= 0);

@@ -121,6 +121,12 @@ def _extension_notes(result) -> None:
                     + " ".join(f'CREATE EXTENSION IF NOT EXISTS "{n}";' for n in names) + " in this database")
 
 
+def _adoption_notes(plan) -> None:
+    """What the next migrate adopts (earlier ids and checksums, stock yoyo's runs): not drift."""
+    for line in plan.adoption.notes(done=False) if plan.adoption else ():
+        _note("%s", line)
+
+
 def _print_plan(plan, fmt: str) -> None:
     from minnoctl import render
 
@@ -180,6 +186,7 @@ def migrate_main(
     settings = _settings(database_url)
     if dry_run:
         plan = migrate.plan_only(settings, chosen)
+        _adoption_notes(plan)
         for d in plan.drift:
             render.warn(f"drift: {d.id}: {d.detail}")
         if not plan.pending:
@@ -232,6 +239,7 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
     from minnoctl.errors import ExitCode
 
     plan, schema = drift.verify(_settings(database_url))
+    _adoption_notes(plan)
     for module in schema.no_baseline:
         _note("module %s: no baseline of its schema yet (migrated before minnoctl recorded one), so its live "
               "schema is not compared; the next `minnoctl migrate` records it", module)
