@@ -1,9 +1,11 @@
 """Seeding: the development data of seeds/<module>.json, and bulk synthetic rows for load tests.
 
 `load` replaces the data of the chosen modules with their seed files in one transaction: every
-table of those schemas is emptied (TRUNCATE ... RESTART IDENTITY, so identities and serials start
-again and seeding twice gives the same rows) and the files' rows are inserted; a failure rolls it
-all back. The keyring (minno.encryption_keys, minno.key_audit_log) is never emptied: other modules'
+table that the applied migrations of those modules created is emptied (TRUNCATE ... RESTART
+IDENTITY, so identities and serials start again and seeding twice gives the same rows) and the
+files' rows are inserted; a failure rolls it all back. A table an application made itself in a
+module schema (spec 002's `migrations`, spec 000's `audit_log`) keeps its rows; a foreign key
+from such a table into an emptied one stops the seed before anything changes. The keyring (minno.encryption_keys, minno.key_audit_log) is never emptied: other modules'
 encrypted fields need it. A module whose tables reference a seeded table through a foreign key is
 seeded with it, since emptying the referenced table would otherwise take its rows away.
 
@@ -152,6 +154,91 @@ def schema_tables(conn: "psycopg.Connection", schemas: list[str]) -> list[tuple[
             ORDER BY n.nspname, c.relname""", (schemas,)).fetchall()]
 
 
+# What seed may empty: only the tables that the applied migrations of a module created. They are
+# read from the files (CREATE TABLE, ALTER TABLE ... RENAME TO, DROP TABLE, in application order),
+# never from the live schema, so an application's own table in a module schema (spec 002's
+# `migrations`, spec 000's `audit_log`) is never emptied. Comments, quoted strings and
+# dollar-quoted bodies (a function's CREATE TABLE) are blanked out before the statements are read.
+_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})?"  # a table name, perhaps schema-qualified
+_SQL_NOISE = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|(\$[A-Za-z_0-9]*\$).*?\1", re.DOTALL)
+_TABLE_DDL = re.compile(
+    rf"\bCREATE\s+(?:(?:GLOBAL|LOCAL)\s+)?(?P<temp>(?:TEMP|TEMPORARY)\s+)?(?:UNLOGGED\s+)?TABLE\s+"
+    rf"(?:IF\s+NOT\s+EXISTS\s+)?(?P<created>{_NAME})"
+    rf"|\bALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<renamed>{_NAME})\s+RENAME\s+TO\s+(?P<to>{_IDENT})"
+    rf"|\bDROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<dropped>{_NAME}(?:\s*,\s*{_NAME})*)",
+    re.IGNORECASE)
+
+
+def _unquote(name: str) -> str:
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+
+
+def _split_name(text: str) -> tuple[str | None, str]:
+    parts = re.findall(_IDENT, text)
+    return (_unquote(parts[0]), _unquote(parts[1])) if len(parts) == 2 else (None, _unquote(parts[0]))
+
+
+def managed_from_sql(sql: str, schema: str, tables: set[str]) -> set[str]:
+    """`tables` (of `schema`) after the statements of one migration file: what it creates (in
+    `schema`, or unqualified: the runner's search_path puts them there), renames and drops."""
+    tables = set(tables)
+    text = _SQL_NOISE.sub(" ", sql)
+
+    def ours(name: str) -> str | None:
+        where, table = _split_name(name)
+        return table if where in (None, schema) else None
+
+    for match in _TABLE_DDL.finditer(text):
+        if match.group("created") and not match.group("temp"):
+            if (table := ours(match.group("created"))) is not None:
+                tables.add(table)
+        elif match.group("renamed"):
+            if (table := ours(match.group("renamed"))) is not None and table in tables:
+                tables.discard(table)
+                tables.add(_unquote(match.group("to")))
+        elif match.group("dropped"):
+            for name in re.split(r"\s*,\s*", match.group("dropped").strip()):
+                if (table := ours(name)) is not None:
+                    tables.discard(table)
+    return tables
+
+
+def managed_tables(conn: "psycopg.Connection") -> dict[str, set[str]]:
+    """{schema: tables its module's applied migrations created} for every installed module."""
+    from minnoctl import migrate
+
+    applied = migrate.read_applied(conn)
+    files = {f.id: f for f in migrate.load_set()}
+    out: dict[str, set[str]] = {}
+    for a in applied.values():  # application order
+        module = modules.get(a.module)
+        f = files.get(a.id)
+        tables = out.setdefault(module.schema, set())
+        if f is not None:  # a file gone from the set is drift, which migrate verify reports
+            out[module.schema] = managed_from_sql(f.sql(), module.schema, tables)
+    return out
+
+
+def _app_foreign_keys(conn: "psycopg.Connection", emptied: set[tuple[str, str]]) -> None:
+    """TRUNCATE without CASCADE fails on a foreign key from a table it does not empty (an app's
+    own table) into one it does: say so in one line before anything changes."""
+    if not emptied:
+        return
+    rows = conn.execute(
+        """SELECT fn.nspname, fc.relname, k.conname, tn.nspname, tc.relname
+             FROM pg_constraint k
+             JOIN pg_class fc ON fc.oid = k.conrelid JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+             JOIN pg_class tc ON tc.oid = k.confrelid JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+            WHERE k.contype = 'f' AND tn.nspname = ANY(%s) ORDER BY 1, 2, 3""",
+        (sorted({s for s, _ in emptied}),)).fetchall()
+    for fs, ft, name, ts, tt in rows:
+        if (ts, tt) in emptied and (fs, ft) not in emptied:
+            raise SeedError(f"table {fs}.{ft}, which minnoctl's migrations did not create, has a foreign key "
+                            f"({name}) to {ts}.{tt}, which seed empties — seed leaves the application's tables "
+                            "alone, so empty that table or drop its foreign key first; nothing was changed")
+
+
 def _referencing_schemas(conn: "psycopg.Connection", schemas: list[str], kept: set[tuple[str, str]]) -> set[str]:
     """Schemas (outside `schemas`) with a foreign key into a table of `schemas` that seed empties."""
     rows = conn.execute(
@@ -216,7 +303,10 @@ def plan(conn: "psycopg.Connection", chosen: list[modules.Module] | None) -> Tar
     installed, wanted = _check_installed(conn, chosen)
     by_schema = {m.schema: m for m in installed}
     seeded = list(wanted)
+    managed = managed_tables(conn)
     kept = {(m.schema, t) for m in modules.MODULES for t in m.seed_keeps}
+    # what seed never empties: the keyring, and every table no applied migration created
+    kept |= {t for t in schema_tables(conn, [m.schema for m in installed]) if t[1] not in managed.get(t[0], ())}
     while True:
         extra = _referencing_schemas(conn, [m.schema for m in seeded], kept)
         new = [by_schema[s] for s in extra if s in by_schema and by_schema[s] not in seeded]
@@ -226,6 +316,7 @@ def plan(conn: "psycopg.Connection", chosen: list[modules.Module] | None) -> Tar
     seeded = [m for m in modules.MODULES if m in seeded]
     added = [m for m in seeded if m not in wanted]
     tables = [t for t in schema_tables(conn, [m.schema for m in seeded]) if t not in kept]
+    _app_foreign_keys(conn, set(tables))
     nonempty = [f"{s}.{t}" for s, t in tables
                 if conn.execute(f'SELECT EXISTS (SELECT 1 FROM "{s}"."{t}")').fetchone()[0]]
     return Target(installed, seeded, added, tables, nonempty, any(m.encrypted for m in seeded))
