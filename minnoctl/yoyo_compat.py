@@ -140,6 +140,12 @@ def _exists(conn: "psycopg.Connection", table: str) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
 
 
+def _readable(conn: "psycopg.Connection", table: str) -> bool:
+    """The table exists and this role may read it (health runs as any role)."""
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL AND has_table_privilege(to_regclass(%s), 'SELECT')",
+                        (table, table)).fetchone()[0]
+
+
 def tables_state(conn: "psycopg.Connection") -> str:
     """'ready' (yoyo's tables exist and this role may write them), 'creatable' (none exist and it
     may create them in public), else the reason it cannot write them (one phrase)."""
@@ -273,9 +279,9 @@ def _yoyo_rows(conn: "psycopg.Connection") -> tuple[dict[str, Any], dict[str, tu
     {hash: (operation, at, user@host)}; both empty without yoyo's tables."""
     applied: dict[str, Any] = {}
     newest: dict[str, tuple[str, Any, str]] = {}
-    if _exists(conn, MIGRATION_TABLE):
+    if _readable(conn, MIGRATION_TABLE):
         applied = dict(conn.execute(f'SELECT "migration_hash", "applied_at_utc" FROM {MIGRATION_TABLE}').fetchall())
-    if _exists(conn, LOG_TABLE):
+    if _readable(conn, LOG_TABLE):
         for h, op, at, who in conn.execute(
                 f'SELECT DISTINCT ON ("migration_hash") "migration_hash", "operation", "created_at_utc", '
                 f'coalesce("username", \'\') || \'@\' || coalesce("hostname", \'\') FROM {LOG_TABLE} '

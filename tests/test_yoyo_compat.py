@@ -355,3 +355,34 @@ def test_yoyo_orders_the_set_by_its_depends_whatever_the_order_of_the_folders(cl
     assert public_objects(database) == set()
     run = cli("migrate", env=env_for(database))
     assert run.exit_code == 0 and "nothing to apply" in run.stderr, run.stderr
+
+
+def test_the_last_rollback_keeps_a_schema_holding_foreign_objects_with_minnoctls_message(cli, database):
+    env = env_for(database)
+    assert cli("db", "init", "--modules", "chatbot", env=env).exit_code == 0
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE chatbot.mine (id int)")
+        last_minno = conn.execute("SELECT id FROM minnoctl.migrations WHERE module = 'minno' ORDER BY seq DESC "
+                                  "LIMIT 1").fetchone()[0]
+    result = cli("migrate", "rollback", "--to", last_minno, "--yes", env=env)
+    assert result.exit_code == ExitCode.MIGRATION_FAILED
+    assert "schema chatbot still holds objects that its migrations did not create" in result.stderr
+    assert "Traceback" not in result.stderr
+    with psycopg.connect(database) as conn:  # 0001's rollback failed whole: it stays applied, tables and all
+        assert conn.execute("SELECT count(*) FROM minnoctl.migrations WHERE id = 'chatbot/0001_conversations'"
+                            ).fetchone()[0] == 1
+        assert conn.execute("SELECT to_regclass('chatbot.conversations')").fetchone()[0] is not None
+
+
+def test_db_init_force_forgets_yoyos_rows_with_the_schemas_and_runs_everything_again(cli, database):
+    env = env_for(database)
+    assert cli("db", "init", "--modules", "chatbot", env=env).exit_code == 0
+    again = cli("db", "init", "--modules", "chatbot", "--force", "--yes", env=env)
+    assert again.exit_code == 0, again.stderr
+    assert "adopted" not in again.stderr and "applied chatbot/0001_conversations" in again.stderr
+    assert "conversations" in module_tables(database)["chatbot"]
+    assert set(yoyo_list(database, ["minno", "chatbot"]).values()) == {"A"}
+    with psycopg.connect(database) as conn:
+        ops = conn.execute("SELECT operation, count(*) FROM public._yoyo_log GROUP BY 1 ORDER BY 1").fetchall()
+    n = len(stems(["minno", "chatbot"]))
+    assert ops == [("apply", 2 * n), ("rollback", n)]
