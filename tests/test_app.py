@@ -377,3 +377,278 @@ def test_drop_keeps_a_role_that_serves_another_database(cli, db, any_server):
     finally:  # the role goes with the fixture's cleanup, once this database is gone
         with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line, the documented exit code, nothing changed
+
+
+@pytest.fixture
+def small(database, any_server):
+    """A database with only minno and chatbot installed; roles made are dropped afterwards."""
+    from test_seed import env_for as env
+
+    before = _roles(any_server.admin_url)
+    from typer.testing import CliRunner
+
+    from minnoctl.cli import app
+
+    assert CliRunner().invoke(app, ["db", "init", "--modules", "chatbot", "--yes"], env=env(database)).exit_code == 0
+    yield database
+    drop_new_roles(any_server.admin_url, [database], before)
+
+
+@pytest.mark.parametrize("args, stdin, code, says", [
+    (["--role", "x_app"], None, ExitCode.USAGE, "--role needs the modules"),
+    (["nosuch"], None, ExitCode.USAGE, "unknown module 'nosuch'"),
+    (["slackbot"], None, ExitCode.NOT_FOUND, "module slackbot is not installed"),
+    (["chatbot", "slackbot", "--role", "x_app"], None, ExitCode.NOT_FOUND, "not installed"),
+    (["chatbot", "--role", "pg_mine"], None, ExitCode.USAGE, "reserved"),
+    (["chatbot", "--role", "public"], None, ExitCode.USAGE, "reserved"),
+    (["chatbot", "--role", "r" * 64], None, ExitCode.USAGE, "1 to 63 bytes"),
+    (["chatbot", "--role", "é" * 32], None, ExitCode.USAGE, "1 to 63 bytes"),
+    (["chatbot", "--role", "a\u200bb"], None, ExitCode.USAGE, "control character"),
+    (["chatbot", "--role", "a\nb"], None, ExitCode.USAGE, "control character"),
+    (["chatbot", "--role", ""], None, ExitCode.USAGE, "empty"),
+    (["chatbot", "--role", "postgres"], None, ExitCode.USAGE, "superuser"),
+    (["chatbot", "--password-stdin"], "\n", ExitCode.USAGE, "empty password"),
+    (["chatbot", "--password-stdin"], "", ExitCode.USAGE, "empty password"),
+    (["chatbot", "--password-stdin"], "a\x1bb\n", ExitCode.USAGE, "control character"),
+    (["chatbot", "--password-stdin", "--new-password"], "pw-one-two\n", ExitCode.USAGE, "--new-password"),
+    (["--password-stdin"], "pw-one-two\n", ExitCode.USAGE, "one role's password"),
+    (["minno", "chatbot", "--password-stdin"], "pw-one-two\n", ExitCode.USAGE, "one role's password"),
+    (["minno", "chatbot", "--env-file", "x.env"], None, ExitCode.USAGE, "--env-file names one file"),
+    (["chatbot", "--env-file", "."], None, ExitCode.USAGE, "is a directory"),
+    (["chatbot", "--env-file", "no/such/dir/x.env"], None, ExitCode.USAGE, "does not exist"),
+    (["chatbot", "--env-file", "app.env"], None, ExitCode.USAGE, "already holds other settings"),
+    (["chatbot", "--env-file", ""], None, ExitCode.USAGE, "empty"),
+    (["chatbot", "--format", "yaml"], None, ExitCode.USAGE, "unknown format"),
+    (["chatbot", "--nosuch"], None, ExitCode.USAGE, "--nosuch"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(cli, small, any_server, tmp_path, args, stdin, code, says):
+    (tmp_path / "app.env").write_text("NODE_ENV=production\nDATABASE_URL=postgresql://old@h/db\n")
+    before_roles = _roles(any_server.admin_url)
+    result = cli("app", "create", *args, env=env_for(small), input=stdin)
+    assert result.exit_code == code, result.stderr
+    assert says in one_error_line(result), result.stderr
+    assert result.stdout == ""
+    assert _roles(any_server.admin_url) == before_roles
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.env"]
+    assert (tmp_path / "app.env").read_text().startswith("NODE_ENV=production")
+    with psycopg.connect(small, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('minnoctl.app_roles')").fetchone()[0] is None
+
+
+@pytest.mark.parametrize("args, code, says", [
+    (["drop"], ExitCode.USAGE, "Missing argument 'ROLE'"),
+    (["drop", "pg_signal_backend", "--yes"], ExitCode.USAGE, "reserved"),
+    (["drop", "nobody_app", "--yes"], ExitCode.NOT_FOUND, "not an app role of this database"),
+    (["drop", "x" * 70, "--yes"], ExitCode.USAGE, "1 to 63 bytes"),
+    (["list", "--format", "yaml"], ExitCode.USAGE, "unknown format"),
+    (["drop", "nobody_app", "--format", "xml"], ExitCode.USAGE, "unknown format"),
+])
+def test_bad_input_to_list_and_drop(cli, small, args, code, says):
+    result = cli("app", *args, env=env_for(small))
+    assert result.exit_code == code, result.stderr
+    assert says in one_error_line(result)
+
+
+def test_drop_refuses_a_recorded_role_that_became_a_superuser(cli, small, any_server):
+    role = f"su_{uuid.uuid4().hex[:8]}"
+    assert create(cli, small, "chatbot", "--role", role).exit_code == 0
+    with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
+        conn.execute(f'ALTER ROLE "{role}" SUPERUSER')
+    for args in (["drop", role, "--yes"], ["create", "chatbot", "--role", role]):
+        result = cli("app", *args, env=env_for(small))
+        assert result.exit_code == ExitCode.USAGE
+        assert "superuser" in one_error_line(result)
+    assert role in _roles(any_server.admin_url)
+
+
+def test_list_on_a_database_without_app_roles_is_empty(cli, small):
+    result = cli("app", "list", "--format", "json", env=env_for(small))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# minnoctl connected as an ordinary role (no superuser)
+
+
+@pytest.fixture
+def owner(any_server):
+    """A database owned by a plain role that ran db init (minno, chatbot); yields a factory of its
+    URL as that role, given whether the role has CREATEROLE."""
+    made: list[tuple[str, str]] = []
+    before = _roles(any_server.admin_url)
+
+    def make(createrole: bool) -> str:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+        from typer.testing import CliRunner
+
+        from minnoctl.cli import app
+
+        user, name = f"adm_{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE ROLE "{user}" LOGIN {"CREATEROLE" if createrole else ""}')
+            conn.execute(f'CREATE DATABASE "{name}" OWNER "{user}"')
+        made.append((user, name))
+        params = conninfo_to_dict(any_server.url(name)) | {"user": user}
+        url = make_conninfo("", **params)
+        init = CliRunner().invoke(app, ["db", "init", "--modules", "chatbot", "--yes"], env=env_for(url))
+        assert init.exit_code == 0, init.stderr
+        return url
+
+    yield make
+    with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
+        for _user, name in made:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_new_roles(any_server.admin_url, [], before)
+
+
+def test_without_createrole_one_line_says_what_to_ask_for(cli, owner, any_server):
+    url = owner(createrole=False)
+    before = _roles(any_server.admin_url)
+    result = create(cli, url, "chatbot")
+    assert result.exit_code == ExitCode.FAILURE
+    assert ("creating a role needs CREATEROLE — ask an admin, or pass --role NAME of an existing role"
+            in one_error_line(result))
+    me = psycopg.conninfo.conninfo_to_dict(url)["user"]
+    self_role = create(cli, url, "chatbot", "--role", me)
+    assert self_role.exit_code == ExitCode.USAGE
+    assert "minnoctl itself connects as it" in one_error_line(self_role)
+    assert _roles(any_server.admin_url) == before
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["no-privilege", "privilege-without-grant-option"])
+def test_a_grant_that_does_not_take_rolls_back_everything_even_create_role(cli, owner, any_server, tmp_path, held):
+    url = owner(createrole=True)
+    stranger = f"str_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        dbname = conn.info.dbname
+    with psycopg.connect(any_server.url(dbname), autocommit=True) as admin:  # a table minnoctl's role does not own
+        admin.execute(f'CREATE ROLE "{stranger}"')
+        admin.execute("CREATE TABLE chatbot.stranger (x int)")
+        admin.execute(f'ALTER TABLE chatbot.stranger OWNER TO "{stranger}"')
+        if held:  # GRANT then only warns, and grants nothing: the check before commit catches it
+            me = psycopg.conninfo.conninfo_to_dict(url)["user"]
+            admin.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON chatbot.stranger TO "{me}"')
+    before = _roles(any_server.admin_url)
+    result = create(cli, url, "chatbot")
+    assert result.exit_code == ExitCode.FAILURE, result.stderr
+    line = one_error_line(result)
+    if held:
+        assert "could not grant role 'chatbot_app'" in line and "on table chatbot.stranger" in line, line
+    else:
+        assert "permission denied" in line and "stranger" in line, line
+    assert "nothing was changed" in line
+    assert _roles(any_server.admin_url) == before  # CREATE ROLE rolled back with the rest
+    assert list(tmp_path.iterdir()) == []
+    with psycopg.connect(any_server.url(dbname), autocommit=True) as admin:
+        admin.execute("DROP TABLE chatbot.stranger")
+    ok = create(cli, url, "chatbot")  # a plain CREATEROLE owner can do it all
+    assert ok.exit_code == 0, ok.stderr
+    with app_connect(env_url(Path(json.loads(ok.stdout)[0]["env_file"]))) as app:
+        app.execute("SELECT * FROM conversations")
+    dropped = cli("app", "drop", "chatbot_app", "--yes", "--format", "json", env=env_for(url))
+    assert dropped.exit_code == 0 and json.loads(dropped.stdout)[0]["dropped"] is True, dropped.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Passwords really checked: a server where every TCP login but postgres's needs its password
+
+
+@pytest.fixture(scope="module")
+def scram(tmp_path_factory):
+    from minnoctl.local import bin_dir
+    from pgcluster import DEBIAN_PG15, Cluster
+
+    binaries = DEBIAN_PG15 if (DEBIAN_PG15 / "initdb").exists() else bin_dir()
+    cluster = Cluster("scram", binaries, tmp_path_factory.mktemp("scram"), ssl=True).start()
+    (cluster.pgdata / "pg_hba.conf").write_text(
+        "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET log_statement = 'all'")  # the password must not reach the server's log
+        conn.execute("SELECT pg_reload_conf()")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def scram_db(scram, cli):
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(scram.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = scram.url(name, sslmode="require")
+    assert cli("db", "init", "--modules", "chatbot,assistant", "--yes", env=env_for(url)).exit_code == 0
+    yield url
+    with psycopg.connect(scram.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for role in ("chatbot_app", "assistant_app", "stdin_app"):
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def _server_log(cluster) -> str:
+    return (cluster.pgdata / "server.log").read_text(errors="replace")
+
+
+def test_the_generated_password_logs_in_over_ssl_and_a_new_one_replaces_it(cli, scram, scram_db, tmp_path):
+    first = create(cli, scram_db, "chatbot")
+    assert first.exit_code == 0, first.stderr
+    [record] = json.loads(first.stdout)
+    assert record["url"] == f"postgresql://chatbot_app@127.0.0.1:{scram.port}/{scram_db.split('/')[-1].split('?')[0]}" \
+                            "?sslmode=require"
+    url = env_url(tmp_path / "chatbot_app.env")
+    assert url.endswith("?sslmode=require")
+    old_password = password_of(url)
+    with app_connect(url) as app:
+        assert app.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0] is True
+        app.execute("SELECT * FROM conversations")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        app_connect(url.replace(old_password, "wrong" + old_password[5:])).close()
+    unchanged = create(cli, scram_db, "chatbot")
+    assert json.loads(unchanged.stdout)[0]["password"] == "unchanged"
+    assert env_url(tmp_path / "chatbot_app.env") == url
+    renewed = create(cli, scram_db, "chatbot", "--new-password")
+    assert json.loads(renewed.stdout)[0]["password"] == "generated"
+    new_url = env_url(tmp_path / "chatbot_app.env")
+    assert stat.S_IMODE((tmp_path / "chatbot_app.env").stat().st_mode) == 0o600
+    assert new_url != url
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        app_connect(url).close()
+    with app_connect(new_url) as app:
+        app.execute("SELECT * FROM messages")
+    log_text = _server_log(scram)
+    for password in (old_password, password_of(new_url)):
+        assert password not in log_text
+        assert password not in first.stdout + first.stderr + renewed.stdout + renewed.stderr
+    assert "SCRAM-SHA-256$" in log_text  # what the server was sent instead
+
+
+def test_a_password_from_stdin_with_url_special_characters(cli, scram, scram_db, tmp_path):
+    password = "pä ss'w&rd:/@%#?x"
+    target = tmp_path / "conf" / "db.env"
+    target.parent.mkdir()
+    result = create(cli, scram_db, "assistant", "--role", "stdin_app", "--password-stdin", "--env-file",
+                    str(target), input=password + "\n")
+    assert result.exit_code == 0, result.stderr
+    [record] = json.loads(result.stdout)
+    assert record["password"] == "from stdin" and record["env_file"] == str(target)
+    assert password not in result.stdout + result.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in target.parent.iterdir()] == ["db.env"]  # no temporary file left behind
+    url = env_url(target)
+    assert password_of(url) == password
+    with app_connect(url) as app:
+        assert app.execute("SHOW search_path").fetchone()[0] == "assistant, minno, public"
+        app.execute("SELECT * FROM user_tokens")
+    from minnoctl.config import read_env_file  # minnoctl's own .env reader (shell quoting) reads it back
+
+    assert read_env_file(target)["DATABASE_URL"] == url
+    assert password not in _server_log(scram)
+    again = create(cli, scram_db, "assistant", "--role", "stdin_app", "--password-stdin", "--env-file",
+                   str(target), input="second-password\r\n")
+    assert again.exit_code == 0, again.stderr
+    with app_connect(env_url(target)) as app:
+        assert app.execute("SELECT current_user").fetchone()[0] == "stdin_app"
+    assert password_of(env_url(target)) == "second-password"

@@ -49,7 +49,7 @@ def create(
         "--password-stdin", help="Read the role's password from one line of stdin (one role only).")] = False,
     new_password: Annotated[bool, typer.Option(
         "--new-password", help="Generate a new password for an existing role (a new role always gets one).")] = False,
-    env_file: Annotated[Optional[Path], typer.Option(
+    env_file: Annotated[Optional[str], typer.Option(
         "--env-file", help="Where to write DATABASE_URL=... with the password (mode 0600; one role only). "
         "Default: ./<role>.env.", show_default=False)] = None,
     allow_ddl: Annotated[bool, typer.Option(
@@ -74,7 +74,7 @@ def create(
     s, conn = _connect(database_url)
     with conn:
         created = apps.create(conn, module or [], role=role, password=password, new_password=new_password,
-                              env_file=env_file, allow_ddl=allow_ddl, sslmode=s.params.get("sslmode"))
+                              env_file=Path(env_file) if env_file is not None else None, allow_ddl=allow_ddl, sslmode=s.params.get("sslmode"))
     records = [c.record() for c in created]
     render.table(records, CREATE_COLUMNS, fmt, document=records)
 
