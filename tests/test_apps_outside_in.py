@@ -90,25 +90,25 @@ class Site:
     extensions: set[str] = field(default_factory=set)
     apps: dict[str, App] = field(default_factory=dict)
 
-    def admin_url(self, dbname: str = DBNAME) -> str:
-        return self.cluster.url(dbname)
+    def admin_url(self, dbname: str = DBNAME, **query: str) -> str:
+        return self.cluster.url(dbname, **query)
 
     def minnoctl(self, *args: str, dbname: str = DBNAME, input: str | None = None, cwd: Path | None = None,
-                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+                 env: dict[str, str] | None = None, query: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """minnoctl as a real process, as the operator runs it: the superuser's URL and the master
         key in the environment, never in argv."""
         full = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        full |= {"MINNO_HOME": str(self.home), "MINNO_DATABASE_URL": self.admin_url(dbname),
+        full |= {"MINNO_HOME": str(self.home), "MINNO_DATABASE_URL": self.admin_url(dbname, **(query or {})),
                  "MINNO_MASTER_KEY": self.master_key, **(env or {})}
         return subprocess.run([sys.executable, "-m", "minnoctl", *args], capture_output=True, text=True, env=full,
                               input=input, cwd=cwd or self.folder, timeout=180)
 
     def create_app(self, *modules: str, role: str | None = None, extra: tuple[str, ...] = (),
-                   dbname: str = DBNAME, folder: Path | None = None) -> App:
+                   dbname: str = DBNAME, folder: Path | None = None, query: dict[str, str] | None = None) -> App:
         """`minnoctl app create MODULE ... --format json` in `folder`, which gets ./<role>.env."""
         folder = folder or self.folder
         args = ["app", "create", *modules, *(["--role", role] if role else []), *extra, "--format", "json"]
-        result = self.minnoctl(*args, dbname=dbname, cwd=folder)
+        result = self.minnoctl(*args, dbname=dbname, cwd=folder, query=query)
         assert result.returncode == 0, f"minnoctl {' '.join(args)}: exit {result.returncode}\n{result.stderr}"
         records = json.loads(result.stdout)
         records = records if isinstance(records, list) else [records]
@@ -330,10 +330,15 @@ def database_service(tmp_path_factory) -> Path:
     return path
 
 
+def no_ssl_spelling(url: str) -> str:
+    """The same URL as `postgres://`, which spec 002's DatabaseService connects to without SSL."""
+    return re.sub(r"^postgresql://", "postgres://", url)
+
+
 def assistant(node, site: Site, database_service: Path, tmp_path: Path, scenario: str, login: App | None = None,
-              logs: list[str] | None = None, **env: str) -> dict:
+              logs: list[str] | None = None, url: str | None = None, **env: str) -> dict:
     a = login or app(site, "assistant")
-    url = a.url if site.cluster.ssl else re.sub(r"^postgresql://", "postgres://", a.url)  # see the module's doc
+    url = url or (a.url if site.cluster.ssl else no_ssl_spelling(a.url))  # see the module's doc
     script = f"require({json.dumps(str(APPS / 'assistant_app.cjs'))})"
     return run_node(node, script, {"DATABASE_URL": url, "APP_MODULE": str(database_service), "SCENARIO": scenario,
                                    "MINNO_FIELDS": str(MINNO_FIELDS), **env}, tmp_path, logs)
@@ -384,6 +389,27 @@ def test_assistant_reads_a_token_that_minnoctl_put(site, node, database_service,
     assert out["tokens"]["userId"] == user_id
     assert out["tokens"]["googleTokens"]["access_token"] != secret  # the app reads the field, not plaintext
     assert out["plain"]["google_access_token"] == secret
+
+
+SSLMODE_A = ("helper A / lead: `app create` copies minnoctl's own ?sslmode=require into the app's DATABASE_URL; "
+             "node-postgres (pg-connection-string) reads sslmode=require (and prefer) as verify-full and lets the URL "
+             "override the Pool's ssl option, so spec 002's `ssl: {rejectUnauthorized: false}` is lost and the "
+             "DatabaseService fails with SELF_SIGNED_CERT_IN_CHAIN on a server with a private CA")
+
+
+@pytest.mark.xfail(strict=True, reason=SSLMODE_A)
+def test_assistant_connects_when_minnoctl_itself_uses_sslmode_require(site, node, database_service, tmp_path):
+    """An operator whose MINNO_DATABASE_URL says sslmode=require (a managed server, Railway's for
+    spec 002): the app's URL keeps that, and the document's DatabaseService must still connect
+    with its own `rejectUnauthorized: false`."""
+    if not site.cluster.ssl:
+        pytest.skip("the embedded PostgreSQL 18 is built without SSL")
+    folder = tmp_path / "sslmode"
+    folder.mkdir()
+    a = site.create_app("assistant", role="assistant_sslmode_app", folder=folder, query={"sslmode": "require"})
+    assert "sslmode=require" in a.url
+    out = assistant(node, site, database_service, tmp_path, "flow", login=a)
+    assert out["health"]["healthy"] is True
 
 
 def test_assistant_reads_the_tokens_minnoctl_seed_encrypted(site, node, database_service, tmp_path):
@@ -866,3 +892,58 @@ def test_one_systems_login_cannot_touch_another_modules_secrets_or_the_keyring(s
     with psycopg.connect(a.url) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
             conn.execute(statement)
+
+
+# ---------------------------------------------------------------------------------------------
+# Through PgBouncer in transaction pooling: the search_path is the role's setting, no session SET
+
+
+PGBOUNCER = "/usr/sbin/pgbouncer"
+
+
+@pytest.fixture(scope="module")
+def bouncer(site: Site, tmp_path_factory: pytest.TempPathFactory):
+    """PgBouncer in transaction pooling (one server connection per role) in front of the site, with
+    scram passwords: the assistant's and the chatbot's logins. Spec 002's Pool sends statement_timeout
+    as a startup parameter, which PgBouncer refuses (08P01 "unsupported startup parameter:
+    statement_timeout") unless told to ignore it, as an operator running that app must: the
+    timeout then belongs on the role (ALTER ROLE ... SET statement_timeout)."""
+    from test_pgbouncer import Bouncer
+
+    if not os.path.exists(PGBOUNCER):
+        if os.environ.get("CI"):
+            pytest.fail("pgbouncer is missing in CI: .ci/run must install it")
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+
+    class AppBouncer(Bouncer):
+        def url(self, dbname: str) -> str:  # its readiness probe, as the superuser
+            return f"postgresql://postgres:admin@127.0.0.1:{self.port}/{dbname}"
+
+    b = AppBouncer(tmp_path_factory.mktemp(f"pgbouncer-{site.name}"), site.cluster.port, "transaction")
+    logins = [app(site, name) for name in ("assistant", "chatbot")]
+    (b.folder / "users.txt").write_text('"postgres" "admin"\n' + "".join(
+        f'"{a.role}" "{a.password.replace(chr(34), chr(34) * 2)}"\n' for a in logins))
+    ini = b.folder / "pgbouncer.ini"
+    ini.write_text(ini.read_text().replace("auth_type = trust", "auth_type = scram-sha-256\n"
+                                           "ignore_startup_parameters = statement_timeout"))
+    b.start()
+    yield b
+    b.stop()
+
+
+def through(bouncer, a: App) -> str:
+    """The app's URL with the pooler's port instead of the server's (PgBouncer has no client TLS here:
+    the `postgres://` spelling, see no_ssl_spelling)."""
+    return no_ssl_spelling(a.url.replace(f"127.0.0.1:{urlsplit(a.url).port}/", f"127.0.0.1:{bouncer.port}/"))
+
+
+def test_the_apps_work_through_pgbouncer_transaction_pooling(site, bouncer, node, database_service, chatbot_schema,
+                                                              tmp_path):
+    out = assistant(node, site, database_service, tmp_path, "flow", url=through(bouncer, app(site, "assistant")))
+    assert out["resolved"]["status"] == "confirmed" and out["health"]["healthy"] is True
+    chatbot = app(site, "chatbot")
+    out = run_node(node, f"require({json.dumps(str(APPS / 'chatbot_app.cjs'))})",
+                   {"DATABASE_URL": through(bouncer, chatbot), "SCHEMA_MODULE": str(chatbot_schema)}, tmp_path)
+    assert out["inserted"] == 3 and out["badRole"]["code"] == "23514"
+    with psycopg.connect(through(bouncer, chatbot), prepare_threshold=None, autocommit=True) as conn:
+        assert conn.execute("SHOW search_path").fetchone()[0].startswith("chatbot")
