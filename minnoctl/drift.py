@@ -170,6 +170,7 @@ def _write(conn: "psycopg.Connection", module: modules.Module, migration_id: str
     from psycopg.types.json import Jsonb
 
     if not _baseline_exists(conn):
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {BOOKKEEPING}")  # a database stock yoyo built has none
         conn.execute(BASELINE_DDL)
     fp = fingerprints(conn, [module.schema])[module.schema]
     conn.execute(
@@ -202,7 +203,10 @@ def backfill(conn: "psycopg.Connection", applied: dict[str, Any]) -> list[str]:
     if not installed:
         return []
     have = read_baselines(conn)
-    missing = [m for m in installed if m.name not in have]
+    present = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)",
+                                          ([m.schema for m in installed],))}
+    # a module recorded as applied whose schema is gone has nothing to take as its reference
+    missing = [m for m in installed if m.name not in have and m.schema in present]
     if not missing:
         return []
     with conn.transaction():
