@@ -947,3 +947,50 @@ def test_the_apps_work_through_pgbouncer_transaction_pooling(site, bouncer, node
     assert out["inserted"] == 3 and out["badRole"]["code"] == "23514"
     with psycopg.connect(through(bouncer, chatbot), prepare_threshold=None, autocommit=True) as conn:
         assert conn.execute("SHOW search_path").fetchone()[0].startswith("chatbot")
+
+
+# ---------------------------------------------------------------------------------------------
+# On the embedded server itself: its unix socket in the URL
+
+
+@pytest.mark.parametrize("any_server", ["server"], indirect=True)
+def test_apps_reach_the_embedded_server_through_the_url_app_create_writes(migrated, run_minnoctl, node,
+                                                                          chatbot_schema, tmp_path):
+    """The embedded PostgreSQL listens on a unix socket only; the env file's URL names it
+    (`?host=/dir&port=N`) and each driver must follow it: node-postgres with drizzle (spec 001),
+    asyncpg through SQLAlchemy and psycopg (spec 004)."""
+    env = {"MINNO_DATABASE_URL": migrated}
+    made, tag = {}, uuid.uuid4().hex[:6]  # roles are server-wide and the suite shares this server: own names
+    try:
+        for module in ("chatbot", "slackbot"):
+            result = run_minnoctl("app", "create", module, "--role", f"{module}_e2e_{tag}", "--format", "json",
+                                  env=env)
+            assert result.returncode == 0, result.stderr
+            record = json.loads(result.stdout)[0]
+            made[module] = read_env_file(Path(record["env_file"]))["DATABASE_URL"]
+        assert "host=" in urlsplit(made["chatbot"]).query, made["chatbot"]  # the socket directory
+        embedded_apps(node, made, chatbot_schema, tmp_path)
+    finally:
+        for module in made:
+            run_minnoctl("app", "drop", f"{module}_e2e_{tag}", "--yes", env=env)
+
+
+def embedded_apps(node, made: dict[str, str], chatbot_schema: Path, tmp_path: Path) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    out = run_node(node, f"require({json.dumps(str(APPS / 'chatbot_app.cjs'))})",
+                   {"DATABASE_URL": made["chatbot"], "SCHEMA_MODULE": str(chatbot_schema)}, tmp_path)
+    assert out["inserted"] == 3 and out["badRole"]["code"] == "23514"
+    with psycopg.connect(made["slackbot"]) as conn:
+        assert conn.execute("SELECT cleanup_expired_cache()").fetchone()[0] == 0
+
+    async def via_asyncpg() -> int:
+        engine = create_async_engine(re.sub(r"^postgres(?:ql)?://", "postgresql+asyncpg://", made["slackbot"]))
+        try:
+            async with engine.connect() as conn:
+                return (await conn.execute(text("SELECT cleanup_expired_sessions(24)"))).scalar_one()
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(via_asyncpg()) == 0
