@@ -867,7 +867,17 @@ def check_secrets(ctx: Context) -> Check:
 def check_key_fields(ctx: Context) -> Check:
     from minnoctl import tokens
 
-    text = "every field on the active key"
+    text = "every field on the active key, every value an encrypted field"
+    # plaintext an application stored before minno/0007 refused it: a WARNING, not CRITICAL — the
+    # rows still work for the application that wrote them and nothing is lost, but they are not
+    # encrypted at rest and `token verify` fails on them until the application stores them again
+    counts = tokens.field_counts(ctx.conn)
+    plain = tokens.not_fields(counts)
+    if plain:
+        listed = ", ".join(f"{column} {n:,}" for column, n in plain.items())
+        return Check("key_fields", Status.WARNING, f"plaintext, not encrypted fields: {listed} "
+                     f"({sum(plain.values()):,} in all)", text, f"{tokens.NOT_A_FIELD_HINT} (`minnoctl token verify` lists "
+                     "them)", perfdata={"fields_not_encrypted": (sum(plain.values()), "", None, None)})
     keys = ctx.all("SELECT key_number, status FROM minno.encryption_keys ORDER BY key_number")
     if not keys:
         return Check("key_fields", Status.OK, "no keyring yet (made by the first encrypted write)", text)
@@ -875,7 +885,6 @@ def check_key_fields(ctx: Context) -> Check:
     active = [n for n, s in keys if s == "active"]
     if not old:
         return Check("key_fields", Status.OK, f"key {active[0] if active else '?'} active; no older key in use", text)
-    counts = tokens.field_counts(ctx.conn)
     on_old = sum(c["fields"] for c in counts if c["key"] in old)
     perf = {"fields_on_old_keys": (on_old, "", None, None)}
     if on_old:
@@ -971,7 +980,8 @@ CHECKS: tuple[CheckSpec, ...] = (
               ("verified-backup-age-warning", "verified-backup-age-critical")),
     CheckSpec("tokens", check_tokens, "OAuth tokens expiring soon or expired (minno, assistant)", ("token-expiry",)),
     CheckSpec("secrets", check_secrets, "secrets expiring or due for rotation (spec 003's views)"),
-    CheckSpec("key_fields", check_key_fields, "encrypted fields still on a key that is no longer active"),
+    CheckSpec("key_fields", check_key_fields, "encrypted fields still on a key that is no longer active, and "
+              "plaintext in encrypted columns"),
     CheckSpec("port_ranges", check_port_ranges, "port range utilisation", ("port-range-warning", "port-range-critical")),
     CheckSpec("table_stats", check_table_stats, "active sessions and queries in the last 24 hours (spec 004)"),
 )

@@ -61,11 +61,32 @@ class Column:
         return f'"{self.schema}"."{self.spec.table}"'
 
 
+# A well-formed field as the guard trigger checks it (minno/0007): strict base64 of at least
+# crypto.MIN_FIELD_BYTES bytes, version byte crypto.VERSION.
+_STRICT_BASE64_SQL = "'^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$'"
+
+
 def header_sql(column: str) -> str:
-    """SQL giving the key number in a field's header (NULL when the field is not well formed)."""
-    return (f"CASE WHEN left({column}, 8) ~ '^[A-Za-z0-9+/]{{8}}$' AND get_byte(decode(left({column}, 8), "
+    """SQL giving the key number in a field's header; NULL when the value is not a well-formed
+    field (plaintext, or anything the guard of minno/0007 refuses)."""
+    return (f"CASE WHEN {column} ~ {_STRICT_BASE64_SQL} AND length({column}) / 4 * 3 - (length({column}) - "
+            f"length(rtrim({column}, '='))) >= {crypto.MIN_FIELD_BYTES} AND get_byte(decode(left({column}, 8), "
             f"'base64'), 0) = {crypto.VERSION} THEN ('x' || encode(substring(decode(left({column}, 8), 'base64') "
             "from 2 for 4), 'hex'))::bit(32)::int END")
+
+
+NOT_A_FIELD_HINT = ("have the application store it again through minnoctl.crypto (Python) or "
+                    "minnoctl/clients/node/minno-fields.cjs (Node); the database refuses such values since minno/0007")
+
+
+def not_fields(counts: list[dict[str, Any]]) -> dict[str, int]:
+    """From field_counts: per column, the values that are not encrypted fields (plaintext written
+    before minno/0007 refused it)."""
+    out: dict[str, int] = {}
+    for c in counts:
+        if c["key"] is None:
+            out[c["column"]] = out.get(c["column"], 0) + c["fields"]
+    return out
 
 
 def _in_window(col: Column) -> str:
@@ -279,19 +300,30 @@ def keys(conn: "psycopg.Connection") -> list[dict[str, Any]]:
 @dataclass
 class Failure:
     column: str
-    row: str
+    row: str  # the row's primary key; "N rows" for a column's values that are not encrypted fields
     reason: str
+    count: int = 1  # the fields this line stands for
+    not_a_field: bool = False  # plaintext (or malformed): on no key, so it keeps no old key alive
+
+    def public(self) -> dict[str, str]:
+        return {"column": self.column, "row": self.row, "reason": self.reason}
+
+
+_NOT_A_FIELD_CODES = ("FIELD_MALFORMED", "FIELD_VERSION")
 
 
 def verify(conn: "psycopg.Connection", kek: crypto.MasterKey, batch_size: int = 5000) -> tuple[int, list[Failure]]:
-    """Decrypt every encrypted field; returns (fields checked, failures by column and row). Reads in
-    primary-key windows, each its own short statement, so no snapshot is held for long."""
+    """Decrypt every encrypted field; returns (fields checked, failures by column and row). Values
+    that are not encrypted fields at all (plaintext an application stored before minno/0007) are
+    one failure per column with their count, never a value nor their rows. Reads in primary-key
+    windows, each its own short statement, so no snapshot is held for long."""
     _require_core(conn)
     ring = crypto.Keyring.load(conn, kek)
     decrypting = ring.decrypting()
     checked, failures = 0, []
     for col in encrypted_columns(conn):
         pk, c = f'"{col.spec.pk}"', f'"{col.spec.column}"'
+        plain = 0
         for args in _windows(conn, col, batch_size):
             for row_pk, value in conn.execute(f"SELECT {pk}, {c} FROM {col.qualified_table} "
                                               f"WHERE {_in_window(col)} AND {c} IS NOT NULL", args):
@@ -299,7 +331,14 @@ def verify(conn: "psycopg.Connection", kek: crypto.MasterKey, batch_size: int = 
                 try:
                     crypto.decrypt_field(decrypting, col.schema, col.spec.table, col.spec.column, row_pk, value)
                 except crypto.FieldError as exc:
-                    failures.append(Failure(col.label, str(row_pk), exc.message))
+                    if exc.code in _NOT_A_FIELD_CODES:
+                        plain += 1
+                    else:
+                        failures.append(Failure(col.label, str(row_pk), exc.message))
+        if plain:
+            failures.append(Failure(col.label, f"{plain} row{'s' if plain > 1 else ''}",
+                                    f"not encrypted fields (plaintext or malformed) — {NOT_A_FIELD_HINT}",
+                                    count=plain, not_a_field=True))
     return checked, failures
 
 
@@ -415,7 +454,8 @@ def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 100
             if dry_run:
                 # a new rotation moves every field to a new key; a resumed one, those not on its key yet
                 active = ring.active.number if ring.active else None
-                plan = [c for c in field_counts(conn, columns) if not resuming or c["key"] != active]
+                plan = [c for c in field_counts(conn, columns)
+                        if c["key"] is not None and (not resuming or c["key"] != active)]
                 return RotateResult("dry-run", active=active, plan=plan)
             if resuming:
                 log.info("resuming the rotation to data key %d", ring.active.number)
@@ -432,9 +472,11 @@ def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 100
             # what is left on old keys, per column (only the damaged fields, if all went well)
             _checked, failures = verify(conn, kek)
             known = {(f.column, f.row) for f in result.failures}
-            fresh = [f for f in failures if (f.column, f.row) not in known]
+            result.failures += [f for f in failures if f.not_a_field]  # reported; they need no old key
+            fresh = [f for f in failures if (f.column, f.row) not in known and not f.not_a_field]
             counts = _timed_counts(conn, columns, result)
-            result.remaining = {c["column"]: c["fields"] for c in counts if c["key"] != result.active}
+            result.remaining = {c["column"]: c["fields"] for c in counts
+                                if c["key"] is not None and c["key"] != result.active}
             if fresh:
                 result.failures += fresh
                 log.warning("the verify pass found %d field(s) that do not decrypt; the old keys are kept", len(fresh))
@@ -520,8 +562,10 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
     # Each transaction works on one window of the primary key (see _windows), so no transaction
     # scans more than a batch, however few rows still need work. A pass walks the whole table; the
     # column is done when a pass finds nothing left to change and no row it could not lock.
+    # values that are not encrypted fields (plaintext from before minno/0007) are left as they are:
+    # on no key, nothing to move; the verify pass reports them
     select = (f"SELECT {pk}, {c} FROM {col.qualified_table} WHERE {_in_window(col)} AND {c} IS NOT NULL "
-              f"AND {hdr} IS DISTINCT FROM %(active)s ORDER BY {pk}")
+              f"AND {hdr} IS NOT NULL AND {hdr} <> %(active)s ORDER BY {pk}")
     idle_passes = 0
     while True:
         changed_this_pass = skipped_this_pass = 0

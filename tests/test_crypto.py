@@ -128,11 +128,10 @@ def test_keyring_in_the_database_and_raw_sql_never_shows_plaintext(migrated):
         assert ring.active.number == key.number
         ws = conn.execute("INSERT INTO minno.workspaces (slack_team_id, slack_team_name) VALUES ('T1', 'one') "
                           "RETURNING id").fetchone()[0]
-        token_id = conn.execute(
-            "INSERT INTO minno.oauth_tokens (workspace_id, provider, access_token_encrypted) VALUES (%s, 'slack', 'x') "
-            "RETURNING id", (ws,)).fetchone()[0]
+        token_id = conn.execute("SELECT gen_random_uuid()").fetchone()[0]  # the row's id is in the field's AAD
         field = ring.encrypt("minno", "oauth_tokens", "access_token_encrypted", token_id, plaintext)
-        conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = %s WHERE id = %s", (field, token_id))
+        conn.execute("INSERT INTO minno.oauth_tokens (id, workspace_id, provider, access_token_encrypted) "
+                     "VALUES (%s, %s, 'slack', %s)", (token_id, ws, field))
         dump = conn.execute("SELECT t::text FROM minno.oauth_tokens t").fetchone()[0]
         keys_dump = conn.execute("SELECT k::text FROM minno.encryption_keys k").fetchone()[0]
         assert plaintext not in dump and plaintext.encode().hex() not in dump

@@ -339,7 +339,9 @@ def test_the_guard_rejects_a_field_under_a_retired_or_unknown_key(migrated, kek)
             with pytest.raises(psycopg.Error) as info:
                 conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = %s WHERE id = %s", (field, tid))
             assert info.value.sqlstate == "MK001"
-        conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = 'not-a-field' WHERE id = %s", (tid,))
+        with pytest.raises(psycopg.Error) as info:  # not a field at all: refused too (minno/0007)
+            conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = 'not-a-field' WHERE id = %s", (tid,))
+        assert info.value.sqlstate == "MK002" and "not-a-field" not in str(info.value)
 
 
 def test_secrets_and_assistant_tokens_rotate_too_and_secrets_point_at_the_new_key(migrated, kek):

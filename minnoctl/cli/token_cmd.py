@@ -148,6 +148,9 @@ def keys(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
 def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
     """Decrypt every encrypted field; list failures by column and row (never values). Exit 15 if any.
 
+    Values that are not encrypted fields (plaintext stored before the guard refused it) are one line
+    per column with their count.
+
     Example: minnoctl token verify
     """
     from minnoctl import render, tokens
@@ -158,8 +161,8 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
     with connect(settings, autocommit=True) as conn:
         checked, failures = tokens.verify(conn, kek)
     if failures:
-        render.table([f.__dict__ for f in failures], ["column", "row", "reason"], fmt)
-        _note("%d of %d encrypted field(s) failed to decrypt", len(failures), checked)
+        render.table([f.public() for f in failures], ["column", "row", "reason"], fmt)
+        _note("%d of %d encrypted field(s) failed to decrypt", sum(f.count for f in failures), checked)
         raise typer.Exit(int(ExitCode.PARTIAL))
     if fmt == "json":
         render.emit_json([])
@@ -197,6 +200,8 @@ def rotate(
     """Make a new data key active and re-encrypt every field with it, online; retire the old key.
 
     Exit 0 when done, 15 when stopped by --max-runtime or when damaged fields remain (listed).
+    Plaintext values (not encrypted fields) are left as they are and listed per column; they keep
+    no old key alive.
     Example: minnoctl token rotate --batch-size 500 --max-runtime 300
     """
     from minnoctl import crypto, render, tokens
@@ -228,11 +233,12 @@ def rotate(
     rows = [{"column": k, "reencrypted": v} for k, v in result.reencrypted.items()]
     render.table(rows, ["column", "reencrypted"], fmt, document={
         "status": result.status, "active": result.active, "old": result.old, "reencrypted": result.reencrypted,
-        "retired": result.retired, "failures": [f.__dict__ for f in result.failures],
+        "retired": result.retired, "failures": [f.public() for f in result.failures],
         "longest_transaction_ms": round(result.longest_transaction_ms, 1),
         "retire_transaction_ms": round(result.retire_ms, 1)})
     for failure in result.failures[:20]:
-        render.warn(f"{failure.column} row {failure.row}: {failure.reason}")
+        render.warn(f"{failure.column}: {failure.row} left as they are, {failure.reason}" if failure.not_a_field
+                    else f"{failure.column} row {failure.row}: {failure.reason}")
     _note("rotation %s: active key %s, retired %s", result.status, result.active, result.retired or "none")
     raise typer.Exit(int(result.exit_code))
 

@@ -48,16 +48,20 @@ TRIGGERS = [
 ]
 
 EXAMPLE_QUERIES = [
-    # storeUserTokens()
+    # storeUserTokens(). The token placeholders are well-formed encrypted fields (minno/0007
+    # refuses plaintext) under a data key 4242 made first; they are not meant to decrypt.
     """
+    INSERT INTO minno.encryption_keys (key_number, key_name, encrypted_key) OVERRIDING SYSTEM VALUE
+    VALUES (4242, 'example-key', 'd3JhcHBlZC0x');
     INSERT INTO user_tokens (
       user_id, google_access_token, google_refresh_token, google_expires_at,
       google_token_type, google_scope, slack_access_token, slack_refresh_token,
       slack_expires_at, slack_scope, slack_team_id, slack_user_id,
       created_at, updated_at
-    ) VALUES ('U123', 'enc:google-access', 'enc:google-refresh', '2030-01-01 00:00:00',
-              'Bearer', 'https://www.googleapis.com/auth/calendar', 'enc:slack-access',
-              'enc:slack-refresh', '2030-01-01 00:00:00', 'chat:write', 'T123', 'U456',
+    ) VALUES ('U123', 'AQAAEJIBAQEBAQEBAQEBAQFnb29nbGUtYWNjZXNzLi4u', 'AQAAEJICAgICAgICAgICAgJnb29nbGUtcmVmcmVzaC4u',
+              '2030-01-01 00:00:00', 'Bearer', 'https://www.googleapis.com/auth/calendar',
+              'AQAAEJIDAwMDAwMDAwMDAwNzbGFjay1hY2Nlc3MuLi4u', 'AQAAEJIEBAQEBAQEBAQEBARzbGFjay1yZWZyZXNoLi4u',
+              '2030-01-01 00:00:00', 'chat:write', 'T123', 'U456',
               '2025-01-01 00:00:00', '2025-01-01 00:00:00')
     ON CONFLICT (user_id) DO UPDATE SET
       google_access_token = EXCLUDED.google_access_token,

@@ -230,12 +230,15 @@ DECLARE
     v_project UUID;
     v_key     UUID;
     v_secret  UUID;
+    v_number  INTEGER;
 BEGIN
     INSERT INTO projects (name, path) VALUES ('openhorizon', '/srv/openhorizon') RETURNING id INTO v_project;
     INSERT INTO minno.encryption_keys (key_name, encrypted_key) VALUES ('example-key', 'bm90LWEta2V5')
-        RETURNING id INTO v_key;
+        RETURNING id, key_number INTO v_key, v_number;
+    -- a well-formed encrypted field under that key (minno/0007 refuses plaintext); not meant to decrypt
     INSERT INTO secrets (project_id, key_name, encrypted_value, encryption_key_id, secret_type, expires_at)
-    VALUES (v_project, 'API_TOKEN', 'Y2lwaGVydGV4dA==', v_key, 'api_key', now() + interval '10 days')
+    VALUES (v_project, 'API_TOKEN', encode('\\x01'::bytea || int4send(v_number) || convert_to(repeat('c', 28), 'UTF8'),
+                                           'base64'), v_key, 'api_key', now() + interval '10 days')
         RETURNING id INTO v_secret;
     INSERT INTO secret_rotation_schedule (secret_id, rotation_interval_days, next_rotation_at, auto_rotate)
     VALUES (v_secret, 90, now() + interval '2 days', true);
