@@ -994,3 +994,36 @@ def embedded_apps(node, made: dict[str, str], chatbot_schema: Path, tmp_path: Pa
             await engine.dispose()
 
     assert asyncio.run(via_asyncpg()) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The grants hold after later migrations
+
+
+def test_an_apps_grants_hold_on_objects_a_later_migration_creates(site, node, tmp_path):
+    """Roll back spec 004's maintenance migration (audit_logs_archive and the cleanup functions)
+    and apply it again after `app create`: the slackbot's own archive_old_audit_logs(90), run as
+    the app, must still move an old row into the recreated audit_logs_archive."""
+    dbname = f"apps_grants_{uuid.uuid4().hex[:8]}"
+    init = site.minnoctl("db", "init", "--modules", "slackbot", "--yes", dbname=dbname)
+    assert init.returncode == 0, init.stderr
+    folder = tmp_path / "grants"
+    folder.mkdir()
+    a = site.create_app("slackbot", role=f"slackbot_grants_{uuid.uuid4().hex[:6]}", dbname=dbname, folder=folder)
+    with admin(site, dbname) as conn:
+        last = conn.execute("SELECT to_regclass('slackbot.audit_logs_archive')").fetchone()[0]
+    assert last is not None
+    back = site.minnoctl("migrate", "rollback", "--steps", "1", "--yes", dbname=dbname)
+    assert back.returncode == 0, back.stderr
+    with admin(site, dbname) as conn:
+        assert conn.execute("SELECT to_regclass('slackbot.audit_logs_archive')").fetchone()[0] is None, \
+            "the last migration was not slackbot's maintenance one"
+    again = site.minnoctl("migrate", dbname=dbname)
+    assert again.returncode == 0, again.stderr
+    sql = ["INSERT INTO audit_logs (event_type, event_category, event_description, created_at) "
+           "VALUES ('user_login', 'security', 'old', now() - interval '100 days')",
+           *statements(documents.code("004-maintenance")),
+           "SELECT count(*)::int AS n FROM audit_logs_archive"]
+    r = run_sql(node, a, sql, tmp_path)
+    assert_all_ran(r, sql)
+    assert r[-1]["rows"] == [{"n": 1}]
