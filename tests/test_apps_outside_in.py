@@ -652,6 +652,8 @@ def test_seed_leaves_the_rows_of_tables_the_apps_created(site, node, tmp_path):
         kept = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("minno.audit_log",
                                                                                   "assistant.migrations")]
     assert kept == [1, 1], SEED_D
+    verify = site.minnoctl("migrate", "verify", "--format", "json", dbname=dbname)  # an app's own table is no drift
+    assert verify.returncode == 0 and json.loads(verify.stdout) == [], verify.stdout + verify.stderr
 
 
 # ---------------------------------------------------------------------------------------------
