@@ -290,7 +290,7 @@ def _expected_sql() -> str:
     return """
 WITH own AS (SELECT oid, nspname FROM pg_namespace WHERE nspname = ANY(%(own)s)),
 rels AS (
-  SELECT c.oid, n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  SELECT c.oid, n.nspname, c.relname, c.relkind, c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE n.nspname = ANY(%(all)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
 ),
 want (kind, name, priv, ok) AS (
@@ -318,10 +318,10 @@ extra (kind, name, priv, ok) AS (
     FROM pg_namespace n, unnest(ARRAY['USAGE', 'CREATE']) p WHERE n.nspname = ANY(%(all)s)
   UNION ALL
   SELECT 'table', format('%%I.%%I', nspname, relname), p, has_table_privilege(%(r)s, oid, p)
-    FROM rels, unnest(%(all_table_privs)s::text[]) p WHERE relkind <> 'S'
+    FROM rels, unnest(%(all_table_privs)s::text[]) p WHERE relkind <> 'S' AND relowner <> %(rq)s::regrole
   UNION ALL
   SELECT 'sequence', format('%%I.%%I', nspname, relname), p, has_sequence_privilege(%(r)s, oid, p)
-    FROM rels, unnest(ARRAY['USAGE', 'SELECT', 'UPDATE']) p WHERE relkind = 'S'
+    FROM rels, unnest(ARRAY['USAGE', 'SELECT', 'UPDATE']) p WHERE relkind = 'S' AND relowner <> %(rq)s::regrole
 )
 SELECT 'missing', kind, name, priv FROM want WHERE NOT ok
 UNION ALL
@@ -338,7 +338,7 @@ def audit(conn: "psycopg.Connection", role: str, mods: list[modules.Module], all
     the admin's business); privileges through PUBLIC count as held."""
     schemas = _existing_schemas(conn, [m.schema for m in mods])
     rows = conn.execute(_expected_sql(), {
-        "own": schemas, "all": _all_schemas(conn), "r": role, "core": CORE,
+        "own": schemas, "all": _all_schemas(conn), "r": role, "rq": _quote_ident(role), "core": CORE,
         "schema_privs": ["USAGE", "CREATE"] if allow_ddl else ["USAGE"],
         "table_privs": list(TABLE_PRIVILEGES), "all_table_privs": list(ALL_TABLE_PRIVILEGES),
         "seq_privs": list(SEQUENCE_PRIVILEGES), "keyring": list(KEYRING), "keyring_read": KEYRING_READ,
@@ -601,6 +601,8 @@ def create(conn: "psycopg.Connection", names: list[str], *, role: str | None = N
                             _ident(plan.role), _sql().Literal(_encrypt(conn, plan.password, plan.role))))
                     _apply(conn, plan.role, plan.mods, allow_ddl)
                     _record(conn, plan.role, plan.mods, allow_ddl)
+                    log.info("%s role %s for %s", "updated" if plan.exists else "created", plan.role,
+                             ", ".join(m.name for m in plan.mods))
                     env_shown = None
                     if plan.password is not None:
                         assert plan.env_path is not None

@@ -322,6 +322,8 @@ def test_allow_ddl_grants_create_and_leaving_it_out_takes_it_back(cli, db):
         app.execute("TRUNCATE own_table")  # an owner's right, not revoked
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app.execute("CREATE TABLE another (x int)")
+    [listed] = json.loads(cli("app", "list", "--format", "json", env=env_for(db)).stdout)
+    assert (listed["status"], listed["allow_ddl"]) == ("complete", False), listed  # its own table's rights are not extra
 
 
 @pytest.mark.parametrize("fmt", ["table", "plain", "csv", "github", "json"])
@@ -652,3 +654,28 @@ def test_a_password_from_stdin_with_url_special_characters(cli, scram, scram_db,
     with app_connect(env_url(target)) as app:
         assert app.execute("SELECT current_user").fetchone()[0] == "stdin_app"
     assert password_of(env_url(target)) == "second-password"
+
+
+def test_an_app_writes_encrypted_fields_through_the_security_definer_guard(cli, db, kek):
+    """The keyring guard (minno.reject_retired_field_keys) locks the key row FOR SHARE, which needs
+    UPDATE on the keyring: as a SECURITY DEFINER trigger it runs as its owner, so the app needs only
+    SELECT on minno.encryption_keys and no EXECUTE; an unknown key is refused by the guard itself."""
+    from minnoctl import crypto
+
+    with psycopg.connect(db, autocommit=True) as admin:
+        crypto.create_data_key(admin, kek, name="app-test", status="active")
+    result = create(cli, db, "assistant")
+    assert result.exit_code == 0, result.stderr
+    with app_connect(env_url(Path(json.loads(result.stdout)[0]["env_file"]))) as app:
+        assert not app.execute("SELECT has_function_privilege('minno.reject_retired_field_keys()', 'EXECUTE')"
+                               ).fetchone()[0]
+        keyring = crypto.load_keyring(app, kek)  # reads the wrapped keys with the app's own grants
+        token = keyring.encrypt("assistant", "user_tokens", "google_access_token", "U1", "ya29.token")
+        app.execute("INSERT INTO user_tokens (user_id, google_access_token) VALUES ('U1', %s)", (token,))
+        stored = app.execute("SELECT google_access_token FROM user_tokens WHERE user_id = 'U1'").fetchone()[0]
+        assert keyring.decrypt_text("assistant", "user_tokens", "google_access_token", "U1", stored) == "ya29.token"
+        unknown = "AQAAA+c" + token[7:]  # version 1, key number 999
+        assert crypto.field_key_number(unknown) == 999
+        with pytest.raises(psycopg.Error) as refused:
+            app.execute("UPDATE user_tokens SET google_access_token = %s WHERE user_id = 'U1'", (unknown,))
+        assert refused.value.sqlstate == "MK001", refused.value  # the guard ran, not a permission error
