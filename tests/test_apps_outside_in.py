@@ -744,6 +744,45 @@ def test_supervisor_task_timing_functions_and_views(site, node, tmp_path):
     assert r[5]["rows"][0]["total_executions"] in (1, "1")
 
 
+def test_supervisor_secrets_through_the_node_client(site, node, tmp_path):
+    """Spec 003's secrets management, encrypted in the application (the README of the documents):
+    the app encrypts with the Node client, names the data key in encryption_key_id (its id, looked up
+    by the field's key number), reads it back through its views; `minnoctl token verify` passes."""
+    a = app(site, "supervisor")
+    project, _ = supervisor_project(site, node, tmp_path)
+    value = f"sk-live-outside-in-{uuid.uuid4().hex}"
+    script = f"""const {{ Pool }} = require('pg');
+const crypto = require('node:crypto');
+const fields = require({json.dumps(str(MINNO_FIELDS))});
+(async () => {{
+  const pool = new Pool({{ connectionString: process.env.DATABASE_URL }});
+  const ring = await fields.loadKeyring(pool, fields.parseMasterKey(process.env.MINNO_MASTER_KEY));
+  const id = crypto.randomUUID();
+  const field = ring.encrypt('supervisor', 'secrets', 'encrypted_value', id, process.env.SECRET);
+  const key = await pool.query('SELECT id FROM minno.encryption_keys WHERE key_number = $1', [ring.keyNumber(field)]);
+  await pool.query(`INSERT INTO secrets (id, project_id, key_name, encrypted_value, encryption_key_id, secret_type,
+                     expires_at) VALUES ($1, $2, 'STRIPE_KEY', $3, $4, 'api_key', now() + interval '10 days')`,
+                   [id, process.env.PROJECT, field, key.rows[0].id]);
+  await pool.query(`INSERT INTO secret_rotation_schedule (secret_id, rotation_interval_days, next_rotation_at)
+                    VALUES ($1, 90, now() + interval '3 days')`, [id]);
+  const back = (await pool.query('SELECT encrypted_value FROM secrets WHERE id = $1', [id])).rows[0];
+  const expiring = await pool.query('SELECT key_name FROM secrets_expiring_soon WHERE project_id = $1',
+                                    [process.env.PROJECT]);
+  const rotating = await pool.query('SELECT key_name FROM secrets_needing_rotation WHERE project_id = $1',
+                                    [process.env.PROJECT]);
+  process.stdout.write(JSON.stringify({{ field: back.encrypted_value,
+    plain: ring.decrypt('supervisor', 'secrets', 'encrypted_value', id, back.encrypted_value),
+    expiring: expiring.rows, rotating: rotating.rows }}));
+  await pool.end();
+}})().catch((e) => {{ console.error(e); process.exit(1); }});"""
+    out = run_node(node, script, node_env(a, MINNO_MASTER_KEY=site.master_key, SECRET=value, PROJECT=project),
+                   tmp_path)
+    assert out["plain"] == value and value not in out["field"]
+    assert out["expiring"] == [{"key_name": "STRIPE_KEY"}] and out["rotating"] == [{"key_name": "STRIPE_KEY"}]
+    verify = site.minnoctl("token", "verify", "--format", "json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
 def test_supervisor_uuid_ossp_and_pgcrypto_or_the_one_line_message(site, node, tmp_path):
     a = app(site, "supervisor")
     sql = ["SELECT uuid_generate_v4() AS id", "SELECT encode(digest('x', 'sha256'), 'hex') AS h",
