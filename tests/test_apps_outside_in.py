@@ -899,6 +899,9 @@ def test_slackbot_sqlalchemy_asyncpg(site):
 
     out = asyncio.run(run())
     assert all(isinstance(n, int) for n in out["done"]) and len(out["done"]) == 3
+    # the same DATABASE_URL, as spec 004 writes it, read by minnoctl too (a liveness probe with the app's login)
+    health = site.minnoctl("health", "--live", env={"MINNO_DATABASE_URL": url})
+    assert health.returncode == 0, health.stdout + health.stderr
     assert out["mine"] == 1
     assert any(row["slack_user_id"] == user for row in out["views"][-1])  # active_sessions
 
