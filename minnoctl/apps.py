@@ -386,10 +386,20 @@ def _revoke_statements(conn: "psycopg.Connection", role: str, grantor: str) -> l
     schemas = _all_schemas(conn)
     out = [sql.SQL("REVOKE ALL ON {} {} FROM {}").format(sql.SQL(kind), sql.SQL(name), r)
            for kind, name in conn.execute(_HELD_SQL, {"s": schemas, "r": _quote_ident(role)}).fetchall()]
-    for schema in schemas:
+    # default privileges: the grantor's in every managed schema, and any other role's that names
+    # this one there (an earlier `app create` run by another admin) when the grantor may act for it
+    pairs = {(grantor, schema) for schema in schemas}
+    pairs |= set(conn.execute(
+        "SELECT d.defaclrole::regrole::text, n.nspname FROM pg_default_acl d "
+        "JOIN pg_namespace n ON n.oid = d.defaclnamespace "
+        "WHERE n.nspname = ANY(%(s)s) AND pg_has_role(current_user, d.defaclrole, 'MEMBER') "
+        "AND EXISTS (SELECT 1 FROM aclexplode(d.defaclacl) a WHERE a.grantee = %(r)s::regrole)",
+        {"s": schemas, "r": _quote_ident(role)}).fetchall())
+    for owner, schema in sorted(pairs):
+        who = g if owner == grantor else sql.SQL(owner)  # regrole text is already quoted as needed
         for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
             out.append(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} REVOKE ALL ON {} FROM {}").format(
-                g, _ident(schema), sql.SQL(kind), r))
+                who, _ident(schema), sql.SQL(kind), r))
     return out
 
 

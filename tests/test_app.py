@@ -679,3 +679,35 @@ def test_an_app_writes_encrypted_fields_through_the_security_definer_guard(cli, 
         with pytest.raises(psycopg.Error) as refused:
             app.execute("UPDATE user_tokens SET google_access_token = %s WHERE user_id = 'U1'", (unknown,))
         assert refused.value.sqlstate == "MK001", refused.value  # the guard ran, not a permission error
+
+
+def test_another_admin_drops_a_role_with_every_default_privilege_it_was_given(cli, owner, any_server):
+    url = owner(createrole=True)
+    role = f"by_owner_{uuid.uuid4().hex[:8]}"
+    assert create(cli, url, "chatbot", "--role", role).exit_code == 0
+    dbname = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    result = cli("app", "drop", role, "--yes", "--format", "json", env=env_for(any_server.url(dbname)))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)[0]["dropped"] is True, result.stdout
+    assert role not in _roles(any_server.admin_url)
+
+
+def test_a_real_process_reads_the_password_from_a_pipe_and_never_prints_it(db, tmp_path):
+    import subprocess
+    import sys
+
+    password = "Pipe-Secret-7391-xyz"
+    role = f"proc_{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "MINNO_DATABASE_URL": db}
+    proc = subprocess.run([sys.executable, "-m", "minnoctl", "app", "create", "slackbot", "--role", role,
+                           "--password-stdin", "--format", "json"], input=password + "\n", capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert password not in proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)[0]["password"] == "from stdin"
+    assert password_of(env_url(tmp_path / f"{role}.env")) == password
+    bad = subprocess.run([sys.executable, "-m", "minnoctl", "--traceback", "app", "create", "slackbot", "--role",
+                          role, "--password-stdin", "--new-password"], input=password + "\n", capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=120)
+    assert bad.returncode == ExitCode.USAGE
+    assert password not in bad.stdout + bad.stderr

@@ -70,6 +70,8 @@ def create(
     """
     from minnoctl import apps, render
 
+    if role is not None:
+        apps.check_role_name(role)  # before anything connects
     password = _read_password() if password_stdin else None
     s, conn = _connect(database_url)
     with conn:
