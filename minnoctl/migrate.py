@@ -9,7 +9,9 @@ unrecorded; it records only a hash of the file *name*, so an edited migration go
 lock is a table row that survives kill -9; and its step runner prints the rows of any SELECT to
 stdout. minnoctl therefore keeps its own record, `minnoctl.migrations`, with a checksum of each
 file's content, writes it in the same transaction as the migration itself, and serialises runs
-with a session advisory lock (minnoctl.locks) that dies with its holder.
+with a session advisory lock (minnoctl.locks) that dies with its holder. So that stock yoyo can
+still be pointed at the set and the database, it also writes yoyo's own bookkeeping in that same
+transaction and adopts what stock yoyo did (minnoctl/yoyo_compat.py).
 
 Modules are applied in registry order, each module's files in number order. minnoctl creates a
 module's schema before its first migration and drops it (never CASCADE) after its last rollback.

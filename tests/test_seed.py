@@ -433,6 +433,8 @@ def test_bad_input_is_one_clear_line(cli, database, migrated):
 def test_pending_migrations_are_refused(cli, migrated):
     with psycopg.connect(migrated, autocommit=True) as conn:
         conn.execute("DELETE FROM minnoctl.migrations WHERE id = 'slackbot/0003_maintenance'")
+        # and stock yoyo's row, which minnoctl would otherwise adopt as applied by yoyo
+        conn.execute("DELETE FROM public._yoyo_migration WHERE migration_id = '0003_maintenance'")
     result = cli("seed", "--modules", "slackbot", env=env_for(migrated))
     if result.exit_code == 0:
         pytest.fail("seeded over a pending migration")
