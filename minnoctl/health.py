@@ -917,8 +917,10 @@ def check_schema_drift(ctx: Context) -> Check:
     threshold = "the live schema is what the migrations built"
     if not ctx.applied:
         return Check("schema_drift", Status.OK, "skipped: the database is not initialised", threshold)
-    status, value, hint = drift.health_status(drift.check(ctx.conn, sorted(ctx.installed)))
-    return Check("schema_drift", Status[status], value, threshold, hint)
+    report = drift.check(ctx.conn, sorted(ctx.installed))
+    status, value, hint = drift.health_status(report)
+    return Check("schema_drift", Status[status], value, threshold, hint,
+                 perfdata={"schema_differences": (len(report.drift), "", None, None)})
 
 
 def check_table_stats(ctx: Context) -> Check:
