@@ -228,8 +228,7 @@ def statements(sql: str) -> list[str]:
     return [s for s in out if s]
 
 
-def run_sql(node, a: App, sql: list, tmp_path: Path, *, rollback: bool = True, pool: str | None = None,
-            env: dict[str, str] | None = None) -> list[dict]:
+def run_sql(node, a: App, sql: list, tmp_path: Path, *, rollback: bool = True, pool: str | None = None) -> list[dict]:
     """Statements (text, or {text, params}) through node-postgres as the app `a`: on a Client from
     DATABASE_URL, or on the Pool a document's snippet `pool` builds."""
     runner = json.dumps(str(APPS / "sql_runner.cjs"))
@@ -237,8 +236,8 @@ def run_sql(node, a: App, sql: list, tmp_path: Path, *, rollback: bool = True, p
               f".catch((e) => {{ console.error(e); process.exit(1); }});" if pool
               else f"require({runner}).main().catch((e) => {{ console.error(e); process.exit(1); }});")
     stmts = [s if isinstance(s, dict) else {"text": s} for s in sql]
-    return run_node(node, script, node_env(a, STATEMENTS=json.dumps(stmts), ROLLBACK="1" if rollback else "0",
-                                           **(env or {})), tmp_path)
+    return run_node(node, script, node_env(a, STATEMENTS=json.dumps(stmts), ROLLBACK="1" if rollback else "0"),
+                    tmp_path)
 
 
 def assert_all_ran(results: list[dict], stmts: list) -> None:
@@ -611,9 +610,11 @@ def test_minno_optional_audit_log_needs_allow_ddl(site, node, tmp_path):
     owner = site.create_app("minno", role="minno_ddl_app", extra=("--allow-ddl",))
     insert = "INSERT INTO audit_log (table_name, operation, user_id, changed_data) " \
              "VALUES ('workspaces', 'UPDATE', 'U1', '{\"name\": \"x\"}')"
-    results = run_sql(node, owner, [*ddl, insert, "SELECT count(*)::int AS n FROM audit_log"], tmp_path)
-    assert_all_ran(results, [*ddl, insert, "SELECT"])
-    assert results[-1]["rows"] == [{"n": 1}]
+    check = ["SELECT count(*)::int AS n FROM audit_log",
+             "SELECT relnamespace::regnamespace::text AS t FROM pg_class WHERE oid = 'audit_log'::regclass"]
+    results = run_sql(node, owner, [*ddl, insert, *check], tmp_path)  # rolled back: the shared database stays
+    assert_all_ran(results, [*ddl, insert, *check])
+    assert results[-2]["rows"] == [{"n": 1}] and results[-1]["rows"] == [{"t": "minno"}]
 
 
 SEED_D = "helper D: `minnoctl seed` must leave tables the migrations did not create (spec 000's audit_log, " \
