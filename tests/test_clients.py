@@ -28,29 +28,18 @@ LIBRARIES = "encrypt it with minnoctl.crypto (Python) or minnoctl/clients/node/m
 # Every encrypted column, as the registry lists them: (schema, table, column, primary key column)
 USER_TOKEN_COLUMNS = ("google_access_token", "google_refresh_token", "slack_access_token", "slack_refresh_token")
 
-# spec 002's storeUserTokens(), its statement verbatim (the document's DatabaseService runs it with
-# the search_path of the assistant module; the application side is tests/test_apps_outside_in.py)
-STORE_USER_TOKENS = """
-      INSERT INTO user_tokens (
-        user_id, google_access_token, google_refresh_token, google_expires_at,
-        google_token_type, google_scope, slack_access_token, slack_refresh_token,
-        slack_expires_at, slack_scope, slack_team_id, slack_user_id,
-        created_at, updated_at
-      ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-      ON CONFLICT (user_id) DO UPDATE SET
-        google_access_token = EXCLUDED.google_access_token,
-        google_refresh_token = EXCLUDED.google_refresh_token,
-        google_expires_at = EXCLUDED.google_expires_at,
-        google_token_type = EXCLUDED.google_token_type,
-        google_scope = EXCLUDED.google_scope,
-        slack_access_token = EXCLUDED.slack_access_token,
-        slack_refresh_token = EXCLUDED.slack_refresh_token,
-        slack_expires_at = EXCLUDED.slack_expires_at,
-        slack_scope = EXCLUDED.slack_scope,
-        slack_team_id = EXCLUDED.slack_team_id,
-        slack_user_id = EXCLUDED.slack_user_id,
-        updated_at = CURRENT_TIMESTAMP
-    """
+
+
+def store_user_tokens_sql() -> str:
+    """spec 002's storeUserTokens() statement, verbatim from the document (tests/apps/documents.py;
+    the application side is tests/test_apps_outside_in.py)."""
+    import re
+
+    from apps import documents
+
+    source = "".join(b.code for b in documents.piece("002-user-tokens"))
+    body = source[source.index("async storeUserTokens("):]
+    return re.search(r"client\.query\(`(.*?)`", body, re.S).group(1)
 
 
 def env_for(url: str, kek: crypto.MasterKey) -> dict[str, str]:
@@ -501,7 +490,7 @@ try { await client.query(process.env.SQL, JSON.parse(process.env.PARAMS)); out({
 catch (e) { out(describe(e)); }
 const n = (await client.query('SELECT count(*)::int AS n FROM user_tokens')).rows[0].n;
 process.stderr.write(String(n));
-""", SQL=STORE_USER_TOKENS, PARAMS=json.dumps(params))
+""", SQL=store_user_tokens_sql(), PARAMS=json.dumps(params))
     assert result["code"] == "MK002", result
     assert result["message"].startswith("assistant.user_tokens.google_access_token: the value is not an encrypted")
     assert LIBRARIES in result["message"] and "ya29" not in result["message"] and "plain" not in result["message"]
@@ -618,3 +607,32 @@ def test_the_wheel_ships_the_clients_the_readme_points_at(tmp_path):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "minnoctl/clients/FORMAT.md" in readme and "minnoctl/clients/node/minno-fields.cjs" in readme
     assert "os.path.dirname(minnoctl.__file__), 'clients', 'node'" in readme
+
+
+def test_a_backup_with_legacy_plaintext_restores_it(cli, migrated, kek, tmp_path):
+    """pg_dump creates triggers after the data, so the guard does not refuse the plaintext rows a
+    database held before minno/0007: a restore (into a new database, and --clean) keeps them."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    legacy = [("U-old-1", "ya29.legacy-google-1", "xoxp-legacy-slack-1")]
+    _store_legacy_plaintext(migrated, legacy)
+    env = {**env_for(migrated, kek), "MINNO_BACKUP_DIR": str(tmp_path)}
+    made = cli("backup", "create", "--output-format", "json", env=env)
+    assert made.exit_code == 0, made.stderr
+    backup = json.loads(made.stdout)["file"]
+    target = f"r_{uuid.uuid4().hex[:10]}"
+    params = conninfo_to_dict(migrated)
+    try:
+        restored = cli("backup", "restore", backup, "--into", target, env=env)
+        assert restored.exit_code == 0, restored.stderr
+        with psycopg.connect(make_conninfo("", **{**params, "dbname": target})) as conn:
+            assert conn.execute("SELECT user_id, google_access_token, slack_access_token FROM assistant.user_tokens"
+                                ).fetchall() == legacy
+    finally:
+        with psycopg.connect(make_conninfo("", **{**params, "dbname": "postgres"}), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+    clean = cli("backup", "restore", backup, "--clean", "--yes", env=env)
+    assert clean.exit_code == 0, clean.stderr
+    with psycopg.connect(migrated) as conn:
+        assert conn.execute("SELECT user_id, google_access_token, slack_access_token FROM assistant.user_tokens"
+                            ).fetchall() == legacy
