@@ -1072,3 +1072,28 @@ def test_an_apps_grants_hold_on_objects_a_later_migration_creates(site, node, tm
     r = run_sql(node, a, sql, tmp_path)
     assert_all_ran(r, sql)
     assert r[-1]["rows"] == [{"n": 1}]
+
+
+# ---------------------------------------------------------------------------------------------
+# After a key rotation (last: it re-encrypts every field the tests above wrote, Node's included)
+
+
+def test_the_apps_read_their_fields_after_minnoctl_token_rotate(site, node, database_service, tmp_path):
+    seeded = json.loads((REPO / "seeds" / "assistant.json").read_text())["tables"]["user_tokens"]
+    row = next(r for r in seeded if isinstance(r.get("google_access_token"), dict))
+    rotate = site.minnoctl("token", "rotate", "--format", "json")
+    assert rotate.returncode == 0, rotate.stdout + rotate.stderr
+    done = json.loads(rotate.stdout)
+    assert done["status"] == "done" and done["retired"], done
+    out = assistant(node, site, database_service, tmp_path, "read", USER_ID=row["user_id"],
+                    MINNO_MASTER_KEY=site.master_key)
+    assert out["plain"]["google_access_token"] == row["google_access_token"]["$encrypt"]
+    with admin(site) as conn:
+        keys = dict(conn.execute("SELECT key_number, status FROM minno.encryption_keys").fetchall())
+        field = conn.execute("SELECT google_access_token FROM assistant.user_tokens WHERE user_id = %s",
+                             (row["user_id"],)).fetchone()[0]
+        stale = conn.execute("SELECT count(*) FROM supervisor.secrets s JOIN minno.encryption_keys k "
+                             "ON k.id = s.encryption_key_id WHERE k.status <> 'active'").fetchone()[0]
+    assert keys[crypto.field_key_number(field)] == "active" and stale == 0
+    verify = site.minnoctl("token", "verify", "--format", "json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
