@@ -711,3 +711,28 @@ def test_a_real_process_reads_the_password_from_a_pipe_and_never_prints_it(db, t
                          text=True, env=env, cwd=tmp_path, timeout=120)
     assert bad.returncode == ExitCode.USAGE
     assert password not in bad.stdout + bad.stderr
+
+
+def test_a_restore_into_another_database_keeps_the_grants_and_app_create_sets_the_path_again(cli, db, any_server,
+                                                                                               tmp_path):
+    assert create(cli, db, "chatbot", "--env-file", str(tmp_path / "first.env")).exit_code == 0
+    (tmp_path / "backups").mkdir()
+    env = {**env_for(db), "MINNO_BACKUP_DIR": str(tmp_path / "backups")}
+    made = cli("backup", "create", "--output-format", "json", env=env)
+    assert made.exit_code == 0, made.stderr
+    target = f"r_{uuid.uuid4().hex[:10]}"
+    try:
+        restored = cli("backup", "restore", json.loads(made.stdout)["file"], "--into", target, env=env)
+        assert restored.exit_code == 0, restored.stderr
+        copy = any_server.url(target)
+        listed = cli("app", "list", "--format", "json", env=env_for(copy))
+        assert listed.exit_code == ExitCode.FAILURE
+        [record] = json.loads(listed.stdout)
+        assert record["search_path"] is None and record["missing"] == [
+            "search_path chatbot, minno, public (set: none)"], record  # every grant came back with the dump
+        again = create(cli, copy, "chatbot")
+        assert again.exit_code == 0 and json.loads(again.stdout)[0]["password"] == "unchanged", again.stderr
+        assert json.loads(cli("app", "list", "--format", "json", env=env_for(copy)).stdout)[0]["status"] == "complete"
+    finally:
+        with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
