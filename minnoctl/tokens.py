@@ -204,35 +204,85 @@ def put(conn: "psycopg.Connection", kek: crypto.MasterKey, *, workspace: str, pr
                              "(minno.workspaces.slack_team_id)")
         return row[0]
 
+    find_workspace()  # before anything is written, even the first data key
+
+    def write(ring: crypto.Keyring) -> bool:
+        workspace_id = find_workspace()
+        existing = conn.execute("SELECT id FROM minno.oauth_tokens WHERE workspace_id = %s AND provider = %s "
+                                "FOR UPDATE", (workspace_id, provider)).fetchone()
+        token_id = existing[0] if existing else uuid.uuid4()
+        access = ring.encrypt("minno", "oauth_tokens", "access_token_encrypted", token_id, access_token)
+        refresh = (ring.encrypt("minno", "oauth_tokens", "refresh_token_encrypted", token_id, refresh_token)
+                   if refresh_token else None)
+        if existing:
+            conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = %s, "
+                         "refresh_token_encrypted = %s, expires_at = %s, scopes = %s WHERE id = %s",
+                         (access, refresh, expires_at, scopes, token_id))
+        else:
+            conn.execute("INSERT INTO minno.oauth_tokens (id, workspace_id, provider, access_token_encrypted, "
+                         "refresh_token_encrypted, expires_at, scopes) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                         (token_id, workspace_id, provider, access, refresh, expires_at, scopes))
+        return bool(existing)
+
+    ring, updated = _write_with_keyring(conn, kek, write)
+    return {"workspace": workspace, "provider": provider, "expires_at": expires_at, "scopes": ",".join(scopes),
+            "key": ring.active.number, "updated": updated}
+
+
+def _write_with_keyring(conn: "psycopg.Connection", kek: crypto.MasterKey,
+                        write: Callable[[crypto.Keyring], Any]) -> tuple[crypto.Keyring, Any]:
+    """Run write(ring) in a transaction with the keyring (its first data key made if need be); a
+    rotation that switched or retired the key meanwhile (MK001, 40001): reload and write again."""
     import psycopg
 
-    find_workspace()  # before anything is written, even the first data key
     ring = ensure_active_key(conn, kek)
-    for attempt in range(3):  # a rotation switched or retired the key meanwhile: reload and write again
+    for attempt in range(3):
         try:
             with conn.transaction():
-                workspace_id = find_workspace()
-                existing = conn.execute("SELECT id FROM minno.oauth_tokens WHERE workspace_id = %s AND provider = %s "
-                                        "FOR UPDATE", (workspace_id, provider)).fetchone()
-                token_id = existing[0] if existing else uuid.uuid4()
-                access = ring.encrypt("minno", "oauth_tokens", "access_token_encrypted", token_id, access_token)
-                refresh = (ring.encrypt("minno", "oauth_tokens", "refresh_token_encrypted", token_id, refresh_token)
-                           if refresh_token else None)
-                if existing:
-                    conn.execute("UPDATE minno.oauth_tokens SET access_token_encrypted = %s, "
-                                 "refresh_token_encrypted = %s, expires_at = %s, scopes = %s WHERE id = %s",
-                                 (access, refresh, expires_at, scopes, token_id))
-                else:
-                    conn.execute("INSERT INTO minno.oauth_tokens (id, workspace_id, provider, access_token_encrypted, "
-                                 "refresh_token_encrypted, expires_at, scopes) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                                 (token_id, workspace_id, provider, access, refresh, expires_at, scopes))
-            break
+                return ring, write(ring)
         except psycopg.Error as exc:
             if exc.sqlstate not in (GUARD_SQLSTATE, "40001") or attempt == 2:
                 raise
             ring = crypto.Keyring.load(conn, kek)
-    return {"workspace": workspace, "provider": provider, "expires_at": expires_at, "scopes": ",".join(scopes),
-            "key": ring.active.number, "updated": bool(existing)}
+    raise AssertionError("unreachable")
+
+
+USER_TOKEN_PROVIDERS = {"google": " ", "slack": ","}  # spec 002's providers, and how each joins its scopes
+
+
+def put_user(conn: "psycopg.Connection", kek: crypto.MasterKey, *, user: str, provider: str, access_token: str,
+             refresh_token: str | None, expires_at: dt.datetime | None, scopes: list[str]) -> dict[str, Any]:
+    """Store (upsert) a user's Google or Slack token in spec 002's assistant.user_tokens, encrypted,
+    as the AI Assistant Platform's getUserTokens() reads it; the user's other provider is kept."""
+    _require_core(conn)
+    provider = provider.strip().lower()
+    if provider not in USER_TOKEN_PROVIDERS:
+        raise UsageError(f"--provider {shown(provider)} with --user: assistant.user_tokens holds google and slack "
+                         "tokens only")
+    if not user.strip():
+        raise UsageError("--user must not be empty")
+    if conn.execute("SELECT to_regclass('assistant.user_tokens')").fetchone()[0] is None:
+        raise MinnoctlError("the assistant module is not installed in this database — run `minnoctl db init "
+                            "--modules assistant` first")
+    p = provider
+    scope = USER_TOKEN_PROVIDERS[p].join(scopes) or None
+
+    def write(ring: crypto.Keyring) -> bool:
+        existing = conn.execute("SELECT 1 FROM assistant.user_tokens WHERE user_id = %s FOR UPDATE",
+                                (user,)).fetchone()
+        access = ring.encrypt("assistant", "user_tokens", f"{p}_access_token", user, access_token)
+        refresh = ring.encrypt("assistant", "user_tokens", f"{p}_refresh_token", user, refresh_token) \
+            if refresh_token else None
+        conn.execute(f"INSERT INTO assistant.user_tokens (user_id, {p}_access_token, {p}_refresh_token, "
+                     f"{p}_expires_at, {p}_scope) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE SET "
+                     f"{p}_access_token = EXCLUDED.{p}_access_token, {p}_refresh_token = EXCLUDED.{p}_refresh_token, "
+                     f"{p}_expires_at = EXCLUDED.{p}_expires_at, {p}_scope = EXCLUDED.{p}_scope, "
+                     "updated_at = CURRENT_TIMESTAMP", (user, access, refresh, expires_at, scope))
+        return existing is not None
+
+    ring, updated = _write_with_keyring(conn, kek, write)
+    return {"user": user, "provider": provider, "expires_at": expires_at, "scopes": scope or "",
+            "key": ring.active.number, "updated": updated}
 
 
 def list_tokens(conn: "psycopg.Connection", *, workspace: str | None = None, provider: str | None = None,

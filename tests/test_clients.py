@@ -636,3 +636,51 @@ def test_a_backup_with_legacy_plaintext_restores_it(cli, migrated, kek, tmp_path
     with psycopg.connect(migrated) as conn:
         assert conn.execute("SELECT user_id, google_access_token, slack_access_token FROM assistant.user_tokens"
                             ).fetchall() == legacy
+
+
+def test_token_put_for_a_user_is_what_spec_002_reads_and_node_decrypts(cli, migrated, kek, node):
+    """`token put --user`: a user's Google or Slack token in assistant.user_tokens, the other
+    provider kept, readable by the Node client; bad input is one line."""
+    env = env_for(migrated, kek)
+    google, slack = f"ya29.{uuid.uuid4().hex}", f"xoxp-{uuid.uuid4().hex}"
+    put = cli("token", "put", "--user", "U-put", "--provider", "Google", "--access-token-file", "-",
+              "--scopes", "email, profile", "--expires-at", "2030-01-01T00:00:00Z", "--format", "json",
+              env=env, input=google + "\n")
+    assert put.exit_code == 0, put.stderr
+    assert json.loads(put.stdout)[0] | {"key": 0} == {"user": "U-put", "provider": "google",
+                                                     "expires_at": "2030-01-01T00:00:00", "scopes": "email profile",
+                                                     "key": 0, "updated": False}
+    refresh = Path("refresh.txt")  # the test's own empty directory
+    refresh.write_text("slack-refresh\n")
+    put = cli("token", "put", "--user", "U-put", "--provider", "slack", "--access-token-file", "-",
+              "--refresh-token-file", str(refresh), "--scopes", "chat:write,users:read", env=env, input=slack)
+    assert put.exit_code == 0, put.stderr
+    assert google not in put.stdout + put.stderr and slack not in put.stdout + put.stderr
+    with psycopg.connect(migrated) as conn:
+        row = conn.execute("SELECT google_scope, slack_scope, google_expires_at::text FROM assistant.user_tokens"
+                           ).fetchone()
+        assert row == ("email profile", "chat:write,users:read", "2030-01-01 00:00:00")
+        assert google not in conn.execute("SELECT u::text FROM assistant.user_tokens u").fetchone()[0]
+    result = run_node(node, migrated, """
+const ring = await fields.loadKeyring(client, process.env.MINNO_MASTER_KEY);
+const u = (await client.query("SELECT * FROM assistant.user_tokens WHERE user_id = 'U-put'")).rows[0];
+const d = (c) => u[c] === null ? null : ring.decrypt('assistant', 'user_tokens', c, u.user_id, u[c]);
+out([d('google_access_token'), d('google_refresh_token'), d('slack_access_token'), d('slack_refresh_token')]);
+""", kek)
+    assert result == [google, None, slack, "slack-refresh"]
+    assert cli("token", "verify", env=env).exit_code == 0
+    for args, phrase in ((["--user", "U1", "--provider", "notion"], "google and slack tokens only"),
+                         (["--user", "U1", "--workspace", "T1", "--provider", "slack"], "one of them"),
+                         (["--provider", "slack"], "one of them"),
+                         (["--user", "U" * 300, "--provider", "slack"], "too long")):
+        bad = cli("token", "put", *args, "--access-token-file", "-", env=env, input="secret-tok-123")
+        assert bad.exit_code == ExitCode.USAGE, bad.stderr
+        assert phrase in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+        assert "secret-tok-123" not in bad.stderr
+
+
+def test_token_put_for_a_user_without_the_assistant_module_is_one_line(cli, database, kek):
+    env = env_for(database, kek)
+    assert cli("db", "init", "--modules", "minno", env=env).exit_code == 0
+    bad = cli("token", "put", "--user", "U1", "--provider", "slack", "--access-token-file", "-", env=env, input="t")
+    assert bad.exit_code == 1 and "minnoctl db init --modules assistant" in bad.stderr, bad.stderr

@@ -59,10 +59,14 @@ def keygen() -> None:
 
 @token_app.command("put")
 def put(
-    workspace: Annotated[str, typer.Option("--workspace", help="The Slack team id (T...).")],
-    provider: Annotated[str, typer.Option("--provider", help="slack, notion, google, ...")],
+    provider: Annotated[str, typer.Option("--provider", help="slack, notion, google, ... (with --user: google or "
+                                          "slack).")],
     access_token_file: Annotated[str, typer.Option("--access-token-file", help="File holding the access token, "
                                                    "or - for standard input.")],
+    workspace: Annotated[Optional[str], typer.Option("--workspace", help="The Slack team id (T...): a workspace's "
+                                                     "token, in minno.oauth_tokens.")] = None,
+    user: Annotated[Optional[str], typer.Option("--user", help="A user id instead: the user's token in spec 002's "
+                                                "assistant.user_tokens (what its getUserTokens() reads).")] = None,
     refresh_token_file: Annotated[Optional[str], typer.Option("--refresh-token-file", help="File holding the "
                                                               "refresh token, or -.")] = None,
     expires_at: Annotated[Optional[str], typer.Option("--expires-at", help="ISO 8601 time, e.g. "
@@ -73,6 +77,8 @@ def put(
 ) -> None:
     """Store (or replace) a workspace's token for a provider, encrypted.
 
+    With --user instead of --workspace: a user's Google or Slack token in assistant.user_tokens (its
+    other provider is kept); --scopes are joined as each provider writes them (Google: spaces).
     Example: minnoctl token put --workspace T0123 --provider slack --access-token-file - < token.txt
     """
     import datetime as dt
@@ -81,6 +87,9 @@ def put(
     from minnoctl.connection import check_lengths, connect
     from minnoctl.errors import UsageError
 
+    if (workspace is None) == (user is None):
+        raise UsageError("give --workspace (a workspace's token) or --user (a user's token in assistant.user_tokens), "
+                         "one of them")
     if access_token_file == "-" and refresh_token_file == "-":
         raise UsageError("only one of --access-token-file and --refresh-token-file can read standard input")
     when = None
@@ -95,11 +104,17 @@ def put(
     access = _read_secret(access_token_file, "--access-token-file")
     refresh = _read_secret(refresh_token_file, "--refresh-token-file") if refresh_token_file else None
     settings, kek = _context(database_url)
+    listed = [s.strip() for s in (scopes or "").split(",") if s.strip()]
     with connect(settings, autocommit=True) as conn:
+        if user is not None:
+            check_lengths(conn, "assistant.user_tokens", {"user_id": ("--user", user)})
+            row = tokens.put_user(conn, kek, user=user, provider=provider, access_token=access, refresh_token=refresh,
+                                  expires_at=when, scopes=listed)
+            render.table([row], ["user", "provider", "expires_at", "scopes", "key", "updated"], fmt)
+            return
         check_lengths(conn, "minno.oauth_tokens", {"provider": ("--provider", provider.strip())})
         row = tokens.put(conn, kek, workspace=workspace, provider=provider, access_token=access,
-                         refresh_token=refresh, expires_at=when,
-                         scopes=[s.strip() for s in (scopes or "").split(",") if s.strip()])
+                         refresh_token=refresh, expires_at=when, scopes=listed)
     render.table([row], ["workspace", "provider", "expires_at", "scopes", "key", "updated"], fmt)
 
 
