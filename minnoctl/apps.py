@@ -474,8 +474,12 @@ def _apply(conn: "psycopg.Connection", role: str, mods: list[modules.Module], al
 
 
 def _record(conn: "psycopg.Connection", role: str, mods: list[modules.Module], allow_ddl: bool) -> None:
-    for ddl in APP_ROLES_DDL:
-        conn.execute(ddl)
+    # only what is missing: CREATE SCHEMA IF NOT EXISTS checks CREATE on the database first, which a
+    # role that owns minnoctl's schema need not have (a managed server's database owned by another)
+    if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.app_roles",)).fetchone()[0] is None:
+        if conn.execute("SELECT to_regnamespace(%s)", (BOOKKEEPING,)).fetchone()[0] is None:
+            conn.execute(APP_ROLES_DDL[0])
+        conn.execute(APP_ROLES_DDL[1])
     conn.execute(
         f"INSERT INTO {BOOKKEEPING}.app_roles (role, modules, allow_ddl) VALUES (%s, %s, %s) "
         "ON CONFLICT (role) DO UPDATE SET modules = excluded.modules, allow_ddl = excluded.allow_ddl, "

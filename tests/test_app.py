@@ -736,3 +736,16 @@ def test_a_restore_into_another_database_keeps_the_grants_and_app_create_sets_th
     finally:
         with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+
+
+def test_an_owner_of_the_schemas_without_create_on_the_database(cli, owner):
+    """A managed server's database owned by someone else: minnoctl's role owns its schemas but may not
+    create schemas; app create creates only what is missing (the record's table)."""
+    url = owner(createrole=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'REVOKE CREATE ON DATABASE "{conn.info.dbname}" FROM CURRENT_USER, PUBLIC')
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE SCHEMA IF NOT EXISTS minnoctl")
+    result = create(cli, url, "chatbot")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(cli("app", "list", "--format", "json", env=env_for(url)).stdout)[0]["status"] == "complete"
