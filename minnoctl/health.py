@@ -873,19 +873,22 @@ def check_key_fields(ctx: Context) -> Check:
     # encrypted at rest and `token verify` fails on them until the application stores them again
     counts = tokens.field_counts(ctx.conn)
     plain = tokens.not_fields(counts)
+    keys = ctx.all("SELECT key_number, status FROM minno.encryption_keys ORDER BY key_number")
+    old = {n for n, s in keys if s == "decrypt_only"}
+    on_old = sum(c["fields"] for c in counts if c["key"] in old)
     if plain:
         listed = ", ".join(f"{column} {n:,}" for column, n in plain.items())
+        also = f"; {on_old:,} fields still on key {', '.join(map(str, sorted(old)))} (decrypt only)" if on_old else ""
         return Check("key_fields", Status.WARNING, f"plaintext, not encrypted fields: {listed} "
-                     f"({sum(plain.values()):,} in all)", text, f"{tokens.NOT_A_FIELD_HINT} (`minnoctl token verify` lists "
-                     "them)", perfdata={"fields_not_encrypted": (sum(plain.values()), "", None, None)})
-    keys = ctx.all("SELECT key_number, status FROM minno.encryption_keys ORDER BY key_number")
+                     f"({sum(plain.values()):,} in all){also}", text,
+                     f"{tokens.NOT_A_FIELD_HINT} (`minnoctl token verify` lists them)",
+                     perfdata={"fields_not_encrypted": (sum(plain.values()), "", None, None),
+                               "fields_on_old_keys": (on_old, "", None, None)})
     if not keys:
         return Check("key_fields", Status.OK, "no keyring yet (made by the first encrypted write)", text)
-    old = {n for n, s in keys if s == "decrypt_only"}
     active = [n for n, s in keys if s == "active"]
     if not old:
         return Check("key_fields", Status.OK, f"key {active[0] if active else '?'} active; no older key in use", text)
-    on_old = sum(c["fields"] for c in counts if c["key"] in old)
     perf = {"fields_on_old_keys": (on_old, "", None, None)}
     if on_old:
         return Check("key_fields", Status.WARNING, f"{on_old:,} fields still on key "

@@ -684,3 +684,19 @@ def test_token_put_for_a_user_without_the_assistant_module_is_one_line(cli, data
     assert cli("db", "init", "--modules", "minno", env=env).exit_code == 0
     bad = cli("token", "put", "--user", "U1", "--provider", "slack", "--access-token-file", "-", env=env, input="t")
     assert bad.exit_code == 1 and "minnoctl db init --modules assistant" in bad.stderr, bad.stderr
+
+
+def test_health_names_plaintext_and_an_unfinished_rotation_together(cli, migrated, kek, any_server):
+    if any_server.name == "pg15":
+        pytest.skip("one server is enough for the keyring")
+    from test_health import check, run
+    from test_tokens import fill
+
+    fill(migrated, kek, 100)
+    _store_legacy_plaintext(migrated, [("U-old-1", "ya29.legacy-google-1", None)])
+    first = cli("token", "rotate", "--batch-size", "1", "--max-runtime", "0.1", env=env_for(migrated, kek))
+    assert first.exit_code == ExitCode.PARTIAL
+    code, doc = run(cli, migrated, "--only", "key_fields")
+    c = check(doc, "key_fields")
+    assert code == 1 and "assistant.user_tokens.google_access_token 1 (1 in all)" in c["value"], c
+    assert "still on key 1 (decrypt only)" in c["value"], c
