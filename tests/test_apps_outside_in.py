@@ -369,16 +369,9 @@ PLAINTEXT = {"google_access_token": "ya29.outside-in-google-access", "google_ref
              "slack_access_token": "xoxp-outside-in-slack", "slack_refresh_token": None}
 
 
-PUT_B = ("helper B: `minnoctl token put` stores only minno.oauth_tokens (--workspace/--provider), so nothing it puts "
-         "reaches spec 002's getUserTokens (assistant.user_tokens); this test expects `token put --user USER_ID "
-         "--provider google --access-token-file -`")
-
-
 def test_assistant_reads_a_token_that_minnoctl_put(site, node, database_service, tmp_path):
     user_id = f"U-put-{uuid.uuid4().hex[:8]}"
     secret = f"ya29.put-by-minnoctl-{uuid.uuid4().hex}"
-    if "--user" not in site.minnoctl("token", "put", "--help").stdout:
-        pytest.xfail(PUT_B)
     result = site.minnoctl("token", "put", "--user", user_id, "--provider", "google", "--access-token-file", "-",
                            input=secret + "\n")
     assert result.returncode == 0, result.stderr
@@ -390,25 +383,33 @@ def test_assistant_reads_a_token_that_minnoctl_put(site, node, database_service,
     assert out["plain"]["google_access_token"] == secret
 
 
-SSLMODE_A = ("helper A / lead: `app create` copies minnoctl's own ?sslmode=require into the app's DATABASE_URL; "
-             "node-postgres (pg-connection-string) reads sslmode=require (and prefer) as verify-full and lets the URL "
-             "override the Pool's ssl option, so spec 002's `ssl: {rejectUnauthorized: false}` is lost and the "
-             "DatabaseService fails with SELF_SIGNED_CERT_IN_CHAIN on a server with a private CA")
-
-
-@pytest.mark.xfail(strict=True, reason=SSLMODE_A)
-def test_assistant_connects_when_minnoctl_itself_uses_sslmode_require(site, node, database_service, tmp_path):
+def test_assistant_with_sslmode_require_from_minnoctl_and_the_readmes_two_remedies(site, node, database_service,
+                                                                                  tmp_path):
     """An operator whose MINNO_DATABASE_URL says sslmode=require (a managed server, Railway's for
-    spec 002): the app's URL keeps that, and the document's DatabaseService must still connect
-    with its own `rejectUnauthorized: false`."""
+    spec 002): the app's URL keeps it, and node-postgres 8 reads it as verify-full, overriding the
+    document's `ssl: {rejectUnauthorized: false}` (the README's "Limits, on purpose"): the
+    DatabaseService fails on a private CA, and works with either remedy the README gives in the
+    app's own copy of the URL: `&sslrootcert=CA` or `&uselibpqcompat=true`."""
     if not site.cluster.ssl:
         pytest.skip("the embedded PostgreSQL 18 is built without SSL")
     folder = tmp_path / "sslmode"
     folder.mkdir()
     a = site.create_app("assistant", role="assistant_sslmode_app", folder=folder, query={"sslmode": "require"})
-    assert "sslmode=require" in a.url
-    out = assistant(node, site, database_service, tmp_path, "flow", login=a)
-    assert out["health"]["healthy"] is True
+    assert urlsplit(a.url).query == "sslmode=require", a.url
+    with psycopg.connect(a.url) as conn:  # libpq: encrypted, certificate not checked
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+    result = run_node_raw(node, database_service, a.url, tmp_path)
+    assert "SELF_SIGNED_CERT_IN_CHAIN" in result.stdout, result.stdout + result.stderr
+    for remedy in (f"&sslrootcert={site.cluster.certs.ca}", "&uselibpqcompat=true"):
+        out = assistant(node, site, database_service, tmp_path, "flow", login=a, url=a.url + remedy)
+        assert out["health"]["healthy"] is True, remedy
+
+
+def run_node_raw(node, database_service: Path, url: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Spec 002's flow without asserting success: the completed node process."""
+    return node(f"require({json.dumps(str(APPS / 'assistant_app.cjs'))})", cwd=tmp_path,
+                env={"DATABASE_URL": url, "APP_MODULE": str(database_service), "SCENARIO": "flow",
+                     "MINNO_FIELDS": str(MINNO_FIELDS)})
 
 
 def test_assistant_reads_the_tokens_minnoctl_seed_encrypted(site, node, database_service, tmp_path):
@@ -453,21 +454,21 @@ def migration_files(tmp_path: Path) -> str:
     return json.dumps([str(tmp_path / name)])
 
 
-RUN_MIGRATIONS_A = ("helper A: `app create --allow-ddl` is documented for apps that run their own DDL (runMigrations), "
-                    "but spec 002's own migration, run at start-up, fails on minnoctl's tables: "
-                    "CREATE INDEX IF NOT EXISTS ... ON user_tokens needs the table's owner (42501 must be owner of "
-                    "table user_tokens)")
-
-
-@pytest.mark.xfail(strict=True, reason=RUN_MIGRATIONS_A)
-def test_assistant_run_migrations_with_allow_ddl(site, node, database_service, tmp_path):
-    """Spec 002's runMigrations over its example migration (003_create_user_tokens_table.sql, all
-    IF NOT EXISTS): with --allow-ddl it must run on the database minnoctl built and record itself."""
+def test_assistant_run_migrations_with_allow_ddl_makes_its_table_and_stops_at_minnoctls(site, node,
+                                                                                        database_service, tmp_path):
+    """Spec 002's runMigrations over its example migration (003_create_user_tokens_table.sql, all IF
+    NOT EXISTS), as the README's "Limits, on purpose" says: with --allow-ddl the app creates and owns
+    its `migrations` table, and its DDL on minnoctl's tables stops at PostgreSQL's ownership check
+    (42501 must be owner of table user_tokens; such changes belong in a minnoctl migration)."""
     owner = site.create_app("assistant", role="assistant_ddl_app", extra=("--allow-ddl",))
     out = assistant(node, site, database_service, tmp_path, "migrate", login=owner,
                     MIGRATION_FILES=migration_files(tmp_path))
-    assert out["migrated"] is True, out["error"]
-    assert out["filenames"] == ["003_create_user_tokens_table.sql"]
+    assert out["migrated"] is False and out["error"]["code"] == "42501", out
+    assert out["error"]["message"] == "must be owner of table user_tokens", out
+    with admin(site) as conn:
+        owner_of = conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'assistant' "
+                                "AND tablename = 'migrations'").fetchone()
+    assert owner_of == (owner.role,)
 
 
 def test_assistant_run_migrations_needs_allow_ddl(site, node, database_service, tmp_path):
@@ -1085,21 +1086,20 @@ def test_an_apps_grants_hold_on_objects_a_later_migration_creates(site, node, tm
     slackbot_maintenance(node, a, tmp_path)
 
 
-FORCE_A = ("helper A: `db init --force` drops minnoctl's own schema with minnoctl.app_roles, so the rebuilt schemas "
-           "get no grants for the existing app roles (only their search_path setting survives): the slackbot's "
-           "login then fails with 42P01 relation \"audit_logs\" does not exist")
-
-
-@pytest.mark.xfail(strict=True, reason=FORCE_A)
-def test_an_apps_login_still_works_after_db_init_force(site, node, tmp_path):
-    """A development reset (`db init --force`) rebuilds every schema; the app's login, made before,
-    must work on the rebuilt tables as it did."""
+def test_an_apps_login_after_db_init_force_and_app_create_again(site, node, tmp_path):
+    """A development reset (`db init --force`) drops minnoctl.app_roles with minnoctl's schemas; the
+    README says to run `minnoctl app create` again: with the same role it keeps the password, so the
+    app's env file works on the rebuilt tables as before."""
     dbname, a = slackbot_database(site, tmp_path)
     slackbot_maintenance(node, a, tmp_path)
     force = site.minnoctl("db", "init", "--force", "--modules", "slackbot", "--yes", dbname=dbname)
     assert force.returncode == 0, force.stderr
+    again = site.minnoctl("app", "create", "slackbot", "--role", a.role, "--format", "json", dbname=dbname,
+                          cwd=a.env_file.parent)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)[0]["password"] == "unchanged"
+    assert read_env_file(a.env_file)["DATABASE_URL"] == a.url
     slackbot_maintenance(node, a, tmp_path)
-
 
 # ---------------------------------------------------------------------------------------------
 # After a key rotation (last: it re-encrypts every field the tests above wrote, Node's included)
