@@ -944,9 +944,6 @@ def test_one_systems_login_cannot_touch_another_modules_secrets_or_the_keyring(s
 # Through PgBouncer in transaction pooling: the search_path is the role's setting, no session SET
 
 
-PGBOUNCER = "/usr/sbin/pgbouncer"
-
-
 @pytest.fixture(scope="module")
 def bouncer(site: Site, tmp_path_factory: pytest.TempPathFactory):
     """PgBouncer in transaction pooling (one server connection per role) in front of the site, with
@@ -954,7 +951,7 @@ def bouncer(site: Site, tmp_path_factory: pytest.TempPathFactory):
     as a startup parameter, which PgBouncer refuses (08P01 "unsupported startup parameter:
     statement_timeout") unless told to ignore it, as an operator running that app must: the
     timeout then belongs on the role (ALTER ROLE ... SET statement_timeout)."""
-    from test_pgbouncer import Bouncer
+    from test_pgbouncer import PGBOUNCER, Bouncer
 
     if not os.path.exists(PGBOUNCER):
         if os.environ.get("CI"):
