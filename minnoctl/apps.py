@@ -651,7 +651,8 @@ def create(conn: "psycopg.Connection", names: list[str], *, role: str | None = N
 # app list
 
 
-def _records(conn: "psycopg.Connection") -> list[tuple[str, list[str], bool]]:
+def records(conn: "psycopg.Connection") -> list[tuple[str, list[str], bool]]:
+    """The recorded app roles: (role, module names, allow_ddl)."""
     if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.app_roles",)).fetchone()[0] is None:
         return []
     return [(r[0], list(r[1]), r[2]) for r in conn.execute(
@@ -676,7 +677,7 @@ def _known_modules(names: list[str]) -> list[modules.Module]:
 
 def list_roles(conn: "psycopg.Connection") -> list[Listed]:
     out = []
-    for role, names, allow_ddl in _records(conn):
+    for role, names, allow_ddl in records(conn):
         mods = _known_modules(names)
         exists = _role_row(conn, role) is not None
         item = Listed(role, names, _role_search_path(conn, role) if exists else None, allow_ddl, exists)
@@ -697,15 +698,16 @@ def _quote_if_needed(name: str) -> str:
 # After a migration
 
 
-def keep_grants(conn: "psycopg.Connection") -> list[str]:
+def keep_grants(conn: "psycopg.Connection", restore: list[tuple[str, list[str], bool]] | None = None) -> list[str]:
     """Re-apply every recorded app role's grants (migrate and db init call this after applying
     something). Returns the roles kept; a recorded role that no longer exists is reported (a
-    warning), never recreated. Never raises: the migrations are committed; a failure is a warning
-    naming the command that retries it."""
+    warning), never recreated. `restore`: the records read before `db init --force` dropped
+    minnoctl's schemas, recorded again. Never raises: the migrations are committed; a failure is a
+    warning naming the command that retries it."""
     import psycopg
 
     try:
-        recorded = _records(conn)
+        recorded = records(conn) if restore is None else restore
     except psycopg.Error:
         return []
     kept = []
@@ -719,6 +721,8 @@ def keep_grants(conn: "psycopg.Connection") -> list[str]:
                                 "forgets it", role, ", ".join(names), " ".join(names), role, role)
                     continue
                 _apply(conn, role, _known_modules(names), allow_ddl)
+                if restore is not None:
+                    _record(conn, role, _known_modules(names), allow_ddl)
             kept.append(role)
         except (psycopg.Error, MinnoctlError) as exc:
             reason = exc.message if isinstance(exc, MinnoctlError) else str(exc).strip().splitlines()[0]
@@ -742,7 +746,7 @@ def drop(conn: "psycopg.Connection", role: str, approve: Any = None) -> Dropped:
 
     check_role_name(role)
     sql = _sql()
-    recorded = {r[0]: r for r in _records(conn)}
+    recorded = {r[0]: r for r in records(conn)}
     row = _role_row(conn, role)
     if role not in recorded:
         known = ", ".join(recorded) or "none"

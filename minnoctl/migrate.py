@@ -1087,6 +1087,8 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
             before = _catalog(conn, all_schemas) if verbose else set()
             if environment is None:
                 environment = result.environment_before  # kept through --force too
+            from minnoctl import apps  # the app roles outlive --force: recorded and granted again after it
+            kept_apps = apps.records(conn) if force else None
             if force:
                 result.cascaded = _drop_minnoctl_schemas(runner, all_schemas, cascade)
                 log.warning("dropped minnoctl's schemas: %s", ", ".join(all_schemas))
@@ -1108,8 +1110,7 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
                 return result
             runner.ensure_bookkeeping()
             result.applied = runner.apply(plan.pending)
-            from minnoctl import apps  # the app roles' grants, re-applied after every run that applied something
-            apps.keep_grants(runner.conn)
+            apps.keep_grants(runner.conn, restore=kept_apps)  # the app roles' grants, after every run that applied
             if verbose:
                 result.objects = sorted(_catalog(conn, all_schemas) - before)
             return result

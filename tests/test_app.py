@@ -139,14 +139,19 @@ def test_minno_reads_its_tables_but_never_writes_the_keyring(cli, db):
                 app.execute(forbidden)
 
 
-def test_db_init_force_still_drops_minnoctls_schemas_when_app_roles_exist(cli, db):
-    assert create(cli, db, "chatbot").exit_code == 0
+def test_db_init_force_drops_minnoctls_schemas_and_the_app_roles_come_back_with_their_grants(cli, db):
+    first = create(cli, db, "chatbot")
+    assert first.exit_code == 0
+    url = env_url(Path(json.loads(first.stdout)[0]["env_file"]))
     result = cli(*init_args(db), "--force", env=env_for(db))
     assert result.exit_code == 0, result.stderr
-    again = create(cli, db, "chatbot", "--new-password")  # the role stays (cluster-wide); its grants come back
-    assert again.exit_code == 0, again.stderr
-    with app_connect(env_url(Path(json.loads(again.stdout)[0]["env_file"]))) as app:
-        app.execute("SELECT * FROM conversations")
+    assert "re-applied the grants of app role(s) chatbot_app" in result.stderr
+    with app_connect(url) as app:  # the same login works on the rebuilt tables
+        app.execute("INSERT INTO conversations (user_id) VALUES ('U-after-force')")
+    [record] = json.loads(cli("app", "list", "--format", "json", env=env_for(db)).stdout)
+    assert (record["role"], record["status"]) == ("chatbot_app", "complete"), record
+    again = create(cli, db, "chatbot")
+    assert again.exit_code == 0 and json.loads(again.stdout)[0]["password"] == "unchanged", again.stderr
 
 
 def test_one_role_for_several_modules_in_the_order_given(cli, db, any_server):
