@@ -785,6 +785,25 @@ const fields = require({json.dumps(str(MINNO_FIELDS))});
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
+def test_supervisor_secret_encrypted_the_documents_way_is_refused(site, node, tmp_path):
+    """Spec 003 says "Use pgcrypto functions for encrypting sensitive data"; minnoctl keeps keys off
+    the server (../shared/spec/README.md), so a pgcrypto (or plaintext) value in secrets.encrypted_value
+    is refused with MK002 naming the column and the client libraries, and nothing lands."""
+    a = app(site, "supervisor")
+    project, _ = supervisor_project(site, node, tmp_path)
+    value = "armor(pgp_sym_encrypt('sk-live-1', 'passphrase'))" if "pgcrypto" in site.extensions else "'sk-live-1'"
+    sql = [{"text": "INSERT INTO secrets (project_id, key_name, encrypted_value, encryption_key_id) "
+                    f"VALUES ($1, 'PGCRYPTO_KEY', {value}, (SELECT id FROM minno.encryption_keys "
+                    "WHERE status = 'active'))", "params": [project]}]
+    r = run_sql(node, a, sql, tmp_path, rollback=False)
+    error = r[0].get("error") or {}
+    assert error.get("code") == "MK002", r
+    assert "encrypted_value" in error["message"] and "sk-live-1" not in json.dumps(error)
+    with admin(site) as conn:
+        left = conn.execute("SELECT count(*) FROM supervisor.secrets WHERE key_name = 'PGCRYPTO_KEY'").fetchone()
+    assert left == (0,)
+
+
 def test_supervisor_uuid_ossp_and_pgcrypto_or_the_one_line_message(site, node, tmp_path):
     a = app(site, "supervisor")
     sql = ["SELECT uuid_generate_v4() AS id", "SELECT encode(digest('x', 'sha256'), 'hex') AS h",
