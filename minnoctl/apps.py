@@ -290,7 +290,9 @@ def _expected_sql() -> str:
     return """
 WITH own AS (SELECT oid, nspname FROM pg_namespace WHERE nspname = ANY(%(own)s)),
 rels AS (
-  SELECT c.oid, n.nspname, c.relname, c.relkind, c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  SELECT c.oid, n.nspname, c.relname, c.relkind, c.relowner,
+         pg_get_userbyid(c.relowner) = ANY(%(apps)s) AS apps_own
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE n.nspname = ANY(%(all)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
 ),
 want (kind, name, priv, ok) AS (
@@ -299,13 +301,15 @@ want (kind, name, priv, ok) AS (
   SELECT 'table', format('%%I.%%I', nspname, relname), p, has_table_privilege(%(r)s, oid, p)
     FROM rels, unnest(%(table_privs)s::text[]) p
    WHERE relkind <> 'S' AND nspname = ANY(%(own)s) AND NOT (nspname = %(core)s AND relname = ANY(%(keyring)s))
+     AND NOT apps_own
   UNION ALL
   SELECT 'sequence', format('%%I.%%I', nspname, relname), p, has_sequence_privilege(%(r)s, oid, p)
-    FROM rels, unnest(%(seq_privs)s::text[]) p WHERE relkind = 'S' AND nspname = ANY(%(own)s)
+    FROM rels, unnest(%(seq_privs)s::text[]) p WHERE relkind = 'S' AND nspname = ANY(%(own)s) AND NOT apps_own
   UNION ALL
   SELECT 'function', format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
          'EXECUTE', has_function_privilege(%(r)s, p.oid, 'EXECUTE')
     FROM pg_proc p JOIN own n ON n.oid = p.pronamespace WHERE p.prokind IN ('f', 'p') AND NOT p.prosecdef
+     AND NOT pg_get_userbyid(p.proowner) = ANY(%(apps)s)
   UNION ALL
   SELECT 'schema', nspname, 'USAGE', has_schema_privilege(%(r)s, oid, 'USAGE')
     FROM pg_namespace WHERE %(keys)s AND nspname = %(core)s
@@ -319,9 +323,11 @@ extra (kind, name, priv, ok) AS (
   UNION ALL
   SELECT 'table', format('%%I.%%I', nspname, relname), p, has_table_privilege(%(r)s, oid, p)
     FROM rels, unnest(%(all_table_privs)s::text[]) p WHERE relkind <> 'S' AND relowner <> %(rq)s::regrole
+     AND NOT apps_own
   UNION ALL
   SELECT 'sequence', format('%%I.%%I', nspname, relname), p, has_sequence_privilege(%(r)s, oid, p)
     FROM rels, unnest(ARRAY['USAGE', 'SELECT', 'UPDATE']) p WHERE relkind = 'S' AND relowner <> %(rq)s::regrole
+     AND NOT apps_own
 )
 SELECT 'missing', kind, name, priv FROM want WHERE NOT ok
 UNION ALL
@@ -335,9 +341,12 @@ def audit(conn: "psycopg.Connection", role: str, mods: list[modules.Module], all
           ) -> tuple[list[str], list[str]]:
     """(missing, extra) privileges of `role` against what an app role of `mods` holds, each as
     'SELECT on table chatbot.messages'. Extra counts only minnoctl's schemas (grants elsewhere are
-    the admin's business); privileges through PUBLIC count as held."""
+    the admin's business); privileges through PUBLIC count as held. Objects another app role owns
+    (its own --allow-ddl tables, e.g. spec 002's `migrations`) are that app's: not expected here."""
     schemas = _existing_schemas(conn, [m.schema for m in mods])
+    apps = [r for r, _, _ in records(conn) if r != role]
     rows = conn.execute(_expected_sql(), {
+        "apps": apps,
         "own": schemas, "all": _all_schemas(conn), "r": role, "rq": _quote_ident(role), "core": CORE,
         "schema_privs": ["USAGE", "CREATE"] if allow_ddl else ["USAGE"],
         "table_privs": list(TABLE_PRIVILEGES), "all_table_privs": list(ALL_TABLE_PRIVILEGES),
@@ -413,8 +422,6 @@ def _grant_statements(conn: "psycopg.Connection", role: str, mods: list[modules.
         s = _ident(schema)
         out += [
             sql.SQL("GRANT USAGE{} ON SCHEMA {} TO {}").format(sql.SQL(", CREATE" if allow_ddl else ""), s, r),
-            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}").format(s, r),
-            sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(s, r),
             sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES "
                     "TO {}").format(g, s, r),
             sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT USAGE, SELECT ON SEQUENCES TO {}").format(
@@ -422,12 +429,22 @@ def _grant_statements(conn: "psycopg.Connection", role: str, mods: list[modules.
             sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT EXECUTE ON FUNCTIONS TO {}").format(
                 g, s, r),
         ]
+    # tables and sequences one at a time: not those another app role owns (its own --allow-ddl
+    # tables are its business, and `app list` does not expect them)
+    apps = [a for a, _, _ in records(conn) if a != role]
+    for kind, name in conn.execute(
+            "SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, format('%%I.%%I', n.nspname, c.relname) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') "
+            "AND NOT pg_get_userbyid(c.relowner) = ANY(%s) ORDER BY 1, 2", (schemas, apps)).fetchall():
+        privileges = "USAGE, SELECT" if kind == "SEQUENCE" else "SELECT, INSERT, UPDATE, DELETE"
+        out.append(sql.SQL("GRANT {} ON {} {} TO {}").format(sql.SQL(privileges), sql.SQL(kind), sql.SQL(name), r))
     # EXECUTE one function at a time: never on a SECURITY DEFINER one (they keep EXECUTE revoked)
     for (name,) in conn.execute(
             "SELECT format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) "
             "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = ANY(%s) AND p.prokind IN ('f', 'p') AND NOT p.prosecdef ORDER BY 1",
-            (schemas,)).fetchall():
+            "WHERE n.nspname = ANY(%s) AND p.prokind IN ('f', 'p') AND NOT p.prosecdef "
+            "AND NOT pg_get_userbyid(p.proowner) = ANY(%s) ORDER BY 1", (schemas, apps)).fetchall():
         out.append(sql.SQL("GRANT EXECUTE ON ROUTINE {} TO {}").format(sql.SQL(name), r))
     keyring = [t for (t,) in conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

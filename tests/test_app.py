@@ -331,6 +331,28 @@ def test_allow_ddl_grants_create_and_leaving_it_out_takes_it_back(cli, db):
     assert (listed["status"], listed["allow_ddl"]) == ("complete", False), listed  # its own table's rights are not extra
 
 
+def test_a_table_one_app_makes_itself_is_not_missing_from_the_other_apps_of_its_module(cli, db):
+    """An app with --allow-ddl makes its own table (spec 002's `migrations`): the module's other
+    logins are still complete — minnoctl grants what its migrations made, not another app's tables."""
+    assert create(cli, db, "assistant").exit_code == 0
+    ddl = create(cli, db, "assistant", "--role", "assistant_ddl_app", "--allow-ddl")
+    assert ddl.exit_code == 0, ddl.stderr
+    with app_connect(env_url(Path(json.loads(ddl.stdout)[0]["env_file"]))) as app:
+        app.execute("CREATE TABLE IF NOT EXISTS migrations (id SERIAL PRIMARY KEY, "
+                    "filename VARCHAR(255) UNIQUE NOT NULL, executed_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)")
+    listed = cli("app", "list", "--format", "json", env=env_for(db))
+    assert listed.exit_code == 0, listed.stdout
+    assert {r["role"]: r["status"] for r in json.loads(listed.stdout)} == {
+        "assistant_app": "complete", "assistant_ddl_app": "complete"}
+    again = create(cli, db, "assistant")  # what keep_grants does after every migration, too
+    assert again.exit_code == 0, again.stderr
+    with psycopg.connect(db) as admin:
+        assert not admin.execute("SELECT has_table_privilege('assistant_app', 'assistant.migrations', 'SELECT')"
+                                 ).fetchone()[0]  # the other app's table is not granted by minnoctl
+    listed = cli("app", "list", "--format", "json", env=env_for(db))
+    assert listed.exit_code == 0 and all(r["status"] == "complete" for r in json.loads(listed.stdout)), listed.stdout
+
+
 @pytest.mark.parametrize("fmt", ["table", "plain", "csv", "github", "json"])
 def test_every_format_shows_the_url_without_the_password(cli, db, fmt):
     result = cli("app", "create", "chatbot", "--new-password", "--format", fmt, env=env_for(db))
