@@ -14,7 +14,8 @@ login role of its own:
   columns, USAGE on minno and SELECT on minno.encryption_keys (the wrapped data keys minnoctl.crypto
   needs); CREATE on its schemas only with --allow-ddl. The keyring (minno.encryption_keys and
   minno.key_audit_log, the minno entry's seed_keeps) is never writable by an app, also not by
-  minno's own; other modules' schemas and minnoctl's bookkeeping schema are never granted;
+  minno's own; other modules' schemas are never granted, and of minnoctl's bookkeeping only
+  SELECT on minnoctl.migrations (so `minnoctl health --ready` runs as the app's login);
 - the same grants are made default privileges of the migrating role in those schemas, and the
   roles are recorded in minnoctl.app_roles; migrate.migrate() and migrate.init() call keep_grants()
   after a run that applied something, which re-applies every recorded role's grants (a role dropped
@@ -51,6 +52,9 @@ BOOKKEEPING = "minnoctl"
 CORE = "minno"
 KEYRING = modules.get(CORE).seed_keeps  # ("encryption_keys", "key_audit_log"): never writable by an app
 KEYRING_READ = "encryption_keys"  # what an app with encrypted columns reads (the wrapped data keys)
+# the one table of minnoctl's own an app reads: which migrations are applied (ids, checksums, when,
+# by whom; no secret), so `minnoctl health --ready` runs as the app's own login in a readiness probe
+READY_RECORD = "migrations"
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 ALL_TABLE_PRIVILEGES = TABLE_PRIVILEGES + ("TRUNCATE", "REFERENCES", "TRIGGER")
 SEQUENCE_PRIVILEGES = ("USAGE", "SELECT")
@@ -316,6 +320,12 @@ want (kind, name, priv, ok) AS (
   UNION ALL
   SELECT 'table', format('%%I.%%I', nspname, relname), 'SELECT', has_table_privilege(%(r)s, oid, 'SELECT')
     FROM rels WHERE %(keys)s AND nspname = %(core)s AND relname = %(keyring_read)s
+  UNION ALL
+  SELECT 'schema', nspname, 'USAGE', has_schema_privilege(%(r)s, oid, 'USAGE')
+    FROM pg_namespace WHERE nspname = %(book)s
+  UNION ALL
+  SELECT 'table', format('%%I.%%I', nspname, relname), 'SELECT', has_table_privilege(%(r)s, oid, 'SELECT')
+    FROM rels WHERE nspname = %(book)s AND relname = %(record)s
 ),
 extra (kind, name, priv, ok) AS (
   SELECT 'schema', n.nspname, p, has_schema_privilege(%(r)s, n.oid, p)
@@ -346,7 +356,7 @@ def audit(conn: "psycopg.Connection", role: str, mods: list[modules.Module], all
     schemas = _existing_schemas(conn, [m.schema for m in mods])
     apps = [r for r, _, _ in records(conn) if r != role]
     rows = conn.execute(_expected_sql(), {
-        "apps": apps,
+        "apps": apps, "book": BOOKKEEPING, "record": READY_RECORD,
         "own": schemas, "all": _all_schemas(conn), "r": role, "rq": _quote_ident(role), "core": CORE,
         "schema_privs": ["USAGE", "CREATE"] if allow_ddl else ["USAGE"],
         "table_privs": list(TABLE_PRIVILEGES), "all_table_privs": list(ALL_TABLE_PRIVILEGES),
@@ -456,6 +466,9 @@ def _grant_statements(conn: "psycopg.Connection", role: str, mods: list[modules.
         out.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_ident(CORE), r))
         if KEYRING_READ in keyring:
             out.append(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(CORE, KEYRING_READ), r))
+    if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.{READY_RECORD}",)).fetchone()[0] is not None:
+        out.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_ident(BOOKKEEPING), r))
+        out.append(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(BOOKKEEPING, READY_RECORD), r))
     if not conn.execute("SELECT has_database_privilege(%s, current_database(), 'CONNECT')",
                         (role,)).fetchone()[0]:
         out.append(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(_ident(conn.info.dbname), r))

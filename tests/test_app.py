@@ -93,7 +93,7 @@ def test_create_one_module_gives_a_role_that_runs_the_documents_unqualified_sql(
         app.execute("DELETE FROM conversations WHERE id = %s", (cid,))
         for forbidden in ("SELECT * FROM minno.encryption_keys", "SELECT * FROM minno.oauth_tokens",
                           "SELECT * FROM minno.workspaces", "SELECT * FROM assistant.user_tokens",
-                          "SELECT * FROM supervisor.secrets", "SELECT * FROM minnoctl.migrations",
+                          "SELECT * FROM supervisor.secrets", "SELECT * FROM minnoctl.app_roles",
                           "CREATE TABLE chatbot.mine (x int)", "CREATE TABLE public.mine (x int)",
                           "TRUNCATE conversations"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -351,6 +351,23 @@ def test_a_table_one_app_makes_itself_is_not_missing_from_the_other_apps_of_its_
                                  ).fetchone()[0]  # the other app's table is not granted by minnoctl
     listed = cli("app", "list", "--format", "json", env=env_for(db))
     assert listed.exit_code == 0 and all(r["status"] == "complete" for r in json.loads(listed.stdout)), listed.stdout
+
+
+def test_an_apps_own_login_can_run_the_readiness_probe_and_read_nothing_else_of_minnoctl(cli, db):
+    """`minnoctl health --ready` with the application's own URL (a readiness probe in the app's
+    pod): it reads which migrations are applied, and nothing else of minnoctl's bookkeeping."""
+    result = create(cli, db, "chatbot")
+    assert result.exit_code == 0, result.stderr
+    url = env_url(Path(json.loads(result.stdout)[0]["env_file"]))
+    probe = cli("health", "--ready", "--format", "json", env={"MINNO_DATABASE_URL": url})
+    assert probe.exit_code == 0, probe.stdout + probe.stderr
+    assert {c["name"]: c["status"] for c in json.loads(probe.stdout)["checks"]}["migrations"] == "OK"
+    with app_connect(url) as app:
+        for table in ("minnoctl.settings", "minnoctl.app_roles", "minnoctl.cleanup_runs"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(f"SELECT * FROM {table}")
+    [listed] = json.loads(cli("app", "list", "--format", "json", env=env_for(db)).stdout)
+    assert listed["status"] == "complete", listed
 
 
 @pytest.mark.parametrize("fmt", ["table", "plain", "csv", "github", "json"])

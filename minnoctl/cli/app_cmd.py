@@ -53,8 +53,8 @@ def create(
         "--env-file", help="Where to write DATABASE_URL=... with the password (mode 0600; one role only). "
         "Default: ./<role>.env.", show_default=False)] = None,
     allow_ddl: Annotated[bool, typer.Option(
-        "--allow-ddl", help="Also CREATE on its schemas, for applications that run their own DDL "
-        "(runMigrations, drizzle-kit push).")] = False,
+        "--allow-ddl", help="Also CREATE on its schemas, for applications that create tables of their own "
+        "(spec 002's migrations, spec 000's audit_log); minnoctl's tables stay the migrating role's.")] = False,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
