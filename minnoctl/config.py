@@ -245,20 +245,21 @@ def parse_url(raw: str, origin: str) -> dict[str, str]:
 
 def _asyncpg_ssl(url: str, origin: str) -> str:
     """asyncpg spells libpq's ?sslmode=MODE as ?ssl=MODE (SQLAlchemy's asyncpg dialect passes it on)."""
-    from urllib.parse import parse_qsl, urlencode
+    from urllib.parse import unquote
 
     parts = urlsplit(url)
     if not parts.query:
         return url
     query = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key == "ssl":
-            if value not in SSL_MODES:
-                raise ConfigError(f"{origin}: ssl {shown(value)} is not an SSL mode — use one of "
+    for item in parts.query.split("&"):  # the other parameters as written: libpq decodes them itself
+        key, eq, value = item.partition("=")
+        if unquote(key) == "ssl":
+            if unquote(value) not in SSL_MODES:
+                raise ConfigError(f"{origin}: ssl {shown(unquote(value))} is not an SSL mode — use one of "
                                   f"{', '.join(SSL_MODES)}")
-            key = "sslmode"
-        query.append((key, value))
-    return parts._replace(query=urlencode(query)).geturl()
+            item = "sslmode" + eq + value
+        query.append(item)
+    return parts._replace(query="&".join(query)).geturl()
 
 
 def _check_port(params: dict[str, str], origin: str) -> None:

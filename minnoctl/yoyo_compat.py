@@ -367,6 +367,10 @@ def adopt(conn: "psycopg.Connection", adoption: Adoption, bookkeeping: str, user
         conn.execute(f"INSERT INTO {bookkeeping}.migrations (id, module, checksum, applied_by, applied_host) "
                      "VALUES (%s, %s, %s, 'yoyo', '')", (mf.id, mf.module, mf.checksum))
         _minnoctl_log(conn, bookkeeping, mf, "apply", "yoyo@")
+    from minnoctl import drift
+
+    for module in dict.fromkeys(mf.module for mf, _ in adoption.imported):  # the schema as yoyo's runs left it
+        drift.record(conn, [mf.id for mf, _ in adoption.imported if mf.module == module][-1], module, "apply")
     if adoption.marks and prepare(conn):
         for mf in adoption.marks:
             mark(conn, yoyo_id(mf), "mark", user, host, "minnoctl: applied by minnoctl")

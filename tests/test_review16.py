@@ -1,0 +1,35 @@
+"""Review of issue 16: regressions found in review, each failing before its fix."""
+
+from __future__ import annotations
+
+import psycopg
+
+from minnoctl import drift
+from minnoctl.config import parse_url
+from test_yoyo_compat import env_for, names_for, stems, yoyo
+
+
+def test_an_asyncpg_url_keeps_its_other_query_values_as_libpq_reads_them():
+    # ?ssl= becomes ?sslmode=; the other parameters must reach libpq unchanged: an encoded space
+    # stays a space (not '+'), a literal '+' stays '+'
+    url = ("postgresql+asyncpg://u:p@h:5432/db?ssl=require&options=-c%20statement_timeout%3D5s"
+           "&application_name=a+b")
+    plain = url.replace("+asyncpg", "").replace("ssl=", "sslmode=")
+    assert parse_url(url, "DATABASE_URL") == parse_url(plain, "DATABASE_URL")
+    assert parse_url(url, "DATABASE_URL")["options"] == "-c statement_timeout=5s"
+
+
+def test_a_migration_stock_yoyo_applied_is_in_the_drift_baseline_once_adopted(cli, migrated, any_server):
+    names = names_for(any_server)
+    env = env_for(migrated)
+    last = stems(["slackbot"])[-1]
+    back = cli("migrate", "rollback", "--steps", "1", "--yes", env=env)
+    assert back.exit_code == 0, back.stderr
+    yoyo("apply", migrated, names)  # stock yoyo applies it again
+    run = cli("migrate", env=env)
+    assert run.exit_code == 0, run.stderr
+    assert "applied by stock yoyo" in run.stderr and f"slackbot/{last}" in run.stderr
+    with psycopg.connect(migrated) as conn:
+        report = drift.check(conn)
+    # the table and functions yoyo's run created are the migration's, not "not managed by minnoctl"
+    assert report.differences == []
