@@ -157,6 +157,8 @@ def tables_state(conn: "psycopg.Connection") -> str:
         return "ready" if ok else "this role may not write yoyo's tables in schema public"
     if migration:
         return "yoyo's tables in schema public are of an older yoyo (no _yoyo_version): run stock yoyo once"
+    if conn.execute("SELECT to_regnamespace(%s)", (SCHEMA,)).fetchone()[0] is None:
+        return "this database has no schema public (where stock yoyo keeps its tables)"
     if conn.execute("SELECT has_schema_privilege(%s, 'CREATE')", (SCHEMA,)).fetchone()[0]:
         return "creatable"
     return "this role may not create tables in schema public (PostgreSQL 15+ for a non-owner of the database)"

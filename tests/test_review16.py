@@ -33,3 +33,12 @@ def test_a_migration_stock_yoyo_applied_is_in_the_drift_baseline_once_adopted(cl
         report = drift.check(conn)
     # the table and functions yoyo's run created are the migration's, not "not managed by minnoctl"
     assert report.differences == []
+
+
+def test_db_init_on_a_database_without_schema_public_is_one_line(cli, database):
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public")
+    result = cli("db", "init", "--modules", "minno", env=env_for(database))
+    assert "Traceback" not in result.stderr and "bug in minnoctl" not in result.stderr, result.stderr
+    assert result.exit_code == 0, result.stderr  # minno needs nothing of public; stock yoyo's tables are skipped
+    assert "no schema public" in result.stderr
