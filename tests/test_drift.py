@@ -235,23 +235,31 @@ def test_fingerprint_is_one_query_and_ignores_search_path(migrated):
 
 def test_drizzle_kit_push(migrated, cli, tmp_path):
     """The real tool: spec 001's Drizzle schema (verbatim, its tables placed in the chatbot schema)
-    pushed with drizzle-kit, which drops what the schema file does not declare. Runs when
-    MINNOCTL_TEST_DRIZZLE_KIT names a folder with node_modules/.bin/drizzle-kit (npm install
-    drizzle-kit drizzle-orm pg there); CI does not install it, so there it is skipped."""
+    pushed with drizzle-kit (pinned in tests/node, installed by .ci/run), which drops what the schema
+    file does not declare. MINNOCTL_TEST_DRIZZLE_KIT may name another folder holding
+    node_modules/.bin/drizzle-kit."""
     import os
     import subprocess
     from pathlib import Path
 
-    folder = os.environ.get("MINNOCTL_TEST_DRIZZLE_KIT")
-    tool = Path(folder or "/nonexistent") / "node_modules" / ".bin" / "drizzle-kit"
+    from conftest import NODE_MODULES
+
+    modules_dir = Path(os.environ["MINNOCTL_TEST_DRIZZLE_KIT"]) / "node_modules" \
+        if os.environ.get("MINNOCTL_TEST_DRIZZLE_KIT") else NODE_MODULES
+    tool = modules_dir / ".bin" / "drizzle-kit"
     if not tool.exists():
-        pytest.skip("drizzle-kit not installed (set MINNOCTL_TEST_DRIZZLE_KIT to a folder holding it)")
+        if os.environ.get("CI"):
+            pytest.fail("drizzle-kit is missing in CI: .ci/run must run `npm ci --prefix tests/node`")
+        pytest.skip("drizzle-kit not installed (npm ci --prefix tests/node)")
+    folder = tmp_path / "drizzle"
+    folder.mkdir()
+    (folder / "node_modules").symlink_to(modules_dir)  # the schema file imports drizzle-orm from here
     source = (Path(__file__).parent / "apps" / "vendored" / "001-schema.ts").read_text()
     source = source.replace("import { pgTable,", "import { pgSchema, pgTable,").replace("pgTable('", "chatbot.table('")
     source = source.replace("import { sql } from 'drizzle-orm';",
                             "import { sql } from 'drizzle-orm';\nexport const chatbot = pgSchema('chatbot');")
-    (Path(folder) / "schema.ts").write_text(source)
-    (Path(folder) / "drizzle.config.js").write_text(
+    (folder / "schema.ts").write_text(source)
+    (folder / "drizzle.config.js").write_text(
         "module.exports = { dialect: 'postgresql', schema: './schema.ts', schemaFilter: ['chatbot'], "
         "dbCredentials: { url: process.env.DATABASE_URL } };\n")
     info = psycopg.conninfo.conninfo_to_dict(migrated)
