@@ -516,6 +516,12 @@ def _record(conn: "psycopg.Connection", role: str, mods: list[modules.Module], a
         "updated_at = now(), updated_by = current_user", (role, [m.name for m in mods], allow_ddl))
 
 
+def remember(conn: "psycopg.Connection", recorded: list[tuple[str, list[str], bool]]) -> None:
+    """Record `recorded` (records()) again, in the caller's transaction: db init --force's drop."""
+    for role, names, allow_ddl in recorded:
+        _record(conn, role, _known_modules(names), allow_ddl)
+
+
 def _lock(conn: "psycopg.Connection") -> None:
     conn.execute("SET LOCAL lock_timeout = '30s'")
     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (locks.NAMESPACE, _LOCK_KEY))

@@ -1015,11 +1015,13 @@ def outside_dependents(conn: "psycopg.Connection", schemas: list[str]) -> list[s
     return [r[0] for r in conn.execute(_OUTSIDE_DEPENDENTS, {"s": schemas}).fetchall()]
 
 
-def _drop_minnoctl_schemas(runner: Runner, schemas: list[str], cascade: bool) -> list[str]:
+def _drop_minnoctl_schemas(runner: Runner, schemas: list[str], cascade: bool,
+                           app_roles: list[tuple[str, list[str], bool]] | None = None) -> list[str]:
     """db init --force: drop exactly `schemas`, in one transaction. Their tables are locked first,
     so no view or foreign key can appear between the dependency check and the drop; anything
     outside that depends on them refuses it (nothing changed), unless `cascade`. Returns what
-    was dropped outside them."""
+    was dropped outside them. `app_roles` (apps.records) are recorded again in that transaction,
+    so a run that fails or is killed before the migrations are back still knows the app roles."""
     conn = runner.conn
     assert conn is not None
 
@@ -1043,6 +1045,10 @@ def _drop_minnoctl_schemas(runner: Runner, schemas: list[str], cascade: bool) ->
             from minnoctl import yoyo_compat
 
             yoyo_compat.forget(conn, runner.files, runner.user, runner.host)  # or it would adopt them back
+            if app_roles:
+                from minnoctl import apps
+
+                apps.remember(conn, app_roles)
             return outside
 
     return runner.retrying("dropping minnoctl's schemas (db init --force)", drop, "nothing was changed")
@@ -1090,7 +1096,7 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
             from minnoctl import apps  # the app roles outlive --force: recorded and granted again after it
             kept_apps = apps.records(conn) if force else None
             if force:
-                result.cascaded = _drop_minnoctl_schemas(runner, all_schemas, cascade)
+                result.cascaded = _drop_minnoctl_schemas(runner, all_schemas, cascade, kept_apps)
                 log.warning("dropped minnoctl's schemas: %s", ", ".join(all_schemas))
                 if result.cascaded:
                     log.warning("--cascade also dropped, outside them: %s", ", ".join(result.cascaded))

@@ -42,3 +42,33 @@ def test_db_init_on_a_database_without_schema_public_is_one_line(cli, database):
     assert "Traceback" not in result.stderr and "bug in minnoctl" not in result.stderr, result.stderr
     assert result.exit_code == 0, result.stderr  # minno needs nothing of public; stock yoyo's tables are skipped
     assert "no schema public" in result.stderr
+
+
+def test_db_init_force_that_fails_midway_keeps_the_app_roles_record(cli, migrated, any_server, tmp_path):
+    import json
+    import shutil
+    from pathlib import Path
+
+    from test_app import _roles, drop_new_roles
+    from test_migrate import init_args
+
+    before = _roles(any_server.admin_url)
+    try:
+        made = cli("app", "create", "chatbot", "--format", "json", env=env_for(migrated))
+        assert made.exit_code == 0, made.stderr
+        broken = tmp_path / "migrations"
+        shutil.copytree(Path(__file__).resolve().parents[1] / "migrations", broken)
+        (broken / "chatbot" / "0005_review_fails.sql").write_text(
+            "-- fails\n-- depends: 0004_cleanup_indexes\n\nSET LOCAL search_path = chatbot, public;\nSELECT 1/0;\n")
+        (broken / "chatbot" / "0005_review_fails.rollback.sql").write_text(
+            "SET LOCAL search_path = chatbot, public;\n")
+        failed = cli(*init_args(migrated), "--force", env=env_for(migrated, broken))
+        assert failed.exit_code != 0
+        with psycopg.connect(migrated) as conn:  # the schemas were dropped, the app roles' record was not
+            assert conn.execute("SELECT role FROM minnoctl.app_roles").fetchall() == [("chatbot_app",)]
+        again = cli(*init_args(migrated), env=env_for(migrated))  # the set repaired: init completes it
+        assert again.exit_code == 0, again.stderr
+        [record] = json.loads(cli("app", "list", "--format", "json", env=env_for(migrated)).stdout)
+        assert (record["role"], record["status"]) == ("chatbot_app", "complete"), record
+    finally:
+        drop_new_roles(any_server.admin_url, [migrated], before)
