@@ -367,9 +367,13 @@ def check(conn: "psycopg.Connection", installed: list[str] | None = None) -> Sch
     return report
 
 
-def guard(conn: "psycopg.Connection", applied: dict[str, Any], pending_modules: list[str], allow_drift: bool) -> None:
+def guard(conn: "psycopg.Connection", applied: dict[str, Any], pending_modules: list[str], allow_drift: bool,
+          resumable: tuple[str, ...] | list[str] = ()) -> None:
     """Before migrate applies pending migrations: record the missing baselines (backfill), then
-    stop with DriftError if the schema of a module about to be migrated has drifted."""
+    stop with DriftError if the schema of a module about to be migrated has drifted. `resumable`:
+    modules whose next migration is not transactional — an extra index there is what that
+    migration left when it was interrupted part-way (CREATE INDEX CONCURRENTLY; its rerun redoes
+    it), so it is a warning, not a reason to stop."""
     from minnoctl.errors import DriftError
 
     backfill(conn, applied)
@@ -381,6 +385,10 @@ def guard(conn: "psycopg.Connection", applied: dict[str, Any], pending_modules: 
         return
     report = check(conn, targets)
     drifted = [d for d in report.drift if d.module in targets and d.change != "copy"]
+    for d in [d for d in drifted if d.module in resumable and d.object == "index" and d.change == "extra"]:
+        drifted.remove(d)
+        log.warning("%s — left by an interrupted run of the module's next migration, which is not transactional; "
+                    "it runs again", d.detail)
     if drifted and not allow_drift:
         shown = "; ".join(d.detail for d in drifted[:SHOWN]) + (f"; and {len(drifted) - SHOWN} more"
                                                                if len(drifted) > SHOWN else "")

@@ -721,7 +721,11 @@ def _locked_plan(runner: Runner, chosen: list[modules.Module] | None, allow_drif
             f"({'; '.join(d.id + ': ' + d.kind for d in plan.drift[:3])}) — see `minnoctl migrate verify`; "
             "restore the files, or pass --allow-drift"
         )
-    drift.guard(runner.conn, plan.applied, [f.module for f in plan.pending], allow_drift)  # the live schema
+    first: dict[str, MigrationFile] = {}
+    for f in plan.pending:
+        first.setdefault(f.module, f)
+    drift.guard(runner.conn, plan.applied, [f.module for f in plan.pending], allow_drift,  # the live schema
+                [m for m, f in first.items() if not f.transactional])
     return plan
 
 

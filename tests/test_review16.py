@@ -72,3 +72,24 @@ def test_db_init_force_that_fails_midway_keeps_the_app_roles_record(cli, migrate
         assert (record["role"], record["status"]) == ("chatbot_app", "complete"), record
     finally:
         drop_new_roles(any_server.admin_url, [migrated], before)
+
+
+def test_migrate_resumes_a_non_transactional_migration_interrupted_part_way(cli, database, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    partial = tmp_path / "migrations"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "migrations", partial)
+    for name in ("0004_cleanup_indexes.sql", "0004_cleanup_indexes.rollback.sql"):
+        (partial / "chatbot" / name).unlink()
+    first = cli("db", "init", "--yes", "--modules", "chatbot", env=env_for(database, partial))
+    assert first.exit_code == 0, first.stderr
+    # what a kill -9 during chatbot/0004's second CREATE INDEX CONCURRENTLY leaves: its first index
+    # built, its second one invalid, and no record (the file's DROP INDEX ... IF EXISTS redoes both)
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE INDEX idx_conversations_updated_at ON chatbot.conversations (updated_at, id)")
+    run = cli("migrate", env=env_for(database))
+    assert run.exit_code == 0, run.stderr
+    assert "chatbot/0004_cleanup_indexes" in run.stdout
+    with psycopg.connect(database) as conn:
+        assert drift.check(conn).drift == []
