@@ -1062,6 +1062,7 @@ def restore(settings: "Settings", text: str, *, into: str | None = None, clean: 
         # PgBouncer alias routes only that name), else by the name current_database() gave, never
         # by a default of its own
         _restore_into(settings, backup, manifest, settings.params.get("dbname") or owner.database, clean=True)
+        _rebaseline(settings)
         if marked is not None:
             with _signals_held():  # restored: a SIGTERM now must not leave it restored but unmarked
                 _keep_mark(settings, marked)
@@ -1075,12 +1076,31 @@ def restore(settings: "Settings", text: str, *, into: str | None = None, clean: 
         tmp = _create_temporary(conn, f"restore --into {target}")
     try:
         _restore_into(settings, backup, manifest, tmp)
+        _rebaseline(settings, tmp)
         with _admin(settings) as conn:
             _rename_temporary(conn, tmp, target)
     except BaseException:
         _drop_database(settings, tmp)
         raise
     return Restored(target, len(manifest.get("rows") or {}))
+
+
+def _rebaseline(settings: "Settings", dbname: str | None = None) -> None:
+    """The restored database's drift baselines, from its restored schema (drift.rebaseline). Never
+    raises: the restore stands; a failure is a warning naming the command that records them."""
+    import psycopg
+
+    from minnoctl import drift
+    from minnoctl.connection import connect
+
+    try:
+        with connect(settings, autocommit=True, **({"dbname": dbname} if dbname else {})) as conn:
+            drift.rebaseline(conn)
+    except (psycopg.Error, MinnoctlError) as exc:
+        reason = exc.message if isinstance(exc, MinnoctlError) else str(exc).strip().splitlines()[0]
+        log.warning("could not record the restored schema's drift baselines (%s): `minnoctl migrate verify` may "
+                    "report the restored definitions as changed — delete minnoctl.schema_baseline's rows and run "
+                    "`minnoctl migrate` to record them", reason)
 
 
 def _keep_mark(settings: "Settings", marked: str) -> None:

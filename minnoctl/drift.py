@@ -218,6 +218,24 @@ def backfill(conn: "psycopg.Connection", applied: dict[str, Any]) -> list[str]:
     return [m.name for m in missing]
 
 
+def rebaseline(conn: "psycopg.Connection") -> list[str]:
+    """After a backup restore: record every module's baseline again from the live schema, in one
+    transaction. pg_restore re-parses each CHECK, index, view and trigger from its dumped text, and
+    the server deparses the result differently (`IN (...)` on varchar becomes `ARRAY[(...)::text]`),
+    so the backup's own baselines would report every such object as changed. Drift that the backup
+    already held is not seen afterwards (one warning line says so). Returns the modules recorded."""
+    baselines = read_baselines(conn)
+    present = [m for m in modules.MODULES if m.name in baselines]
+    if not present:
+        return []
+    with conn.transaction():
+        for module in present:
+            _write(conn, module, baselines[module.name][0])
+    log.warning("recorded the schema baseline of %s again from the restored schema (pg_restore re-parses its "
+                "definitions): drift the backup already held is not detected", ", ".join(m.name for m in present))
+    return [m.name for m in present]
+
+
 # ---------------------------------------------------------------------------------------------
 # Comparing
 

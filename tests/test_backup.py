@@ -105,7 +105,12 @@ def test_a_marker_round_trip_restores_every_table_exactly(run, seeded, args):
         result = run("restore", str(backup), "--into", target)
         assert result.exit_code == 0, result.stderr
         assert result.stdout.strip() == target
-        assert fingerprint(admin_url(seeded, target)) == fingerprint(seeded)
+        restored, source = fingerprint(admin_url(seeded, target)), fingerprint(seeded)
+        # minnoctl's drift baselines are recorded again from the restored schema (drift.rebaseline):
+        # the same rows, fingerprints of the re-parsed definitions
+        baseline = "minnoctl.schema_baseline"
+        assert restored.pop(baseline)[0] == source.pop(baseline)[0]
+        assert restored == source
     finally:
         drop(seeded, target)
     verified = run("verify", str(backup), "--restore-test")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 from minnoctl import drift
 from minnoctl.config import parse_url
@@ -93,3 +94,61 @@ def test_migrate_resumes_a_non_transactional_migration_interrupted_part_way(cli,
     assert "chatbot/0004_cleanup_indexes" in run.stdout
     with psycopg.connect(database) as conn:
         assert drift.check(conn).drift == []
+
+
+def test_health_as_an_app_login_has_no_traceback(cli, migrated, any_server):
+    import json
+    from pathlib import Path
+
+    from test_app import _roles, drop_new_roles, env_url
+
+    before = _roles(any_server.admin_url)
+    try:
+        made = cli("app", "create", "supervisor", "--format", "json", env=env_for(migrated))
+        assert made.exit_code == 0, made.stderr
+        url = env_url(Path(json.loads(made.stdout)[0]["env_file"]))
+        for args in (["health", "--ready"], ["health", "--format", "json"], ["migrate", "verify"],
+                     ["migrate", "status"], ["token", "verify"], ["app", "list"]):
+            result = cli(*args, env={"MINNO_DATABASE_URL": url, "MINNO_MASTER_KEY": ""})
+            assert "Traceback" not in result.stderr and "bug in minnoctl" not in result.stderr, (args, result.stderr)
+    finally:
+        drop_new_roles(any_server.admin_url, [migrated], before)
+
+
+def test_every_encrypted_column_of_the_registry_is_guarded(migrated):
+    from minnoctl import migrate, modules
+
+    with psycopg.connect(migrated) as conn:
+        installed = migrate.installed_modules(migrate.read_applied(conn))
+        rows = conn.execute(
+            """SELECT n.nspname, c.relname, t.tgargs, t.tgtype FROM pg_trigger t
+                 JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE t.tgfoid = 'minno.reject_retired_field_keys'::regproc AND NOT t.tgisinternal""").fetchall()
+    guarded = set()
+    for schema, table, args, tgtype in rows:
+        assert tgtype & 1 and tgtype & 2 and tgtype & 4 and tgtype & 16, (schema, table, tgtype)  # row, before, ins, upd
+        guarded |= {(schema, table, a.decode()) for a in args.split(b"\x00") if a}
+    wanted = {(m.schema, c.table, c.column) for m in modules.MODULES if m.name in installed for c in m.encrypted}
+    assert wanted <= guarded, wanted - guarded
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_a_restored_backup_has_no_schema_drift(cli, migrated, any_server, tmp_path, clean):
+    import json
+    import uuid
+
+    (tmp_path / "backups").mkdir()
+    env = {**env_for(migrated), "MINNO_BACKUP_DIR": str(tmp_path / "backups")}
+    made = cli("backup", "create", "--output-format", "json", env=env)
+    assert made.exit_code == 0, made.stderr
+    target = f"r_{uuid.uuid4().hex[:10]}"
+    try:
+        where = ["--clean", "--yes"] if clean else ["--into", target]
+        restored = cli("backup", "restore", json.loads(made.stdout)["file"], *where, env=env)
+        assert restored.exit_code == 0, restored.stderr
+        with psycopg.connect(migrated if clean else any_server.url(target)) as conn:
+            report = drift.check(conn)
+        assert report.differences == [] and report.no_baseline == []
+    finally:
+        with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
