@@ -205,16 +205,22 @@ def backfill(conn: "psycopg.Connection", applied: dict[str, Any]) -> list[str]:
     have = read_baselines(conn)
     present = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)",
                                           ([m.schema for m in installed],))}
-    # a module recorded as applied whose schema is gone has nothing to take as its reference
-    missing = [m for m in installed if m.name not in have and m.schema in present]
+    last = {m.name: [a.id for a in applied.values() if a.module == m.name][-1] for m in installed}
+    # a module recorded as applied whose schema is gone has nothing to take as its reference; a
+    # baseline of an earlier migration than the module's last is what a run stopped part-way left
+    # (the baseline is recorded at a run's last migration of each module)
+    missing = [m for m in installed if m.schema in present and (m.name not in have or have[m.name][0] != last[m.name])]
     if not missing:
         return []
     with conn.transaction():
         for module in missing:
-            last = [a.id for a in applied.values() if a.module == module.name][-1]
-            _write(conn, module, last)
-            log.warning("module %s had no schema baseline (migrated before minnoctl recorded one): recorded it "
-                        "from the live schema as it is now, so drift before now is not detected", module.name)
+            _write(conn, module, last[module.name])
+            if module.name in have:
+                log.warning("module %s: the last run stopped after %s, before it recorded the schema baseline: "
+                            "recorded it from the live schema as it is now", module.name, last[module.name])
+            else:
+                log.warning("module %s had no schema baseline (migrated before minnoctl recorded one): recorded it "
+                            "from the live schema as it is now, so drift before now is not detected", module.name)
     return [m.name for m in missing]
 
 
@@ -371,8 +377,11 @@ def check(conn: "psycopg.Connection", installed: list[str] | None = None) -> Sch
     baselines = read_baselines(conn)
     live = fingerprints(conn, [m.schema for m in chosen])
     module_tables: dict[tuple[str, str], tuple[str, frozenset[str]]] = {}
+    last = {a.module: a.id for a in migrate.read_applied(conn).values()}
     for m in chosen:
         base = baselines.get(m.name)
+        if base is not None and m.name in last and base[0] != last[m.name]:
+            base = None  # a run stopped before it recorded this module's baseline: the next migrate does
         if base is None:
             report.no_baseline.append(m.name)
         else:

@@ -168,7 +168,7 @@ def test_backfill_for_a_database_migrated_without_baseline(migrated, cli):
     execute(migrated, "DROP TABLE minnoctl.schema_baseline")
     verify = cli("migrate", "verify", env=env_for(migrated))
     assert verify.exit_code == 0, verify.stderr
-    assert "module chatbot: no baseline" in verify.stderr
+    assert "module chatbot: no current baseline" in verify.stderr
     _, check = schema_check(cli, migrated)
     assert check["status"] == "UNKNOWN" and "no baseline" in check["value"], check
     # damage done before the baseline exists is taken as it is: the documented limit

@@ -241,7 +241,8 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
     plan, schema = drift.verify(_settings(database_url))
     _adoption_notes(plan)
     for module in schema.no_baseline:
-        _note("module %s: no baseline of its schema yet (migrated before minnoctl recorded one), so its live "
+        _note("module %s: no current baseline of its schema (migrated before minnoctl recorded one, or the last "
+              "run stopped part-way), so its live "
               "schema is not compared; the next `minnoctl migrate` records it", module)
     for d in schema.unmanaged:
         _note("%s", d.detail)
