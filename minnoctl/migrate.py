@@ -750,6 +750,7 @@ def migrate(settings: "Settings", chosen: list[modules.Module] | None = None, *,
             result = RunResult()
             pending_modules = [modules.get(n) for n in dict.fromkeys(f.module for f in plan.pending)]
             installed = installed_modules(read_applied(runner.conn))
+            to_create = runner.check_extensions(pending_modules)  # fails before any change
             app_created, unavailable = _app_extensions(
                 runner, [m for m in modules.MODULES if m.name in installed or m in pending_modules])
             result.extensions_unavailable = {m: e for m, e in unavailable.items()
@@ -758,8 +759,7 @@ def migrate(settings: "Settings", chosen: list[modules.Module] | None = None, *,
                 result.up_to_date = True
                 result.extensions_created = app_created
                 return result
-            result.extensions_created = _create_extensions(runner, runner.check_extensions(pending_modules))
-            result.extensions_created += app_created
+            result.extensions_created = _create_extensions(runner, to_create) + app_created
             runner.ensure_bookkeeping()
             result.applied = runner.apply(plan.pending)
             from minnoctl import apps  # the app roles' grants, re-applied after every run that applied something
@@ -794,8 +794,8 @@ def _app_extensions(runner: Runner, chosen: Iterable[modules.Module]) -> tuple[l
         try:
             runner.retrying(f"CREATE EXTENSION {ext}", lambda: conn.execute(
                 f"CREATE EXTENSION IF NOT EXISTS {_ident(ext)} WITH SCHEMA public"), "nothing was changed")
-        except psycopg.errors.InsufficientPrivilege:
-            lacking.add(ext)
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName):
+            lacking.add(ext)  # not ours to create, or this database has no schema public to hold it
             continue
         created.append(ext)
         log.info("created extension %s", ext)
@@ -818,6 +818,11 @@ def _create_extensions(runner: Runner, names: list[str]) -> list[str]:
             raise ExtensionMissing(
                 f"the extension '{ext}' is available but this role may not create it — ask a superuser to run "
                 f"CREATE EXTENSION {ext}; in this database, then run minnoctl again"
+            ) from None
+        except psycopg.errors.InvalidSchemaName:
+            raise ExtensionMissing(
+                f"this database has no schema public, where minnoctl creates the extension '{ext}' — create it "
+                f"(CREATE SCHEMA public), or CREATE EXTENSION {ext} in a schema of your own, then run minnoctl again"
             ) from None
         log.info("created extension %s", ext)
     return names

@@ -81,3 +81,38 @@ def test_health_reports_the_app_extensions(cli, migrated):
         ext = check(doc, "extensions")
         assert ext["status"] == "WARNING" and "pgcrypto" in ext["value"], ext
         assert "minnoctl migrate" in json.dumps(ext)
+
+
+def test_a_database_without_schema_public_is_one_line_never_a_traceback(cli, database):
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+    supervisor = cli("db", "init", "--modules", "supervisor", env=env_for(database))
+    assert "Traceback" not in supervisor.stderr
+    assert supervisor.exit_code == 0, supervisor.stderr
+    if available(database):
+        assert [ln for ln in supervisor.stderr.splitlines() if "ask an admin" in ln], supervisor.stderr
+    with psycopg.connect(database) as conn:
+        has_vector = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+    if has_vector:
+        knowledge = cli("db", "init", "--modules", "knowledge", env=env_for(database))
+        assert knowledge.exit_code == 12 and "Traceback" not in knowledge.stderr, knowledge.stderr
+        assert "no schema public" in knowledge.stderr
+
+
+def test_a_failing_migrate_creates_no_extension_first(cli, pg15, tmp_path):
+    """migrate checks every chosen module's extensions before it creates any: on a server without
+    pgvector, asking for knowledge leaves uuid-ossp and pgcrypto uncreated too."""
+    import uuid
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg15.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = pg15.url(name)
+    try:
+        assert cli("db", "init", "--modules", "minno", env=env_for(url)).exit_code == 0
+        failed = cli("migrate", "--modules", "supervisor,knowledge", env=env_for(url))
+        assert failed.exit_code == 12, failed.stderr
+        assert not set(APP_EXTENSIONS) & installed(url)
+    finally:
+        with psycopg.connect(pg15.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
