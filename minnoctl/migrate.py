@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from minnoctl import drift, locks, modules
+from minnoctl import locks, modules
 from minnoctl.errors import DriftError, ExitCode, ExtensionMissing, MigrationFailed, MinnoctlError, UsageError
 
 if TYPE_CHECKING:
@@ -580,6 +580,8 @@ class Runner:
         # db init); a run stopped part-way leaves an earlier one, which drift.backfill takes again
         # from the live schema before the next run changes anything
         if operation != "apply" or mf.id in self.baseline_at:
+            from minnoctl import drift  # imported where used, like yoyo_compat: not on plan-only paths
+
             drift.record(self.conn, mf.id, mf.module, operation)
 
     def _run_file(self, mf: MigrationFile, direction: str) -> None:
@@ -732,6 +734,8 @@ def _locked_plan(runner: Runner, chosen: list[modules.Module] | None, allow_drif
     first: dict[str, MigrationFile] = {}
     for f in plan.pending:
         first.setdefault(f.module, f)
+    from minnoctl import drift
+
     drift.guard(runner.conn, plan.applied, [f.module for f in plan.pending], allow_drift,  # the live schema
                 [m for m, f in first.items() if not f.transactional])
     return plan
