@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("minnoctl")
 
-BOOKKEEPING = "minnoctl"
+BOOKKEEPING = modules.BOOKKEEPING
 CORE = "minno"
 KEYRING = modules.get(CORE).seed_keeps  # ("encryption_keys", "key_audit_log"): never writable by an app
 KEYRING_READ = "encryption_keys"  # what an app with encrypted columns reads (the wrapped data keys)

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("minnoctl")
 
-BOOKKEEPING = "minnoctl"
+BOOKKEEPING = modules.BOOKKEEPING
 BASELINE_TABLE = f"{BOOKKEEPING}.schema_baseline"
 BASELINE_DDL = f"""CREATE TABLE IF NOT EXISTS {BASELINE_TABLE} (
     module       text PRIMARY KEY,

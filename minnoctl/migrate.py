@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("minnoctl")
 
-BOOKKEEPING = "minnoctl"
+BOOKKEEPING = modules.BOOKKEEPING
 DDL_LOCK_TIMEOUT_S = locks.DDL_LOCK_TIMEOUT_S  # --ddl-lock-timeout: how long one statement may wait for a lock
 DDL_TRIES = 5  # tries of one migration (or statement) that times out waiting for a lock
 _BACKOFF_S = (0.2, 3.0)  # first pause between tries, and the longest; doubled each time, with jitter

@@ -62,6 +62,10 @@ class Module:
         return f"{self.name}.json"
 
 
+# The schema where minnoctl keeps its own records (applied migrations, drift baselines, app roles,
+# settings): never a module's.
+BOOKKEEPING = "minnoctl"
+
 # In dependency order: a module comes after every module it depends on.
 MODULES: tuple[Module, ...] = (
     Module("minno", "minno", "core: Slack workspaces, Notion, encrypted OAuth tokens, sessions, messages, keyring",
