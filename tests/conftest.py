@@ -33,6 +33,13 @@ _ISOLATE = ("MINNO_DATABASE_URL", "DATABASE_URL", "POSTGRES_URL", "RAILWAY_DATAB
 for _name in _ISOLATE:
     os.environ.pop(_name, None)
 
+# The developer's own embedded database: their MINNO_HOME, and the default one (the user data
+# directory). No test may use either: the session points both at a temporary folder (`minno_home`).
+from minnoctl.config import default_minno_home  # noqa: E402
+
+DEVELOPER_HOMES = frozenset(Path(p).expanduser().absolute() for p in
+                            (os.environ.pop("MINNO_HOME", None), default_minno_home()) if p)
+
 sys.path.insert(0, str(Path(__file__).parent))
 from pgcluster import DEBIAN_PG15, Cluster  # noqa: E402
 
@@ -57,14 +64,30 @@ class Target:
         return make_conninfo("", **params)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def minno_home(tmp_path_factory: pytest.TempPathFactory):
-    """The session's MINNO_HOME: the embedded server every CLI test without a URL uses."""
+    """The session's MINNO_HOME: the embedded server every CLI test without a URL uses. It is also
+    the default home (XDG_DATA_HOME points into the session's folder, and minnoctl processes inherit
+    both), so a test that configures no home never reaches the developer's own; one that names the
+    developer's home in-process fails (the guard below; tests/test_embedded_home.py)."""
     from minnoctl.local import Embedded, remove
 
-    home = tmp_path_factory.mktemp("home")
+    data = tmp_path_factory.mktemp("data")
+    home = data / "minnoctl"  # what platformdirs makes of XDG_DATA_HOME
+    home.mkdir(mode=0o700)
+    os.environ["XDG_DATA_HOME"] = str(data)
     os.environ["MINNO_HOME"] = str(home)
-    yield home
+    unguarded = Embedded.__init__
+
+    def guarded(self: Embedded, home: Path) -> None:
+        unguarded(self, home)
+        if self.home in DEVELOPER_HOMES:
+            raise AssertionError(f"a test used the developer's own embedded home {self.home}; "
+                                 "use the session's (minno_home) or a tmp_path")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Embedded, "__init__", guarded)
+        yield home
     Embedded(home).stop(wait_s=5)
     remove(home)  # as root, the server's private data directory (outside the home) and its own user too
 
