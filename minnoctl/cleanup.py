@@ -178,8 +178,9 @@ class Plan:
 
 
 def parse_ages(items: list[str]) -> dict[str, float]:
-    """--older-than TASK=DAYS (repeatable) -> {task: days}: more than 0, at most 3650 (10 years)."""
-    from minnoctl.config import MAX_SPAN_S, parse_number
+    """--older-than TASK=DAYS (repeatable; or a duration, 36h, 1d12h) -> {task: days}: more than 0,
+    at most 3650 (10 years)."""
+    from minnoctl.config import MAX_SPAN_S, parse_duration
     ages: dict[str, float] = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -187,8 +188,7 @@ def parse_ages(items: list[str]) -> dict[str, float]:
         if not sep:
             raise UsageError(f"--older-than {shown(item)} is not TASK=DAYS, e.g. chatbot-conversations=120")
         _check_task(name, "--older-than")
-        ages[name] = parse_number(value, f"--older-than {name}=DAYS", minimum=0, above=True,
-                                  maximum=MAX_SPAN_S // 86400, unit="days")
+        ages[name] = parse_duration(value, f"--older-than {name}", bare=86400, maximum=MAX_SPAN_S) / 86400
     return ages
 
 

@@ -284,7 +284,9 @@ _DURATION_UNITS = {"ms": 0.001, "sec": 1, "s": 1, "min": 60, "m": 60, "h": 3600,
 _DURATION_PART = r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h|d|w)"
 _DURATION_RE = re.compile(rf"^(?:{_DURATION_PART}\s*)+$", re.IGNORECASE)
 _DURATION_PARTS = re.compile(_DURATION_PART, re.IGNORECASE)
-SPAN_AMOUNT = r"\d+(?:\.\d+)?[smhdw]"  # one amount of a span (seed files): 90s, 5m, 2h, 1.5d, 1w
+SPAN_AMOUNT = r"\d+(?:\.\d+)?(?:ms|sec|min|s|m|h|d|w)"  # one amount of a span (seed files): 90s, 5min, 2h, 1.5d
+DURATION_FORMS = "500ms, 90s, 5min, 2m, 1h30m, 1d"  # the one syntax, as every message names it
+_BARE_UNITS = {1: "a number of seconds (30)", 0.001: "milliseconds (30000)", 86400: "a number of days (30)"}
 
 
 def _number_text(value: float) -> str:
@@ -351,21 +353,21 @@ def span_seconds(text: str) -> float:
 
 def parse_duration(text: object, option: str, *, allow_zero: bool = False, minimum: float = 0,
                    maximum: float = MAX_SPAN_S, bare: float = 1, error: type | None = None) -> float:
-    """A duration in seconds from an option or a variable: '30s', '15m', '2h', '1d', '1w', '1h30m',
-    '500ms'; a bare number counts in units of `bare` seconds (1: seconds; 0.001: milliseconds). More
+    """A duration in seconds from an option or a variable: '30s', '5min', '15m', '2h', '1d', '1w', '1h30m',
+    '500ms'; a bare number counts in units of `bare` seconds (1: seconds; 0.001: milliseconds; 86400: days). More
     than zero (or zero with allow_zero), at least `minimum`, at most `maximum` (10 years unless
     the option says less) — else one line naming the option, the value and the accepted form."""
     from minnoctl.errors import UsageError
 
     error = error or UsageError
     raw = str(text).strip()
-    most = f"{maximum * 1000:.0f} ms" if bare == 0.001 else span_text(maximum)
+    most = f"{maximum * 1000:.0f} ms" if bare == 0.001 else f"{maximum / 86400:g} days" if bare == 86400 \
+        else span_text(maximum)
     if minimum:
         bounds = f"from {span_text(minimum)} to {most}"
     else:
         bounds = f"from zero to {most}" if allow_zero else f"more than zero and at most {most}"
-    form = ("milliseconds (30000) or a duration" if bare == 0.001 else "a duration") + \
-        " with a unit (500ms, 30s, 15m, 2h, 1d, 1h30m)"
+    form = f"{_BARE_UNITS.get(bare, f'a number of {bare:g} s')} or a duration with a unit ({DURATION_FORMS})"
     try:
         if re.fullmatch(r"\d+(?:\.\d+)?", raw):
             seconds = float(raw) * bare

@@ -110,7 +110,7 @@ OVERFLOWS = [
     (["backup", "prune", "--keep-last", "1", "--keep-days", "nan"], ["--keep-days", "'nan'"]),
     (["backup", "prune", "--keep-last", "1", "--keep-days", "1e400"], ["--keep-days"]),
     (["backup", "prune", "--keep-last", "99999999999999999999999"], ["--keep-last"]),
-    (["ports", "check", "--timeout", "nan"], ["--timeout", "'nan'", "0.01 to 30"]),
+    (["ports", "check", "--timeout", "nan"], ["--timeout", "'nan'", "0.01 s to 30 s"]),
     (["health", "-t", "connections-warning=nan"], ["connections-warning", "'nan'"]),
     (["health", "-t", "long-query-warning=999999999999d"], ["long-query-warning", "10 years"]),
     (["health", "-t", "database-size-warning=1e400"], ["database-size-warning"]),

@@ -172,9 +172,9 @@ def test_expiry_tasks_and_grace(run, migrated):
     (["--only", "nope"], "--only: unknown task 'nope'"),
     (["--skip", "nope"], "--skip: unknown task 'nope'"),
     (["--older-than", "nope=3"], "--older-than: unknown task 'nope'"),
-    (["--older-than", "chatbot-conversations=0"], "is not a number of days, more than 0"),
-    (["--older-than", "chatbot-conversations=-5"], "is not a number of days, more than 0"),
-    (["--older-than", "chatbot-conversations=soon"], "is not a number of days"),
+    (["--older-than", "chatbot-conversations=0"], "use a number of days (30) or a duration"),
+    (["--older-than", "chatbot-conversations=-5"], "use a number of days (30) or a duration"),
+    (["--older-than", "chatbot-conversations=soon"], "is not a duration — use a number of days"),
     (["--older-than", "chatbot-conversations"], "is not TASK=DAYS"),
 ])
 def test_bad_input_is_one_clear_line(run, migrated, args, phrase):

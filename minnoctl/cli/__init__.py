@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - older Typer on real click
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 from minnoctl import __version__
+from minnoctl.cli.options import QUIET_HELP, TRACEBACK_HELP
 from minnoctl.errors import ExitCode, MinnoctlError
 
 
@@ -148,6 +149,12 @@ ORDER = ("db", "migrate", "app", "seed", "backup", "token", "ports", "port", "cl
 class MinnoctlGroup(TyperGroup):
     """The root group: maps every way a command can fail to one stderr line and an exit code."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from minnoctl.cli.options import add_global_options
+
+        add_global_options(self)  # --quiet and --traceback after the command too
+
     def list_commands(self, ctx: Any) -> list[str]:
         # the product's order in --help, whether a name is a command or a group
         return sorted(super().list_commands(ctx), key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
@@ -196,9 +203,8 @@ def root(
     database_url: Annotated[Optional[str], typer.Option(
         "--database-url", help="Database URL; overrides every environment variable. Keep passwords out "
         "of it (they show in `ps`): use PGPASSWORD, ~/.pgpass or MINNO_DATABASE_URL.", show_default=False)] = None,
-    show_traceback: Annotated[bool, typer.Option(
-        "--traceback", help="Show the Python traceback for user errors too.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no notes on stderr, only warnings and errors.")] = False,
+    show_traceback: Annotated[bool, typer.Option("--traceback", help=TRACEBACK_HELP)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
     version: Annotated[Optional[bool], typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
 ) -> None:

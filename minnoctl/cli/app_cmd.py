@@ -43,7 +43,7 @@ def create(
         metavar="[MODULE]...", help="Modules the application uses (default: one role per installed module).",
         show_default=False)] = None,
     role: Annotated[Optional[str], typer.Option(
-        "--role", "-r", help="One role for all the MODULEs given, in that order (created, or an existing role "
+        "--role", help="One role for all the MODULEs given, in that order (created, or an existing role "
         "updated). Default: <module>_app per module.", show_default=False)] = None,
     password_stdin: Annotated[bool, typer.Option(
         "--password-stdin", help="Read the role's password from one line of stdin (one role only).")] = False,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import (DatabaseUrl, ForceProduction, Format, Modules, Number, Yes, confirm,
+from minnoctl.cli.options import (DatabaseUrl, Duration, ForceProduction, Format, Modules, Number, Yes, confirm,
                                   guard_production, note as _note)
 from minnoctl.render_text import shown
 
@@ -154,9 +154,10 @@ def restore(
 def prune(
     keep_last: Annotated[int, typer.Option("--keep-last", click_type=Number(1, integer=True),
                                                 help="Keep this many of the newest backups.")],
-    keep_days: Annotated[Optional[float], typer.Option("--keep-days", click_type=Number(0, 3650, above=True),
-                                                       help="Also keep every backup younger than this many days "
-                                                       "(at most 3650).", show_default=False)] = None,
+    keep_days: Annotated[Optional[float], typer.Option("--keep-days", click_type=Duration(maximum=3650 * 86400, per=86400),
+                                                       help="Also keep every backup younger than this: days (a bare "
+                                                       "number, e.g. 7) or a duration (36h, 2d; at most 3650 days).",
+                                                       show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
     yes: Yes = False,
     output_dir: OutputDir = None,

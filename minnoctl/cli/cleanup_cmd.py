@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import MAX_RUNTIME_S, DatabaseUrl, Format, Number
+from minnoctl.cli.options import MAX_RUNTIME_S, DatabaseUrl, Duration, Format, Number
 
 
 
@@ -19,14 +19,16 @@ def cleanup(
     skip: Annotated[Optional[list[str]], typer.Option("--skip", help="Leave this task out (repeatable).",
                                                       show_default=False)] = None,
     older_than: Annotated[Optional[list[str]], typer.Option(
-        "--older-than", help="TASK=DAYS: another age for a task (for a task due at expiry: a grace period "
+        "--older-than", help="TASK=AGE: another age for a task in days (120) or a duration (36h, 1d12h) (for a task due at expiry: a grace period "
         "after it); repeatable.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", click_type=Number(1, 50_000, integer=True), help="Rows in the first batch; "
                                             "the size then adapts to keep each transaction near 50 ms.")] = 500,
-    max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", click_type=Number(0.1, MAX_RUNTIME_S), help="Stop cleanly between "
-                                                         "batches after this many seconds (exit 15); the next "
+    max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", click_type=Duration(minimum=0.1, maximum=MAX_RUNTIME_S), help="Stop "
+                                                         "cleanly between batches after this long (a duration: 90s, "
+                                                         "5min, 1h30m; a bare number is seconds; exit 15); the next "
                                                          "run resumes.", show_default=False)] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing when there was nothing to do.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="The global --quiet (no notes on stderr), and print "
+                                        "nothing at all when there was nothing to do.")] = False,
     list_tasks: Annotated[bool, typer.Option("--list", help="List the tasks, their policies and how many rows "
                                              "are due now.")] = False,
     fmt: Format = "table",
@@ -47,6 +49,9 @@ def cleanup(
     from minnoctl.cli import settings
     from minnoctl.connection import connect
 
+    from minnoctl.cli import _state
+
+    quiet = quiet or _state.quiet  # the same option before or after the command
     if quiet:
         logging.getLogger("minnoctl").setLevel(logging.WARNING)
     ages = logic.parse_ages(older_than or [])

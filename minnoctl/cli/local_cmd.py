@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from minnoctl.cli.options import Format, Number
+from minnoctl.cli.options import Duration, Format
 
 local_app = typer.Typer(
     help="Status, start and stop of the embedded PostgreSQL.\n\nminnoctl runs it when no database is configured.\n\n"
@@ -69,8 +69,9 @@ def start(fmt: Format = "table") -> None:
 
 @local_app.command("stop")
 def stop(
-    wait: Annotated[float, typer.Option("--wait", click_type=Number(0, 3600), help="Seconds (up to 3600) to wait for minnoctl commands still "
-                                        "using the server.")] = 30,
+    wait: Annotated[float, typer.Option("--wait", click_type=Duration(allow_zero=True, maximum=3600), help="How long to wait "
+                                        "for minnoctl commands still using the server: a duration (90s, 5min; a bare "
+                                        "number is seconds), up to 1 hour.")] = 30,
 ) -> None:
     """Stop the embedded server that minnoctl started (never another PostgreSQL).
 

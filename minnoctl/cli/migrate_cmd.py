@@ -6,15 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import (DatabaseUrl, ForceProduction, Format, LockTimeout, Modules, Number, Yes, confirm,
+from minnoctl.cli.options import (DatabaseUrl, Duration, ForceProduction, Format, LockTimeout, Modules, Number, Yes, confirm,
                                   guard_production, note as _note)
 from minnoctl.locks import DDL_LOCK_TIMEOUT_S
 from minnoctl.safety import names_help
 
 DdlLockTimeout = Annotated[
     float,
-    typer.Option("--ddl-lock-timeout", click_type=Number(0.01, 3600),
-                 help="Seconds each migration statement may wait for a table lock (0.01 to 3600). Waiting "
+    typer.Option("--ddl-lock-timeout", click_type=Duration(minimum=0.01, maximum=3600),
+                 help="How long each migration statement may wait for a table lock: a duration (500ms, 5s, "
+                 "2min; a bare number is seconds), 10ms to 1 hour. Waiting "
                  "for ACCESS EXCLUSIVE queues the application's queries behind it, so a migration waits at most "
                  "this long, gives way, retries a few times with backoff, then fails (exit 13) naming the "
                  "blocking session."),
@@ -157,7 +158,7 @@ def _print_plan(plan, fmt: str) -> None:
 @migrate_app.callback()
 def migrate_main(
     ctx: typer.Context,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-d", help="Print the plan (id, module, transaction mode, "
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", "-d", help="Print the plan (id, module, transaction mode, "
                                           "SQL) and change nothing; takes no lock.")] = False,
     exit_code: Annotated[bool, typer.Option("--exit-code", help="With --dry-run: exit 9 (PENDING) when "
                                             "something is pending, for CI.")] = False,
@@ -259,7 +260,7 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
 
 @migrate_app.command("rollback")
 def rollback(
-    steps: Annotated[Optional[int], typer.Option("--steps", "-n", click_type=Number(1, 100_000, integer=True), help="How many of the last applied "
+    steps: Annotated[Optional[int], typer.Option("--steps", click_type=Number(1, 100_000, integer=True), help="How many of the last applied "
                                                  "migrations to roll back (default 1).")] = None,
     to: Annotated[Optional[str], typer.Option("--to", help="Roll back every migration applied after this id "
                                               "(it stays applied).")] = None,

@@ -77,22 +77,28 @@ class Number(_ParamType):
 
 
 class Duration(_ParamType):
-    """A duration option (30s, 15m, 2h, 1d, 1h30m) through config.parse_duration, in seconds:
+    """A duration option through config.parse_duration, the one syntax of every option and variable
+    (500ms, 90s, 5min, 2m, 1h30m, 1d; a bare number counts in `per` seconds: 1, or 86400 for an
+    option that has always taken days). The value is in units of `per` (seconds unless said);
     bounded (10 years unless less is given), never nan or an overflow; one line else (exit 2)."""
 
     name = "duration"
 
-    def __init__(self, *, allow_zero: bool = False, maximum: float | None = None) -> None:
+    def __init__(self, *, allow_zero: bool = False, minimum: float = 0, maximum: float | None = None,
+                 per: float = 1) -> None:
         from minnoctl.config import MAX_SPAN_S
 
-        self.allow_zero, self.maximum = allow_zero, MAX_SPAN_S if maximum is None else maximum
+        self.allow_zero, self.minimum, self.per = allow_zero, minimum, per
+        self.maximum = MAX_SPAN_S if maximum is None else maximum
 
     def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
         from minnoctl.config import parse_duration
 
-        if isinstance(value, float):
+        if isinstance(value, (int, float)):  # a default
             return value
-        return parse_duration(value, _param_name(param), allow_zero=self.allow_zero, maximum=self.maximum)
+        seconds = parse_duration(value, _param_name(param), allow_zero=self.allow_zero, minimum=self.minimum,
+                                 maximum=self.maximum, bare=self.per)
+        return seconds / self.per if self.per != 1 else seconds
 
 
 class Text(_ParamType):
@@ -129,13 +135,52 @@ def no_empty_values(command: object) -> None:
         no_empty_values(sub)
 
 
+QUIET_HELP = "Print no notes on stderr, only warnings and errors."
+TRACEBACK_HELP = "Show the Python traceback for user errors too."
+
+
+def _global_quiet(ctx, param, value):  # noqa: ANN001 - click's callback signature
+    if value:
+        from minnoctl import render
+        from minnoctl.cli import _state
+
+        _state.quiet = True
+        render.setup_logging(quiet=True)
+
+
+def _global_traceback(ctx, param, value):  # noqa: ANN001 - click's callback signature
+    if value:
+        from minnoctl.cli import _state
+
+        _state.traceback = True
+
+
+def add_global_options(group: object) -> None:
+    """The root's --quiet / -q and --traceback, also after the command: every command and group
+    below `group` gets them (the root parses them before the command; the command's own copy sets
+    the same state once its own options are parsed, so either place means the same). A command
+    with its own --quiet (cleanup) keeps it; --database-url is each command's own option already."""
+    from typer.core import TyperOption
+
+    for sub in (getattr(group, "commands", None) or {}).values():
+        taken = {o for p in sub.params for o in p.opts}
+        if "--quiet" not in taken:
+            sub.params.append(TyperOption(param_decls=["--quiet", "-q"], is_flag=True, default=False,
+                                          expose_value=False, callback=_global_quiet, help=QUIET_HELP))
+        if "--traceback" not in taken:
+            sub.params.append(TyperOption(param_decls=["--traceback"], is_flag=True, default=False,
+                                          expose_value=False, callback=_global_traceback, help=TRACEBACK_HELP))
+        add_global_options(sub)
+
+
 MAX_LOCK_TIMEOUT_S = 24 * 3600  # --lock-timeout: a day
 MAX_RUNTIME_S = 30 * 86400  # --max-runtime: 30 days
 
 LockTimeout = Annotated[
     float,
-    typer.Option("--lock-timeout", click_type=Number(0, MAX_LOCK_TIMEOUT_S),
-                 help="Seconds to wait for another migrate / db init to finish (0 to 86400)."),
+    typer.Option("--lock-timeout", click_type=Duration(allow_zero=True, maximum=MAX_LOCK_TIMEOUT_S),
+                 help="How long to wait for another migrate / db init to finish: a duration (90s, 5min; "
+                 "a bare number is seconds), 0 to 1 day."),
 ]
 
 Modules = Annotated[

@@ -20,7 +20,7 @@ Service = Annotated[str, typer.Option("--service", "-s", help="The service's nam
 RangeName = Annotated[Optional[str], typer.Option("--range", "-r", help="The port range to take from.",
                                                   show_default=False)]
 ServiceType = Annotated[Optional[str], typer.Option(
-    "--service-type", "-t", help="Take from the range serving this type (api, web, database, ...); "
+    "--service-type", help="Take from the range serving this type (api, web, database, ...); "
     "recorded on the allocation.", show_default=False)]
 Hostname = Annotated[str, typer.Option("--hostname", "-H", help="The host the port is on.")]
 Protocol = Annotated[str, typer.Option("--protocol", "-P", help="tcp or udp.")]
@@ -172,8 +172,9 @@ def reserve(
 def check(
     project: Annotated[Optional[str], typer.Option("--project", "-p", help="Only this project.",
                                                    show_default=False)] = None,
-    timeout: Annotated[float, typer.Option("--timeout", click_type=Number(0.01, 30), help="Seconds "
-                                           "to wait for each port (0.01 to 30).")] = 0.5,
+    timeout: Annotated[float, typer.Option("--timeout", click_type=Duration(minimum=0.01, maximum=30),
+                                           help="How long to wait for each port: a duration (500ms, 2s; a bare "
+                                           "number is seconds), 10ms to 30s.")] = 0.5,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -216,7 +217,7 @@ def range_add(
     end: Annotated[int, typer.Option("--end", help="Last port of the range (included).")],
     description: Annotated[Optional[str], typer.Option("--description", help="What the range is for.",
                                                        show_default=False)] = None,
-    service_types: Annotated[Optional[str], typer.Option("--service-type", "-t", help="Comma-separated service "
+    service_types: Annotated[Optional[str], typer.Option("--service-type", help="Comma-separated service "
                                                          "types it serves (for allocate --service-type).",
                                                          show_default=False)] = None,
     cooldown: Annotated[float, typer.Option("--cooldown", click_type=Duration(allow_zero=True),

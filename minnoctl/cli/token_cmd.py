@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from minnoctl.cli.options import MAX_RUNTIME_S, DatabaseUrl, Format, Number, note as _note
+from minnoctl.cli.options import MAX_RUNTIME_S, DatabaseUrl, Duration, Format, Number, note as _note
 from minnoctl.render_text import shown
 
 token_app = typer.Typer(help="Encrypted OAuth tokens and secrets; key generation and rotation.\n\n"
@@ -122,9 +122,10 @@ def put(
 def list_(
     workspace: Annotated[Optional[str], typer.Option("--workspace", help="Only this Slack team id.")] = None,
     provider: Annotated[Optional[str], typer.Option("--provider", help="Only this provider.")] = None,
-    expiring_within: Annotated[Optional[float], typer.Option("--expiring-within", click_type=Number(0, 3650),
-                                                             help="Only tokens expiring within this many days "
-                                                             "(0 to 3650).")] = None,
+    expiring_within: Annotated[Optional[float], typer.Option("--expiring-within",
+                                                             click_type=Duration(allow_zero=True, maximum=3650 * 86400, per=86400),
+                                                             help="Only tokens expiring within this: days (a bare number, "
+                                                             "e.g. 7) or a duration (12h, 1d12h); at most 3650 days.")] = None,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -205,8 +206,9 @@ def retire(key: Annotated[int, typer.Argument(metavar="KEY", click_type=Number(1
 def rotate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be re-encrypted, per column and key.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", click_type=Number(1, 100_000, integer=True), help="Rows per transaction.")] = 1000,
-    max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", click_type=Number(0.1, MAX_RUNTIME_S), help="Stop cleanly between "
-                                                         "batches after this many seconds; a rerun resumes.")] = None,
+    max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", click_type=Duration(minimum=0.1, maximum=MAX_RUNTIME_S), help="Stop "
+                                                         "cleanly between batches after this long (a duration: 90s, 5min, "
+                                                         "1h30m; a bare number is seconds); a rerun resumes.")] = None,
     master: Annotated[bool, typer.Option("--master", help="Re-wrap the data keys under MINNO_NEW_MASTER_KEY "
                                          "(or _FILE) instead; data rows stay byte-identical.")] = False,
     fmt: Format = "table",
