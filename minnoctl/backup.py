@@ -188,9 +188,11 @@ def _version(path: Path) -> Tool | None:
 
 
 def _candidates(name: str) -> list[Path]:
-    forced = os.environ.get("MINNOCTL_PG_BINDIR")
+    from minnoctl.config import env_value
+
+    forced = env_value("MINNOCTL_PG_BINDIR")  # the environment, else .env
     if forced:
-        return [Path(forced) / name]
+        return [Path(forced[0]) / name]
     found = []
     try:
         from minnoctl.local import bin_dir
@@ -248,8 +250,11 @@ def tool_env(settings: "Settings", dbname: str | None = None) -> dict[str, str]:
 
 def backup_dir(option: str | None) -> Path:
     """--output-dir, MINNO_BACKUP_DIR, or ./backups (made if missing; the others must exist)."""
-    chosen = option or os.environ.get("MINNO_BACKUP_DIR")
-    where = "--output-dir" if option else "MINNO_BACKUP_DIR" if chosen else None
+    from minnoctl.config import env_value
+
+    found = None if option else env_value("MINNO_BACKUP_DIR")  # the environment, else .env
+    chosen = option or (found[0] if found else None)
+    where = "--output-dir" if option else found[1] if found else None
     path = Path(chosen or "backups").expanduser()
     if where is None and not path.exists():
         path.mkdir(mode=0o700)

@@ -160,6 +160,53 @@ class _Lookup:
         return [_Lookup([layer]) for layer in self.layers]
 
 
+class Environment(Mapping):
+    """The process environment, then the .env file in the working directory: the one accessor of
+    every variable minnoctl reads (a setting in .env works exactly like its variable; the real
+    environment wins). A value set but empty in the environment gives way to .env's, as in
+    load_settings; else it stays (empty). `source(name)` says where a value came from."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, cwd: Path | None = None):
+        self.env = os.environ if env is None else env
+        self.file = read_env_file((cwd or Path.cwd()) / ENV_FILE)
+
+    def _layer(self, name: str) -> Mapping[str, str] | None:
+        if self.env.get(name):
+            return self.env
+        if self.file.get(name) or (name in self.file and name not in self.env):
+            return self.file
+        return self.env if name in self.env else None
+
+    def __getitem__(self, name: str) -> str:
+        layer = self._layer(name)
+        if layer is None:
+            raise KeyError(name)
+        return layer[name]
+
+    def __iter__(self):
+        return iter(dict.fromkeys([*self.env, *self.file]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*self.env, *self.file]))
+
+    def source(self, name: str) -> str | None:
+        """`NAME` from the environment, `.env: NAME` from the file, None when unset."""
+        layer = self._layer(name)
+        return None if layer is None else name if layer is self.env else f"{ENV_FILE}: {name}"
+
+
+def environment(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Environment:
+    """The variables minnoctl reads, .env included (see Environment)."""
+    return env if isinstance(env, Environment) else Environment(env, cwd)
+
+
+def env_value(name: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> tuple[str, str] | None:
+    """(value, source) of one variable from the environment or .env, None when unset or empty."""
+    look = environment(env, cwd)
+    value = look.get(name)
+    return (value, look.source(name)) if value else None
+
+
 # ---------------------------------------------------------------------------------------------
 # URLs and masking
 

@@ -127,8 +127,11 @@ def load_master_key(env: Mapping[str, str] | None = None, *, embedded: bool = Fa
                     minno_home: Path | None = None, new: bool = False) -> MasterKey:
     """The master key from the environment, or the file it names. With the embedded database only,
     a development key is created under MINNO_HOME (mode 0600) on first use. `new` reads
-    MINNO_NEW_MASTER_KEY / _FILE instead (for `token rotate --master`)."""
-    env = os.environ if env is None else env
+    MINNO_NEW_MASTER_KEY / _FILE instead (for `token rotate --master`). The variables are read
+    from the environment, else the .env file (config.environment)."""
+    from minnoctl.config import environment
+
+    env = environment(env)
     name = "MINNO_NEW_MASTER_KEY" if new else MASTER_KEY_ENV
     file_name = f"{name}_FILE"
     if name in env:

@@ -197,8 +197,11 @@ def parse_threshold(t: Threshold, text: str, origin: str) -> float | None:
 
 
 def thresholds(options: list[str] = (), env: dict[str, str] | None = None) -> dict[str, float | None]:
-    """Defaults, then MINNOCTL_HEALTH_<NAME> variables, then --threshold NAME=VALUE options."""
-    env = os.environ if env is None else env
+    """Defaults, then MINNOCTL_HEALTH_<NAME> variables (the environment, else .env), then --threshold
+    NAME=VALUE options."""
+    from minnoctl.config import environment
+
+    env = environment(env)
     values = {t.name: t.default for t in THRESHOLDS}
     for t in THRESHOLDS:
         if env.get(t.env, "").strip():
@@ -780,8 +783,7 @@ def check_cleanup(ctx: Context) -> Check:
 
 
 def _manifests(ctx: Context) -> tuple[Path | None, list[dict[str, Any]]]:
-    chosen = ctx.backup_dir or os.environ.get("MINNO_BACKUP_DIR")
-    folder = Path(chosen or "backups").expanduser()
+    folder = Path(_backup_dir(ctx)).expanduser()
     if not folder.is_dir():
         return None, []
     from minnoctl.backup import identity, manifests
@@ -790,13 +792,20 @@ def _manifests(ctx: Context) -> tuple[Path | None, list[dict[str, Any]]]:
     return folder, [doc for backup, doc in manifests(folder) if owner.owns(doc) and backup.exists()]
 
 
+def _backup_dir(ctx: Context) -> str:
+    """--backup-dir, else MINNO_BACKUP_DIR (the environment, else .env), else ./backups."""
+    from minnoctl.config import env_value
+
+    return ctx.backup_dir or (env_value("MINNO_BACKUP_DIR") or ("backups",))[0]
+
+
 def _stamp(text: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(text) if text else None
 
 
 def check_backup(ctx: Context, verified: bool = False) -> Check:
     folder, docs = _manifests(ctx)
-    where = f" in {folder}" if folder else f" (no directory {ctx.backup_dir or os.environ.get('MINNO_BACKUP_DIR') or './backups'})"
+    where = f" in {folder}" if folder else f" (no directory {_backup_dir(ctx)})"
     key = "verified_at" if verified else "created_at"
     stamps = [s for s in (_stamp(d.get(key)) for d in docs) if s is not None]
     if verified:  # the newest backup that passed `backup verify`: when that backup was taken

@@ -182,12 +182,13 @@ def _leading(text: str) -> tuple[dict[str, str], str]:
 def load_set(root: Path | None = None) -> list[MigrationFile]:
     """Every migration of every module, in the order they apply. MINNOCTL_MIGRATIONS_DIR points at
     another copy of the set (for developing a migration, and for the tests)."""
-    import os
-
     from minnoctl import resources
 
-    if root is None and os.environ.get("MINNOCTL_MIGRATIONS_DIR"):
-        root = Path(os.environ["MINNOCTL_MIGRATIONS_DIR"])
+    from minnoctl.config import env_value
+
+    chosen = env_value("MINNOCTL_MIGRATIONS_DIR") if root is None else None  # the environment, else .env
+    if chosen:
+        root = Path(chosen[0])
     files: list[MigrationFile] = []
     for module in modules.MODULES:
         if root is not None:
@@ -1169,10 +1170,11 @@ def new_migration(name: str, module: str, folder: Path | None = None) -> tuple[P
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     if not slug:
         raise UsageError(f"{shown(name)} gives an empty file name — use letters and digits, e.g. add_user_index")
-    import os
+    from minnoctl.config import env_value
 
-    if folder is None and os.environ.get("MINNOCTL_MIGRATIONS_DIR"):
-        folder = Path(os.environ["MINNOCTL_MIGRATIONS_DIR"]) / mod.migrations_folder
+    chosen = env_value("MINNOCTL_MIGRATIONS_DIR") if folder is None else None  # the environment, else .env
+    if chosen:
+        folder = Path(chosen[0]) / mod.migrations_folder
     if folder is None:
         with resources.migrations_path(mod.migrations_folder) as path:
             folder = Path(path)

@@ -11,7 +11,6 @@ APP_ENV and NODE_ENV belong to other tools too, so only their production names c
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Mapping
 
 from minnoctl.errors import ConfigError, UsageError
@@ -56,8 +55,11 @@ def is_production(name: str | None) -> bool:
 def production_reason(conn: "psycopg.Connection | None", env: Mapping[str, str] | None = None) -> str | None:
     """Why the target counts as production, or None. The variables on this machine first, then the
     database's own record (db init --environment production), which holds on every machine.
-    `conn` None: a database that does not exist yet has no record."""
-    env = os.environ if env is None else env
+    `conn` None: a database that does not exist yet has no record. The variables come from the
+    environment, else the .env file (config.environment)."""
+    from minnoctl.config import environment
+
+    env = environment(env)
     for var in PRODUCTION_ENV_VARS:
         raw = env.get(var, "")
         value = raw.strip().lower()

@@ -39,16 +39,29 @@ class State:
 _state = State()
 
 
+def _environment() -> Any:
+    """The environment and the .env file (config.environment); the environment alone when the
+    .env file cannot be read (the command reports that itself)."""
+    from minnoctl.config import environment
+    from minnoctl.errors import ConfigError
+
+    try:
+        return environment()
+    except ConfigError:
+        return os.environ
+
+
 def _secrets_in_environment() -> list[str]:
     from minnoctl.config import URL_VARS
 
+    env = _environment()
     names = ("DB_PASSWORD", "PGPASSWORD", "MINNO_MASTER_KEY", "MINNO_NEW_MASTER_KEY")
-    found = [os.environ[n] for n in names if os.environ.get(n)]
+    found = [env[n] for n in names if env.get(n)]
     from urllib.parse import urlsplit
 
     for name in URL_VARS:
         try:
-            password = urlsplit(os.environ.get(name, "")).password
+            password = urlsplit(env.get(name, "")).password
         except ValueError:
             password = None
         if password:
@@ -213,7 +226,7 @@ def root(
 
     render.reset()
     _state.database_url = database_url
-    _state.traceback = show_traceback or os.environ.get("MINNOCTL_TRACEBACK") == "1"
+    _state.traceback = show_traceback or _environment().get("MINNOCTL_TRACEBACK") == "1"
     _state.quiet = quiet
     render.setup_logging(quiet=quiet)
     ctx.obj = _state

@@ -15,11 +15,11 @@ COLUMNS = ["name", "status", "value", "threshold", "hint"]
 
 def _names(values: Optional[list[str]], variable: str) -> list[str]:
     """Option values, else the variable (comma or space separated), for cron lines that set it once."""
-    import os
+    from minnoctl.config import env_value
 
     if values:
         return values
-    return [v for v in os.environ.get(variable, "").replace(",", " ").split() if v]
+    return [v for v in (env_value(variable) or ("",))[0].replace(",", " ").split() if v]
 
 
 def health(
