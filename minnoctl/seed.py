@@ -1,4 +1,6 @@
-"""Seeding: the development data of seeds/<module>.json, and bulk synthetic rows for load tests.
+"""Seeding: the development data of seeds/<module>.json (healthy: nothing expired or due), the rows of
+a named scenario on top of it (seeds/overdue/<module>.json: what cleanup and health find), and bulk
+synthetic rows for load tests.
 
 `load` replaces the data of the chosen modules with their seed files in one transaction: every
 table that the applied migrations of those modules created is emptied (TRUNCATE ... RESTART
@@ -63,26 +65,62 @@ class SeedFile:
     tables: dict[str, list[dict[str, Any]]]
 
 
-def read_file(module: modules.Module) -> SeedFile:
+def _folder():
     from pathlib import Path
 
     from minnoctl import resources
 
-    folder = os.environ.get("MINNOCTL_SEEDS_DIR")  # your own seed files, in the same format
-    resource = Path(folder) / module.seed_file if folder else resources.seeds() / module.seed_file
+    from minnoctl.config import env_value
+
+    folder = env_value("MINNOCTL_SEEDS_DIR")  # your own seed files, in the same format (environment or .env)
+    return Path(folder[0]) if folder else resources.seeds()
+
+
+def scenarios() -> list[str]:
+    """The named scenarios: the folders beside the seed files that hold seed files of their own
+    (seeds/overdue/<module>.json). A scenario adds its rows to the default data."""
+    folder = _folder()
+    try:
+        return sorted(p.name for p in folder.iterdir()
+                      if p.is_dir() and any(f.name.endswith(".json") for f in p.iterdir()))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def check_scenario(name: str | None) -> None:
+    if name is not None and name not in scenarios():
+        known = scenarios()
+        raise UsageError(f"--scenario: unknown scenario '{name}'; use one of: {', '.join(known) or '(none)'}")
+
+
+def read_file(module: modules.Module, scenario: str | None = None) -> SeedFile:
+    """seeds/<module>.json; with a scenario, its rows added to each table (seeds/<scenario>/<module>.json,
+    a module without one adds nothing)."""
+    seed = _parse(module, module.seed_file, _folder() / module.seed_file, required=True)
+    if scenario is not None:
+        extra = _parse(module, f"{scenario}/{module.seed_file}", _folder() / scenario / module.seed_file,
+                       required=False)
+        for table, rows in (extra.tables if extra else {}).items():
+            seed.tables[table] = [*seed.tables.get(table, []), *rows]  # a new table comes after the file's
+    return seed
+
+
+def _parse(module: modules.Module, name: str, resource: Any, *, required: bool) -> SeedFile | None:
     try:
         text = resource.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if not required:
+            return None
         raise SeedError(f"module '{module.name}' has no seed file ({module.seed_file}) in this installation "
                         "of minnoctl") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SeedError(f"seeds/{module.seed_file}: not valid JSON at line {exc.lineno} column {exc.colno}: "
+        raise SeedError(f"seeds/{name}: not valid JSON at line {exc.lineno} column {exc.colno}: "
                         f"{exc.msg}") from None
     tables = doc.get("tables") if isinstance(doc, dict) else None
     if not isinstance(tables, dict) or not all(isinstance(v, list) for v in tables.values()):
-        raise SeedError(f"seeds/{module.seed_file}: expected {{\"tables\": {{\"<table>\": [rows]}}}}")
+        raise SeedError(f"seeds/{name}: expected {{\"tables\": {{\"<table>\": [rows]}}}}")
     return SeedFile(module.name, str(doc.get("description", "")), tables)
 
 
@@ -329,6 +367,7 @@ def plan(conn: "psycopg.Connection", chosen: list[modules.Module] | None) -> Tar
 @dataclass
 class LoadResult:
     modules: list[str]
+    scenario: str | None = None
     counts: list[dict[str, Any]] = field(default_factory=list)  # module, table, rows
     workspaces: list[dict[str, Any]] = field(default_factory=list)
     sessions: list[dict[str, Any]] = field(default_factory=list)
@@ -456,16 +495,17 @@ def _constraint_error(exc: Exception, table: str, module: modules.Module) -> See
 
 
 def load(conn: "psycopg.Connection", target: Target, kek: "crypto.MasterKey | None", *,
-         lock_timeout: float = 30, verbose: bool = False) -> LoadResult:
-    """Replace the data of target.seeded with their seed files, in one transaction. `conn` is an
-    autocommit connection; the seed lock keeps two seeds from interleaving."""
+         lock_timeout: float = 30, verbose: bool = False, scenario: str | None = None) -> LoadResult:
+    """Replace the data of target.seeded with their seed files (and a scenario's rows), in one
+    transaction. `conn` is an autocommit connection; the seed lock keeps two seeds from interleaving."""
     import psycopg
 
     from minnoctl import tokens
 
     started = time.monotonic()
-    files = [read_file(m) for m in target.seeded]  # every file parsed before anything changes
-    result = LoadResult([m.name for m in target.seeded])
+    check_scenario(scenario)
+    files = [read_file(m, scenario) for m in target.seeded]  # every file parsed before anything changes
+    result = LoadResult([m.name for m in target.seeded], scenario)
     conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("seed"),))
     with locks.advisory_lock(conn, "seed", lock_timeout, option="--lock-timeout"):
         ring = None

@@ -160,7 +160,8 @@ def test_seed_loads_every_installed_module_with_encrypted_tokens(cli, migrated, 
 
 
 def test_times_are_relative_to_the_moment_of_seeding(cli, migrated, kek):
-    assert cli("seed", "--modules", "assistant,slackbot", env=env_for(migrated, kek)).exit_code == 0
+    env = env_for(migrated, kek)
+    assert cli("seed", "--modules", "assistant,slackbot", "--scenario", "overdue", env=env).exit_code == 0
     with psycopg.connect(migrated) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         expired, valid = conn.execute(
@@ -181,7 +182,8 @@ def test_times_are_relative_to_the_moment_of_seeding(cli, migrated, kek):
 
 
 def test_cleanup_has_work_and_boundary_rows_in_the_chatbot_seed(cli, migrated):
-    assert cli("seed", "--modules", "chatbot", env=env_for(migrated)).exit_code == 0  # chatbot needs no key
+    # chatbot needs no key; the overdue scenario holds the rows past the limits
+    assert cli("seed", "--modules", "chatbot", "--scenario", "overdue", env=env_for(migrated)).exit_code == 0
     with psycopg.connect(migrated) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         old = conn.execute("SELECT count(*) FROM chatbot.conversations WHERE updated_at < "

@@ -36,6 +36,11 @@ def seed(
     random_seed: Annotated[Optional[int], typer.Option("--random-seed", click_type=Number(0, integer=True), help="With --scale: the seed "
                                                        "that makes the rows (same seed, same rows).",
                                                        show_default=False)] = None,
+    scenario: Annotated[Optional[str], typer.Option("--scenario", metavar="NAME", help="Also load a named "
+                                                    "scenario's rows: overdue adds expired and expiring tokens and "
+                                                    "secrets and rows past their retention, for cleanup and health "
+                                                    "tests (the default data is healthy).",
+                                                    show_default=False)] = None,
     lock_timeout: LockTimeout = 30,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
@@ -43,6 +48,7 @@ def seed(
     """Replace the data of the installed modules with development data, in one transaction.
 
     Asks before replacing data (--yes in scripts); refuses a production database without --force-production.
+    The default data is healthy (nothing expired or due); --scenario overdue adds the rows that are.
     With --scale N it adds N synthetic rows instead, for load tests and benchmarks.
 
     Example: minnoctl seed --modules chatbot,slackbot --yes
@@ -57,6 +63,9 @@ def seed(
 
     if random_seed is not None and scale is None:
         raise UsageError("--random-seed goes with --scale")
+    if scenario is not None and scale is not None:
+        raise UsageError("--scenario goes without --scale (a scenario adds rows to the development data)")
+    seedlib.check_scenario(scenario)
     chosen = registry.parse_list(modules)
     settings = load_settings(database_url)
     where = settings.label()
@@ -93,16 +102,17 @@ def seed(
         if target.nonempty and not confirmed:
             names = ", ".join(m.name for m in target.seeded)
             confirm(f"Replace the data of {names} at {where} ({len(target.nonempty)} table(s) hold rows)?", yes)
-        result = seedlib.load(conn, target, kek, lock_timeout=lock_timeout, verbose=verbose)
+        result = seedlib.load(conn, target, kek, lock_timeout=lock_timeout, verbose=verbose, scenario=scenario)
     if verbose and result.workspaces and fmt != "json":  # in JSON they are part of the document
         render.table(result.workspaces, ["slack_team_id", "name", "notion_workspace_id", "tokens"], fmt,
                      title="workspaces")
         render.table(result.sessions, ["workspace", "channel", "thread_ts", "status", "messages"], fmt,
                      title="sessions")
     render.table(result.counts, ["module", "table", "rows"], fmt,
-                 document={"modules": result.modules, "tables": result.counts,
+                 document={"modules": result.modules, "scenario": result.scenario, "tables": result.counts,
                            **({"workspaces": result.workspaces, "sessions": result.sessions} if verbose else {})})
-    _note("seeded %s: %d rows in %d tables (%.1f s)", ", ".join(result.modules),
+    _note("seeded %s%s: %d rows in %d tables (%.1f s)", ", ".join(result.modules),
+          f" with scenario {result.scenario}" if result.scenario else "",
           sum(c["rows"] for c in result.counts), len(result.counts), result.seconds)
 
 
