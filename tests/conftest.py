@@ -79,8 +79,8 @@ def minno_home(tmp_path_factory: pytest.TempPathFactory):
     os.environ["MINNO_HOME"] = str(home)
     unguarded = Embedded.__init__
 
-    def guarded(self: Embedded, home: Path) -> None:
-        unguarded(self, home)
+    def guarded(self: Embedded, home: Path, *args, **kwargs) -> None:
+        unguarded(self, home, *args, **kwargs)
         if self.home in DEVELOPER_HOMES:
             raise AssertionError(f"a test used the developer's own embedded home {self.home}; "
                                  "use the session's (minno_home) or a tmp_path")

