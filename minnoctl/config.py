@@ -592,3 +592,82 @@ def has_password_in_url(url: str | None) -> bool:
         except ValueError:
             return True
     return bool(re.search(r"\bpassword\s*=", url))
+
+
+# ---------------------------------------------------------------------------------------------
+# `config show`: every setting minnoctl reads, its value and its source
+
+
+def _key_row(setting: str, names: tuple[str, str], look: Environment, fallback: tuple[str, str]) -> dict[str, object]:
+    """A master key as `config show` lists it: never the key, only its fingerprint (or why it is unusable)."""
+    from minnoctl import crypto
+    from minnoctl.errors import MinnoctlError
+
+    for name in names:
+        found = env_value(name, look)
+        if not found:
+            continue
+        try:
+            text = found[0] if name == names[0] else Path(found[0]).expanduser().read_text(encoding="ascii")
+            shown_as = f"**** (fingerprint {crypto.fingerprint(crypto.parse_master_key(text, found[1]))})"
+        except (MinnoctlError, OSError, UnicodeDecodeError) as exc:
+            shown_as = f"**** (not usable: {exc.__class__.__name__})"
+        if name != names[0]:
+            shown_as = f"{found[0]} {shown_as}"
+        return {"setting": setting, "value": shown_as, "source": found[1]}
+    return {"setting": setting, "value": fallback[0], "source": fallback[1]}
+
+
+def _tool_row(name: str, look: Environment) -> dict[str, object]:
+    from minnoctl import backup
+
+    forced = env_value("MINNOCTL_PG_BINDIR", look)
+    found = backup._candidates(name)
+    tool = next((t for t in map(backup._version, found) if t is not None), None)
+    value = f"{tool.path} (PostgreSQL {tool.major}{', and others' if len(found) > 1 else ''})" if tool else "not found"
+    source = forced[1] if forced else "default (embedded build, /usr/lib/postgresql, PATH; matched to the server)"
+    return {"setting": name, "value": value, "source": source}
+
+
+def report(settings: Settings, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> list[dict[str, object]]:
+    """Every setting minnoctl reads, with its value and source (default, a variable, `.env: NAME`,
+    an option); secrets masked: a password shows as ****, a master key only as its fingerprint."""
+    from minnoctl import resources
+    from minnoctl.health import THRESHOLDS
+    from minnoctl.safety import PRODUCTION_ENV_VARS
+
+    look = environment(env, cwd)
+
+    def row(setting: str, name: str, default: object, default_source: str = "default") -> dict[str, object]:
+        found = env_value(name, look)
+        return {"setting": setting, "value": found[0] if found else default,
+                "source": found[1] if found else default_source}
+
+    database = f"embedded PostgreSQL in {settings.minno_home / 'pgdata'}" if settings.embedded else settings.display_url()
+    rows = [{"setting": "database", "value": database, "source": settings.source}]
+    rows += [{"setting": k, "value": v.value, "source": v.source} for k, v in settings.values.items()]
+    dev = (f"development key in {settings.minno_home / 'master.key'}", "default (embedded database only)") \
+        if settings.embedded else ("not set", "default (needed by token commands)")
+    rows.append(_key_row("master_key", ("MINNO_MASTER_KEY", "MINNO_MASTER_KEY_FILE"), look, dev))
+    rows.append(_key_row("new_master_key", ("MINNO_NEW_MASTER_KEY", "MINNO_NEW_MASTER_KEY_FILE"), look,
+                         ("not set", "default")))
+    rows.append(row("backup_dir", "MINNO_BACKUP_DIR", "./backups"))
+    named = next((found for found in (env_value(n, look) for n in PRODUCTION_ENV_VARS) if found),
+                 ("not set", "default (a database marked by db init --environment production still counts)"))
+    rows.append({"setting": "environment", "value": named[0], "source": named[1]})
+    rows.append(row("migrations_dir", "MINNOCTL_MIGRATIONS_DIR", str(resources.migrations()), "default (built in)"))
+    rows.append(row("seeds_dir", "MINNOCTL_SEEDS_DIR", str(resources.seeds()), "default (built in)"))
+    rows.append(row("pg_bindir", "MINNOCTL_PG_BINDIR", "not set"))
+    rows += [_tool_row(name, look) for name in ("pg_dump", "pg_restore", "psql")]
+    for t in THRESHOLDS:
+        if env_value(t.env, look):
+            rows.append(row(f"health {t.name}", t.env, t.default))
+    for name in ("MINNOCTL_HEALTH_ONLY", "MINNOCTL_HEALTH_SKIP"):
+        if env_value(name, look):
+            rows.append(row(f"health {name.rsplit('_', 1)[1].lower()}", name, ""))
+    rows.append(row("traceback", "MINNOCTL_TRACEBACK", "0"))
+    # colour is the terminal's setting: NO_COLOR and TERM=dumb count from the environment only
+    plain = "NO_COLOR" in (os.environ if env is None else env)
+    rows.append({"setting": "no_color", "value": "yes" if plain else "no",
+                 "source": "NO_COLOR" if plain else "default (environment only)"})
+    return rows

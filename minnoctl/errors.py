@@ -32,7 +32,7 @@ class ExitCode(enum.IntEnum):
     PRODUCTION = 16  # refused: the target is production and --force-production was not given
     RANGE_FULL = 17  # `ports`: no free port left in the range
     PORT_TAKEN = 18  # `ports`: the port asked for is held, reserved or cooling down
-    NOT_FOUND = 19  # a project, range or other named object does not exist
+    NOT_FOUND = 19  # a project, range, workspace, data key or other named object does not exist
     BACKUP_INVALID = 20  # `backup`: not a backup, a checksum mismatch, unreadable, or a failed restore test
     INTERNAL = 70  # a bug in minnoctl (EX_SOFTWARE); the traceback is printed
 
@@ -57,7 +57,7 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.PRODUCTION: "refused: the target is production (`MINNO_ENV`, `APP_ENV` or `NODE_ENV`, or `db init --environment production`) and `--force-production` was not given",
     ExitCode.RANGE_FULL: "`ports`: no free port left in the range (every port allocated, reserved or cooling down)",
     ExitCode.PORT_TAKEN: "`ports`: the port asked for is held by another service (named), reserved, cooling down, or bound outside minnoctl",
-    ExitCode.NOT_FOUND: "a project, port range or other named object does not exist (the message lists the known ones)",
+    ExitCode.NOT_FOUND: "a project, port range, workspace, data key or other named object does not exist (the message lists the known ones or says where to look)",
     ExitCode.BACKUP_INVALID: "`backup`: the file is not a minnoctl backup, is truncated or changed (checksum), cannot be read, or its restore test failed",
     ExitCode.INTERNAL: "a bug in minnoctl: the traceback is printed; please report it",
 }

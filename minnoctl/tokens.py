@@ -190,18 +190,42 @@ def ensure_active_key(conn: "psycopg.Connection", kek: crypto.MasterKey) -> cryp
 # put / list
 
 
+# spec 000's providers of minno.oauth_tokens ("slack, notion, google, etc."): the schema leaves the set
+# open (a CHECK for lower case only), so a typo would be stored silently; any other needs
+# --allow-unknown-provider once, after which it is a provider of that database like these.
+KNOWN_PROVIDERS = ("google", "notion", "slack")
+
+
+def known_providers(conn: "psycopg.Connection") -> list[str]:
+    """The providers a token can be put for without --allow-unknown-provider: spec 000's and those
+    already stored in this database."""
+    stored = [r[0] for r in conn.execute("SELECT DISTINCT provider FROM minno.oauth_tokens")]
+    return sorted(set(KNOWN_PROVIDERS) | set(stored))
+
+
+def _workspace_missing(workspace: str) -> MinnoctlError:
+    return MinnoctlError(f"workspace {shown(workspace)} does not exist — check the Slack team id "
+                         "(minno.workspaces.slack_team_id)", exit_code=ExitCode.NOT_FOUND)
+
+
 def put(conn: "psycopg.Connection", kek: crypto.MasterKey, *, workspace: str, provider: str, access_token: str,
-        refresh_token: str | None, expires_at: dt.datetime | None, scopes: list[str]) -> dict[str, Any]:
-    """Store (upsert) a workspace's token for a provider, encrypted. Returns its metadata."""
+        refresh_token: str | None, expires_at: dt.datetime | None, scopes: list[str],
+        allow_unknown_provider: bool = False) -> dict[str, Any]:
+    """Store (upsert) a workspace's token for a provider, encrypted. Returns its metadata. A provider
+    outside known_providers() is refused (a typo) unless allow_unknown_provider."""
     _require_core(conn)
     provider = provider.strip().lower()
     if not provider:
         raise UsageError("--provider must not be empty")
+    known = known_providers(conn)
+    if provider not in known and not allow_unknown_provider:
+        raise UsageError(f"--provider {shown(provider)} is not a known provider — use one of: {', '.join(known)}; "
+                         "for a new provider add --allow-unknown-provider")
+
     def find_workspace():
         row = conn.execute("SELECT id FROM minno.workspaces WHERE slack_team_id = %s", (workspace,)).fetchone()
         if row is None:
-            raise UsageError(f"workspace {shown(workspace)} does not exist — check the Slack team id "
-                             "(minno.workspaces.slack_team_id)")
+            raise _workspace_missing(workspace)
         return row[0]
 
     find_workspace()  # before anything is written, even the first data key
@@ -290,6 +314,8 @@ def list_tokens(conn: "psycopg.Connection", *, workspace: str | None = None, pro
     """Metadata only — never a token."""
     _require_core(conn)
     clauses, params = ["true"], []
+    if workspace and conn.execute("SELECT 1 FROM minno.workspaces WHERE slack_team_id = %s", (workspace,)).fetchone() is None:
+        raise _workspace_missing(workspace)
     if workspace:
         clauses.append("w.slack_team_id = %s")
         params.append(workspace)
@@ -404,7 +430,7 @@ def _retire_one(conn: "psycopg.Connection", number: int) -> None:
     row = conn.execute("SELECT status, write_fenced_at IS NOT NULL FROM minno.encryption_keys WHERE key_number = %s",
                        (number,)).fetchone()
     if row is None:
-        raise UsageError(f"there is no data key {number} — see `minnoctl token keys`")
+        raise MinnoctlError(f"there is no data key {number} — see `minnoctl token keys`", exit_code=ExitCode.NOT_FOUND)
     status, was_fenced = row
     if status == "retired":
         log.info("data key %d is already retired", number)

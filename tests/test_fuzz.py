@@ -63,7 +63,7 @@ ACCEPTED: dict[tuple[str, str], set[str]] = {
     ("ports range add", "NAME"): NAMES,
     ("ports range add", "--description"): FREE,
     ("ports range add", "--service-type"): FREE,
-    ("token put", "--provider"): NAMES,
+    ("token put", "--provider"): set(),  # a provider not known yet is refused as a typo (--allow-unknown-provider)
     ("token put", "--scopes"): FREE,
     # a label is kept in the manifest and (slugged) in the file name of a new backup
     ("backup create", "--label"): FREE,

@@ -114,7 +114,7 @@ def test_put_list_keys_and_no_plaintext_anywhere(cli, migrated, kek):
 
 
 @pytest.mark.parametrize("args, code, phrase", [
-    (["--workspace", "T404", "--provider", "slack", "--access-token-file", "-"], ExitCode.USAGE, "does not exist"),
+    (["--workspace", "T404", "--provider", "slack", "--access-token-file", "-"], ExitCode.NOT_FOUND, "does not exist"),
     (["--workspace", "T42", "--provider", "slack", "--access-token-file", "/nope"], ExitCode.USAGE, "cannot read"),
     (["--workspace", "T42", "--provider", "slack", "--access-token-file", "-", "--expires-at", "soon"],
      ExitCode.USAGE, "not an ISO 8601 time"),

@@ -12,18 +12,20 @@ config_app = typer.Typer(help="Show the effective configuration and where each v
 
 @config_app.command("show")
 def show(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
-    """Print the effective settings and the source of each; the password is masked.
+    """Print every setting minnoctl reads, its value and its source; secrets masked.
+
+    The database and its connection settings, the master keys (by fingerprint only), the backup
+    folder, the environment, the embedded home, migrations and seeds folders, the PostgreSQL client
+    tools, health thresholds set by variables, --traceback and NO_COLOR. A source is `default`, a
+    variable's name, `.env: NAME` (the .env file in the working directory works like its variable;
+    the environment wins) or an option.
 
     Example: minnoctl config show --format json
     """
-    from minnoctl import render
+    from minnoctl import config, render
     from minnoctl.cli import settings as load
 
-    s = load(database_url)
-    database = (f"embedded PostgreSQL in {s.minno_home / 'pgdata'}" if s.embedded else s.display_url())
-    rows = [{"setting": "database", "value": database, "source": s.source}]
-    rows += [{"setting": k, "value": v.value, "source": v.source} for k, v in s.values.items()]
-    render.table(rows, ["setting", "value", "source"], fmt)
+    render.table(config.report(load(database_url)), ["setting", "value", "source"], fmt)
 
 
 def register(app: typer.Typer) -> None:

@@ -59,8 +59,9 @@ def keygen() -> None:
 
 @token_app.command("put")
 def put(
-    provider: Annotated[str, typer.Option("--provider", help="slack, notion, google, ... (with --user: google or "
-                                          "slack).")],
+    provider: Annotated[str, typer.Option("--provider", help="google, notion or slack, or one this database already "
+                                          "stores (with --user: google or slack); another is refused as a typo "
+                                          "unless --allow-unknown-provider.")],
     access_token_file: Annotated[str, typer.Option("--access-token-file", help="File holding the access token, "
                                                    "or - for standard input.")],
     workspace: Annotated[Optional[str], typer.Option("--workspace", help="The Slack team id (T...): a workspace's "
@@ -72,6 +73,8 @@ def put(
     expires_at: Annotated[Optional[str], typer.Option("--expires-at", help="ISO 8601 time, e.g. "
                                                       "2026-12-31T00:00:00Z, or never for no expiry.")] = None,
     scopes: Annotated[Optional[str], typer.Option("--scopes", help="Comma-separated scopes.")] = None,
+    allow_unknown_provider: Annotated[bool, typer.Option("--allow-unknown-provider", help="Store a token for a "
+                                                         "provider not known yet (a new integration).")] = False,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -79,7 +82,7 @@ def put(
 
     With --user instead of --workspace: a user's Google or Slack token in assistant.user_tokens (its
     other provider is kept); --scopes are joined as each provider writes them (Google: spaces).
-    Example: minnoctl token put --workspace T0123 --provider slack --access-token-file - < token.txt
+    Example: minnoctl token put --workspace T0ACME0001 --provider slack --access-token-file - < token.txt
     """
     import datetime as dt
 
@@ -114,7 +117,8 @@ def put(
             return
         check_lengths(conn, "minno.oauth_tokens", {"provider": ("--provider", provider.strip())})
         row = tokens.put(conn, kek, workspace=workspace, provider=provider, access_token=access,
-                         refresh_token=refresh, expires_at=when, scopes=listed)
+                         refresh_token=refresh, expires_at=when, scopes=listed,
+                         allow_unknown_provider=allow_unknown_provider)
     render.table([row], ["workspace", "provider", "expires_at", "scopes", "key", "updated"], fmt)
 
 
