@@ -329,3 +329,16 @@ def test_providers_and_not_found(migrated, tmp_path):
     assert _run("token", "list", "--workspace", "T17", cwd=tmp_path, env=env).returncode == 0
     retired = _run("token", "retire", "999", cwd=tmp_path, env=env)
     assert retired.returncode == ExitCode.NOT_FOUND and "999" in retired.stderr, retired.stderr
+
+
+@ONE_SERVER
+def test_production_and_health_variables_in_dotenv_count(migrated, tmp_path):
+    from minnoctl import crypto
+
+    (tmp_path / ".env").write_text(f"MINNO_ENV=production\nMINNO_DATABASE_URL={migrated}\n"
+                                   f"MINNOCTL_HEALTH_ONLY=connections\nMINNO_MASTER_KEY={crypto.encode_key(crypto.generate_key())}\n")
+    refused = _run("seed", "--yes", "--modules", "minno", cwd=tmp_path)
+    assert refused.returncode == ExitCode.PRODUCTION, refused.stderr
+    assert "MINNO_ENV=production" in refused.stderr
+    health = _run("health", "--format", "json", cwd=tmp_path)
+    assert [c["name"] for c in json.loads(health.stdout)["checks"]] == ["connections"], health.stdout
