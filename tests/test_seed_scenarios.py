@@ -97,9 +97,9 @@ def test_the_overdue_scenario_adds_what_cleanup_and_health_find(cli, migrated, k
     assert health(cli, migrated, "--only", "tokens,secrets")["secrets"]["status"] == "OK"
 
 
-def test_every_scenario_row_is_overdue_or_belongs_to_one_that_is():
-    """The scenario files hold only what is not healthy (and rows that need them); each names a table of
-    its module's default file, which loads first."""
+def test_the_scenario_files_name_their_module_and_only_its_tables():
+    """Each scenario file names its module, says what it adds, and fills only tables of the module's
+    default file (which loads first; what the rows do is checked by loading them, above)."""
     files = sorted((SEEDS / "overdue").glob("*.json"))
     assert files
     for path in files:
