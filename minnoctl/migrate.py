@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from minnoctl import locks, modules
-from minnoctl.errors import DriftError, ExitCode, ExtensionMissing, MigrationFailed, MinnoctlError, UsageError
+from minnoctl.errors import (ConfigError, DriftError, ExitCode, ExtensionMissing, MigrationFailed, MinnoctlError,
+                             UsageError)
 
 if TYPE_CHECKING:
     import psycopg
@@ -179,16 +180,61 @@ def _leading(text: str) -> tuple[dict[str, str], str]:
     return directives, "\n".join(comments).strip()
 
 
-def load_set(root: Path | None = None) -> list[MigrationFile]:
-    """Every migration of every module, in the order they apply. MINNOCTL_MIGRATIONS_DIR points at
-    another copy of the set (for developing a migration, and for the tests)."""
-    from minnoctl import resources
+def _project_checkout(start: Path) -> Path | None:
+    """The migration set of the minnoctl checkout holding `start` (it or a parent folder with a
+    pyproject.toml naming the project minnoctl and a migrations/ folder), or None."""
+    import tomllib
 
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "migrations").is_dir():
+            try:
+                name = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8")).get("project", {}).get("name")
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                continue
+            if name == "minnoctl":
+                return folder / "migrations"
+    return None
+
+
+def _installed(path: Path) -> bool:
+    return any(part in ("site-packages", "dist-packages") for part in path.parts)
+
+
+_told: set[Path] = set()
+
+
+def migrations_root() -> tuple[Path | None, str]:
+    """Where the migration set is, for migrate, db init and migrate new alike: MINNOCTL_MIGRATIONS_DIR
+    (the environment, else .env); else the checkout the current directory is in; else the installed
+    package's set (None). The second value says which, for messages."""
     from minnoctl.config import env_value
 
-    chosen = env_value("MINNOCTL_MIGRATIONS_DIR") if root is None else None  # the environment, else .env
+    chosen = env_value("MINNOCTL_MIGRATIONS_DIR")
     if chosen:
-        root = Path(chosen[0])
+        return Path(chosen[0]), "MINNOCTL_MIGRATIONS_DIR"
+    try:
+        checkout = _project_checkout(Path.cwd())
+    except OSError:  # the current directory was removed
+        checkout = None
+    if checkout is not None:
+        from minnoctl import resources
+
+        with resources.migrations_path(modules.MODULES[0].migrations_folder) as packaged:
+            if packaged.parent.resolve() != checkout.resolve() and checkout not in _told:
+                _told.add(checkout)  # an editable install reads it anyway; else say so once
+                log.info("using the migration set of the checkout %s (not the installed package's)", checkout)
+        return checkout, "checkout"
+    return None, "package"
+
+
+def load_set(root: Path | None = None) -> list[MigrationFile]:
+    """Every migration of every module, in the order they apply, from `root` or migrations_root():
+    MINNOCTL_MIGRATIONS_DIR (developing a migration, the tests), the checkout the current directory
+    is in, else the installed package's set."""
+    from minnoctl import resources
+
+    if root is None:
+        root, _ = migrations_root()
     files: list[MigrationFile] = []
     for module in modules.MODULES:
         if root is not None:
@@ -361,6 +407,8 @@ class RunResult:
     extensions_unavailable: dict[str, list[str]] = field(default_factory=dict)
     objects: list[tuple[str, str]] = field(default_factory=list)  # (kind, schema.name) created
     cascaded: list[str] = field(default_factory=list)  # db init --force --cascade: dropped outside its schemas
+    # plain db init on an initialised database: module -> the extensions the server lacks (not installed)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
     up_to_date: bool = False
 
 
@@ -718,7 +766,7 @@ class Runner:
         done = []
         for mf in pending:
             ms = self.apply_one(mf)
-            log.info("applied %s (%.0f ms)", mf.id, ms)
+            log.debug("applied %s (%.0f ms)", mf.id, ms)  # the command lists what it applied, once
             done.append(mf)
         return done
 
@@ -916,6 +964,19 @@ def _catalog(conn: "psycopg.Connection", schemas: list[str]) -> set[tuple[str, s
     return {(r[0], r[1]) for r in rows}
 
 
+def _holdable(conn: "psycopg.Connection", selected: list[modules.Module]) -> tuple[list[modules.Module], dict[str, list[str]]]:
+    """A plain db init on a database that already holds modules: the modules the server can hold,
+    and the others, not installed, with the extensions they lack (module -> names). On a new
+    database nothing is left out: a module the server cannot hold is refused (exit 12)."""
+    if not installed_modules(read_applied(conn)):
+        return selected, {}
+    available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
+    lacking = {m.name: [e for e in m.extensions if e not in available] for m in selected}
+    skipped = {name: missing for name, missing in lacking.items() if missing}
+    kept = [m for m in selected if m.name not in skipped and not any(d in skipped for d in m.depends)]
+    return kept, skipped
+
+
 def _check_available(conn: "psycopg.Connection", selected: list[modules.Module]) -> None:
     """Fail if a chosen module's extension is not available on the server (pg_available_extensions
     is server-wide, so this works from any database, before anything is created)."""
@@ -1110,6 +1171,9 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
             result.environment_before = recorded_environment(conn)
             if approve is not None and not approved:
                 approve(production_reason(conn), result.environment_before)
+            if chosen is None:  # plain db init again: leave out what this server cannot hold
+                selected, result.skipped = _holdable(conn, selected)
+                names = {m.name for m in selected}
             to_create = runner.check_extensions(selected)  # before any change
             all_schemas = [m.schema for m in modules.MODULES] + [BOOKKEEPING]
             before = _catalog(conn, all_schemas) if verbose else set()
@@ -1170,14 +1234,18 @@ def new_migration(name: str, module: str, folder: Path | None = None) -> tuple[P
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     if not slug:
         raise UsageError(f"{shown(name)} gives an empty file name — use letters and digits, e.g. add_user_index")
-    from minnoctl.config import env_value
-
-    chosen = env_value("MINNOCTL_MIGRATIONS_DIR") if folder is None else None  # the environment, else .env
-    if chosen:
-        folder = Path(chosen[0]) / mod.migrations_folder
     if folder is None:
-        with resources.migrations_path(mod.migrations_folder) as path:
-            folder = Path(path)
+        root, _ = migrations_root()
+        if root is not None:
+            folder = root / mod.migrations_folder
+        else:
+            with resources.migrations_path(mod.migrations_folder) as path:
+                folder = Path(path)
+            if _installed(folder):  # a non-editable install outside a checkout: never write there
+                raise ConfigError(
+                    f"migrate new writes into the project, not the installed package ({folder.parent} is in "
+                    "site-packages) — run it in your minnoctl checkout (a folder with pyproject.toml and "
+                    "migrations/), or set MINNOCTL_MIGRATIONS_DIR to the migration set to write into")
     folder.mkdir(parents=True, exist_ok=True)
     numbers = [int(m.group(1)) for p in folder.glob("*.sql") if (m := FILE_RE.match(p.name))]
     number = max(numbers, default=0) + 1

@@ -18,8 +18,16 @@ DdlLockTimeout = Annotated[
                  "2min; a bare number is seconds), 10ms to 1 hour. Waiting "
                  "for ACCESS EXCLUSIVE queues the application's queries behind it, so a migration waits at most "
                  "this long, gives way, retries a few times with backoff, then fails (exit 13) naming the "
-                 "blocking session."),
+                 f"blocking session. Default: {DDL_LOCK_TIMEOUT_S:g}s.", show_default=False),
 ]
+
+_MODULES = ("Comma-separated modules (minno, chatbot, assistant, supervisor, knowledge, slackbot); their "
+            "dependencies are added. Default: ")
+MigrateModules = Annotated[Optional[str], typer.Option(
+    "--modules", "-m", help=_MODULES + "the installed modules (all of them on a new database).", show_default=False)]
+InitModules = Annotated[Optional[str], typer.Option(
+    "--modules", "-m", help=_MODULES + "all; run again on a database that holds modules, all the server can hold "
+    "(knowledge needs pgvector).", show_default=False)]
 
 
 db_app = typer.Typer(help="Create the database, schemas and extensions (db init).\n\n"
@@ -36,7 +44,7 @@ def _settings(database_url: str | None):
 
 @db_app.command("init")
 def init(
-    modules: Modules = None,
+    modules: InitModules = None,
     force: Annotated[bool, typer.Option("--force", help="Drop minnoctl's module schemas and its bookkeeping "
                                         "first (asks; --yes in scripts). Nothing else is touched: if objects "
                                         "outside them (a view, a foreign key, ...) depend on them, it refuses "
@@ -58,8 +66,9 @@ def init(
 ) -> None:
     """Create the database if needed, its extensions and schemas, and apply every migration.
 
-    Running it again is a no-op that says so. On a server without pgvector, leave knowledge out:
-    --modules minno,chatbot,assistant,supervisor,slackbot.
+    Running it again is a no-op that says so. On a server without pgvector, leave knowledge out the
+    first time: --modules minno,chatbot,assistant,supervisor,slackbot; a plain db init after that
+    leaves it out too, and says so. It ends with a note naming the next step (seed, app create).
 
     Example: minnoctl db init --environment production
     """
@@ -99,6 +108,10 @@ def init(
     if result.database_created:
         _note("created the database")
     _extension_notes(result)
+    for module, missing in result.skipped.items():
+        _note("module %s left out: this server does not have the extension %s%s; once it does, run "
+              "`minnoctl db init --modules %s`", module, ", ".join(missing),
+              " (pgvector)" if missing == ["vector"] else "", module)
     if result.up_to_date:
         _note("the database is already initialised and up to date; nothing to do")
         return
@@ -109,6 +122,8 @@ def init(
     else:
         render.table(rows, ["id", "module", "transactional"], fmt)
     _note("applied %d migration(s)", len(result.applied))
+    _note("next: minnoctl seed for development data, or minnoctl app create <module> for an application's "
+          "login role")
 
 
 def _extension_notes(result) -> None:
@@ -162,7 +177,7 @@ def migrate_main(
                                           "SQL) and change nothing; takes no lock.")] = False,
     exit_code: Annotated[bool, typer.Option("--exit-code", help="With --dry-run: exit 9 (PENDING) when "
                                             "something is pending, for CI.")] = False,
-    modules: Modules = None,
+    modules: MigrateModules = None,
     allow_drift: Annotated[bool, typer.Option("--allow-drift", help="Apply even if applied migrations "
                                               "were edited, removed or renamed, or the live schema of a module "
                                               "to migrate no longer matches what they built (see migrate verify).")] = False,
@@ -302,6 +317,9 @@ def new(
     module: Annotated[str, typer.Option("--module", "-m", help="The module it belongs to.")],
 ) -> None:
     """Write the next numbered migration and rollback file pair of a module.
+
+    It writes into MINNOCTL_MIGRATIONS_DIR, else into the migrations/ of the minnoctl checkout the
+    current directory is in, the set migrate then applies; never into an installed package (exit 3).
 
     Example: minnoctl migrate new add_user_index --module chatbot
     """
