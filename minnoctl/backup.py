@@ -706,26 +706,40 @@ def orphans(folder: Path, owner: Identity | None = None) -> list[Path]:
     return found
 
 
+_EPOCH = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+def _when(text: Any) -> dt.datetime | None:
+    """A manifest's ISO 8601 time as an aware datetime (UTC when it names no offset), so every
+    output format shows it in its one style; None when absent or unreadable."""
+    try:
+        when = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+    return when.replace(tzinfo=dt.timezone.utc) if when and when.tzinfo is None else when
+
+
 def list_backups(output_dir: str | None = None, owner: Identity | None = None) -> list[dict[str, Any]]:
     """The backups of the database `owner` (every database's when None), newest first, then the
     orphans (dumps without a manifest; see orphans()). status: ok, missing (the manifest's file is
-    gone) or orphan."""
+    gone) or orphan. Times are aware datetimes; size_bytes the dump's size in bytes."""
     folder = backup_dir(output_dir)
     rows = []
     for backup, doc in manifests(folder):
         if owner is not None and not owner.owns(doc):
             continue
         present = backup.exists()
-        rows.append({"file": backup.name, "created_at": doc.get("created_at"), "size": doc.get("size"),
+        rows.append({"file": backup.name, "created_at": _when(doc.get("created_at")), "size_bytes": doc.get("size"),
                      "format": doc.get("format"), "label": doc.get("label"), "database": doc.get("database"),
                      "system_identifier": doc.get("system_identifier"),
-                     "verified_at": doc.get("verified_at"), "restore_tested_at": doc.get("restore_tested_at"),
+                     "verified_at": _when(doc.get("verified_at")),
+                     "restore_tested_at": _when(doc.get("restore_tested_at")),
                      "present": present, "status": "ok" if present else "missing"})
-    rows.sort(key=lambda r: r["created_at"] or "", reverse=True)
+    rows.sort(key=lambda r: r["created_at"] or _EPOCH, reverse=True)
     for path in orphans(folder, owner):
         stat = path.stat()
-        rows.append({"file": path.name, "created_at": dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc)
-                     .isoformat(), "size": size_of(path), "format": None, "label": None, "database": None,
+        rows.append({"file": path.name, "created_at": dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc),
+                     "size_bytes": size_of(path), "format": None, "label": None, "database": None,
                      "system_identifier": None, "verified_at": None, "restore_tested_at": None, "present": True,
                      "status": "orphan"})
     return rows
@@ -1152,11 +1166,11 @@ def prune_plan(output_dir: str | None, keep_last: int, keep_days: float | None,
         for i, row in enumerate(group):
             young = False
             if keep_days is not None and row["created_at"]:
-                young = now - dt.datetime.fromisoformat(row["created_at"]) < dt.timedelta(days=keep_days)
+                young = now - row["created_at"] < dt.timedelta(days=keep_days)
             (kept if i < keep_last or young or row is newest_verified else deleted).append(row)
     for row in rows:
         if row["status"] == "orphan":
-            old = now - dt.datetime.fromisoformat(row["created_at"]) > dt.timedelta(seconds=ORPHAN_GRACE_S)
+            old = now - row["created_at"] > dt.timedelta(seconds=ORPHAN_GRACE_S)
             (deleted if old else kept).append(row)
     return kept, deleted
 

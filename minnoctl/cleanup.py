@@ -316,7 +316,10 @@ def count_due(conn: "psycopg.Connection", p: Plan, cutoff: Any,
     if taken is not None:
         due = f"{due} AND NOT ({taken[0]})"
         params["other"] = taken[1]
-    n, oldest = conn.execute(f"SELECT count(*), min(t.{p.spec.time_col}) FROM {p.spec.table} t WHERE {due}",
+    # ::timestamptz: a TIMESTAMP column holds UTC and the session's TimeZone is UTC (see the top),
+    # so the oldest time carries its offset like the TIMESTAMPTZ columns' (a no-op for those)
+    n, oldest = conn.execute(f"SELECT count(*), min(t.{p.spec.time_col})::timestamptz FROM {p.spec.table} t "
+                             f"WHERE {due}",
                              params).fetchone()
     extra = 0
     if p.spec.extra_count and n:

@@ -69,13 +69,59 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _cell(value: Any, lines: bool = False) -> str:
-    """A value as text for tables and csv; `lines`: newlines and tabs stay (csv quotes them)."""
+# -- what a column holds: one declaration, by column name, for every command's tables ----------
+#
+# IDENTIFIERS are values an operator copies (file names, checksums, ids, index and view names,
+# ports, roles, keys): in a terminal they are never wrapped, folded or cut; when a table is too
+# wide, DESCRIPTIVE columns (prose) wrap first, then the others; when even the identifiers do not
+# fit, each row is shown as `column  value` lines instead. Times are kept whole like identifiers.
+# A column named *_bytes holds integer bytes: JSON, csv and tsv carry them exactly, the other
+# formats show them human (`1.2 MB`) under the name without the suffix.
+IDENTIFIERS = frozenset({
+    "file", "sha256", "id", "name", "check", "port", "hostname", "project", "service", "range", "role",
+    "task", "module", "modules", "table", "column", "row", "key", "master_key", "workspace", "slack_team_id",
+    "notion_workspace_id", "channel", "thread_ts", "user", "provider", "database", "setting", "kind",
+    "applied_by", "search_path", "index", "view", "sequence",
+})
+DESCRIPTIVE = frozenset({
+    "description", "hint", "message", "note", "detail", "error", "reason", "value", "threshold", "thresholds",
+    "policy", "scopes", "by_column", "label", "source", "missing", "extra", "service_types", "parent",
+})
+BYTES_SUFFIX = "_bytes"
+MACHINE_FORMATS = ("csv", "tsv")  # text formats for scripts: exact bytes, no human sizes
+
+
+def human_size(size: int) -> str:
+    """Bytes as PostgreSQL's pg_size_pretty names them (1024-based): 512 bytes, 413.7 kB, 1.2 MB."""
+    if abs(size) < 1024:
+        return f"{size} bytes"
+    value = float(size)
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
+        value /= 1024
+        if abs(value) < 1024 or unit == "PB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def header(column: str, fmt: str) -> str:
+    if column.endswith(BYTES_SUFFIX) and fmt not in MACHINE_FORMATS:
+        return column[: -len(BYTES_SUFFIX)]
+    return column
+
+
+def text(value: Any, lines: bool = False) -> str:
+    """A value as every text format shows it: booleans yes/no, times `2026-12-02 04:30:00+00:00`
+    (to the second, with the offset; JSON keeps ISO 8601 in full), control characters escaped.
+    `lines`: newlines and tabs stay (csv quotes them)."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         # no float noise (0.1 + 0.2 -> 0.3), but no rounding either: ':g' alone keeps 6 digits
         return f"{value:.15g}"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
     value = jsonable(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
@@ -83,12 +129,19 @@ def _cell(value: Any, lines: bool = False) -> str:
     # would repaint the terminal or forge a row; JSON carries it exactly
     from minnoctl.render_text import escape_controls
 
-    text = str(value)
-    if text.isprintable():  # the common case: no control or format character to escape
-        return text
+    shown = str(value)
+    if shown.isprintable():  # the common case: no control or format character to escape
+        return shown
     if lines:
-        return "".join(ch if ch in "\n\r\t" else escape_controls(ch) for ch in text)
-    return escape_controls(text)
+        return "".join(ch if ch in "\n\r\t" else escape_controls(ch) for ch in shown)
+    return escape_controls(shown)
+
+
+def _cell(value: Any, lines: bool = False, column: str = "", fmt: str = "") -> str:
+    if column.endswith(BYTES_SUFFIX) and fmt not in MACHINE_FORMATS and isinstance(value, int) \
+            and not isinstance(value, bool):
+        return human_size(value)
+    return text(value, lines)
 
 
 def emit_json(document: Any, out: Any = None) -> None:
@@ -119,41 +172,124 @@ def table(
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([_cell(row.get(c), lines=True) for c in columns])
+            writer.writerow([_cell(row.get(c), True, c, fmt) for c in columns])
+        return
+    if fmt == "tsv":
+        # unpadded, one field per column in every row; a tab or newline in a value is shown escaped
+        # (\t, \n), so a field never holds the separator (tabulate's tsv pads to align)
+        out.write("\t".join(text(c) for c in columns) + "\n")
+        for row in rows:
+            out.write("\t".join(_cell(row.get(c), False, c, fmt) for c in columns) + "\n")
         return
     if fmt == "table" and is_terminal(out):
-        from rich.table import Table
-
-        rich_table = Table(title=title, header_style="bold" if color_allowed(out) else None,
-                           title_style=None, box=None if not color_allowed(out) else _box())
-        for col in columns:
-            rich_table.add_column(col)
-        for row in rows:
-            cells = []
-            for col in columns:
-                text = _cell(row.get(col))
-                style = styles.get(col)(row.get(col)) if styles and col in styles and color_allowed(out) else None
-                cells.append(f"[{style}]{_escape(text)}[/]" if style else _escape(text))
-            rich_table.add_row(*cells)
-        if out is sys.stdout or out is sys.stderr:
-            console(stderr=out is sys.stderr).print(rich_table)
-        else:
-            from rich.console import Console
-
-            Console(file=out, highlight=False).print(rich_table)
+        _rich_table(rows, columns, title, styles, out)
         return
     from tabulate import tabulate
 
     tab_fmt = "simple" if fmt == "table" else fmt
-    body = [[_cell(row.get(c)) for c in columns] for row in rows]
+    body = [[_cell(row.get(c), False, c, fmt) for c in columns] for row in rows]
     if tab_fmt == "plain" and len(columns) == 1:
         # one value per line, nothing else: `X=$(minnoctl ... --format plain)` works
         for line in body:
             out.write(f"{line[0]}\n")
         return
-    text = tabulate(body, headers=[] if tab_fmt == "plain" else list(columns), tablefmt=tab_fmt,
-                    disable_numparse=True)
-    out.write(text + "\n")
+    text_ = tabulate(body, headers=[] if tab_fmt == "plain" else [header(c, fmt) for c in columns],
+                     tablefmt=tab_fmt, disable_numparse=True)
+    out.write(text_ + "\n")
+
+
+def _fit(natural: list[int], steps: list[list[int]], room: int) -> list[int] | None:
+    """Column widths within `room`: step by step (each a width per column not to go under), the
+    widest column above its floor gives up a character until the table fits; None if it never does."""
+    widths = list(natural)
+    for floors in steps:
+        while sum(widths) > room:
+            wide = [i for i, w in enumerate(widths) if w > floors[i]]
+            if not wide:
+                break
+            widths[max(wide, key=lambda i: widths[i])] -= 1
+        if sum(widths) <= room:
+            return widths
+    return None
+
+
+def _rich_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None,
+                styles: dict[str, Any] | None, out: Any) -> None:
+    """A Rich table as wide as the terminal allows. Identifier columns (IDENTIFIERS, and times)
+    keep their full width on one line; descriptive ones wrap at words first (then fold), then the
+    rest; nothing is ever cut or ellipsised. When the identifiers alone do not fit, each row is
+    printed as `column  value` lines, a value longer than the terminal on one line (the terminal
+    wraps it, and copying it gives it whole)."""
+    from rich.cells import cell_len
+    from rich.console import Console
+    from rich.table import Table
+
+    colour = color_allowed(out)
+    printer = console(stderr=out is sys.stderr) if out is sys.stdout or out is sys.stderr else \
+        Console(file=out, highlight=False, soft_wrap=False)
+    cells = [[_cell(row.get(c), False, c, "table") for c in columns] for row in rows]
+    heads = [header(c, "table") for c in columns]
+
+    def styled(col: str, row: dict[str, Any], shown: str) -> str:
+        style = styles.get(col)(row.get(col)) if styles and col in styles and colour else None
+        return f"[{style}]{_escape(shown)}[/]" if style else _escape(shown)
+
+    # identifiers and numbers keep their width (a header longer than its values folds); times may
+    # break at the space between date and time; prose wraps at words, then folds
+    whole = [c in IDENTIFIERS or all(isinstance(r.get(c), (int, float, decimal.Decimal)) for r in rows
+                                     if r.get(c) is not None) for c in columns]
+    longest = [max([cell_len(h)] + [cell_len(row[i]) for row in cells]) for i, h in enumerate(heads)]
+    values = [max([cell_len(row[i]) for row in cells] + [min(cell_len(heads[i]), 6)]) for i in range(len(columns))]
+    word = [max([cell_len(w) for w in heads[i].split()] + [cell_len(w) for row in cells for w in row[i].split()]
+                + [1]) for i in range(len(columns))]
+    box = _box() if colour else None
+    probe = Table(box=box, pad_edge=False)
+    for _ in columns:
+        probe.add_column()
+    extra = probe._extra_width + sum(probe._get_padding_width(i) for i in range(len(columns)))
+    room = printer.width - extra
+    keep = [values[i] if whole[i] else None for i in range(len(columns))]
+    at_words = [min(longest[i], word[i]) for i in range(len(columns))]
+    least = [min(at_words[i], 6) if c in DESCRIPTIVE or not any(isinstance(r.get(c), dt.date) for r in rows)
+             else at_words[i] for i, c in enumerate(columns)]
+
+    def step(descriptive: list[int], other: list[int]) -> list[int]:
+        return [keep[i] if keep[i] is not None else descriptive[i] if c in DESCRIPTIVE else other[i]
+                for i, c in enumerate(columns)]
+
+    widths = _fit(longest, [step(at_words, longest), step(at_words, at_words), step(least, at_words),
+                            step(least, least)], room)
+    if widths is None:
+        _records(rows, columns, cells, heads, styled, printer, title, whole)
+        return
+    rich_table = Table(title=title, header_style="bold" if colour else None, title_style=None, box=box,
+                       pad_edge=False)
+    for i, col in enumerate(columns):
+        rich_table.add_column(heads[i], width=widths[i], overflow="fold")  # wide enough for identifiers
+    for row, shown in zip(rows, cells):
+        rich_table.add_row(*[styled(col, row, s) for col, s in zip(columns, shown)])
+    printer.print(rich_table, crop=False)
+
+
+def _records(rows, columns, cells, heads, styled, printer, title, whole) -> None:
+    """Rows too wide for the terminal (psql's expanded display): one `column  value` line per
+    column, a blank line between rows. Identifiers, numbers and short values stay on their line,
+    whole, even past the terminal's edge (soft wrap: the terminal wraps it and copying gives it
+    whole); descriptive values wrap under themselves."""
+    import textwrap
+
+    if title:
+        printer.print(_escape(title), soft_wrap=True)
+    pad = max(len(h) for h in heads)
+    room = max(printer.width - pad - 2, 20)
+    for n, (row, shown) in enumerate(zip(rows, cells)):
+        if n:
+            printer.print("", soft_wrap=True)
+        for i, (col, head, value) in enumerate(zip(columns, heads, shown)):
+            parts = [value] if whole[i] or col not in DESCRIPTIVE else textwrap.wrap(value, room) or [""]
+            for k, part in enumerate(parts):
+                printer.print(f"{_escape((head if k == 0 else '').ljust(pad))}  {styled(col, row, part)}",
+                              soft_wrap=True)
 
 
 def _box() -> Any:

@@ -249,8 +249,13 @@ def put(conn: "psycopg.Connection", kek: crypto.MasterKey, *, workspace: str, pr
         return bool(existing)
 
     ring, updated = _write_with_keyring(conn, kek, write)
-    return {"workspace": workspace, "provider": provider, "expires_at": expires_at, "scopes": ",".join(scopes),
+    return {"workspace": workspace, "provider": provider, "expires_at": _utc(expires_at), "scopes": ",".join(scopes),
             "key": ring.active.number, "updated": updated}
+
+
+def _utc(when: dt.datetime | None) -> dt.datetime | None:
+    """A TIMESTAMP column's value (UTC by this database's rule) as an aware time, for output."""
+    return when.replace(tzinfo=dt.timezone.utc) if when is not None and when.tzinfo is None else when
 
 
 def _write_with_keyring(conn: "psycopg.Connection", kek: crypto.MasterKey,
@@ -305,7 +310,7 @@ def put_user(conn: "psycopg.Connection", kek: crypto.MasterKey, *, user: str, pr
         return existing is not None
 
     ring, updated = _write_with_keyring(conn, kek, write)
-    return {"user": user, "provider": provider, "expires_at": expires_at, "scopes": scope or "",
+    return {"user": user, "provider": provider, "expires_at": _utc(expires_at), "scopes": scope or "",
             "key": ring.active.number, "updated": updated}
 
 
@@ -323,10 +328,12 @@ def list_tokens(conn: "psycopg.Connection", *, workspace: str | None = None, pro
         clauses.append("t.provider = %s")
         params.append(provider.lower())
     if expiring_within_days is not None:
-        clauses.append("t.expires_at IS NOT NULL AND t.expires_at <= now() + make_interval(secs => %s)")
+        clauses.append("t.expires_at IS NOT NULL AND t.expires_at AT TIME ZONE 'UTC' <= now() + make_interval(secs => %s)")
         params.append(expiring_within_days * 86400)
     rows = conn.execute(
-        f"SELECT w.slack_team_id, t.provider, t.expires_at, t.scopes, {header_sql('t.access_token_encrypted')}, "
+        # expires_at is a TIMESTAMP holding UTC (see put): as timestamptz, so it carries its offset
+        f"SELECT w.slack_team_id, t.provider, t.expires_at AT TIME ZONE 'UTC', t.scopes, "
+        f"{header_sql('t.access_token_encrypted')}, "
         f"t.refresh_token_encrypted IS NOT NULL FROM minno.oauth_tokens t JOIN minno.workspaces w "
         f"ON w.id = t.workspace_id WHERE {' AND '.join(clauses)} ORDER BY w.slack_team_id, t.provider",
         params).fetchall()

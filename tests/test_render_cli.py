@@ -95,7 +95,7 @@ def test_csv_round_trips_through_the_csv_module():
     assert parsed == [
         ["name", "note", "multi"],
         ["comma, inside", 'a "quoted" word', "line one\nline two"],
-        ["plain", "", "2024-05-01T08:00:00"],
+        ["plain", "", "2024-05-01 08:00:00"],  # times in the one text style, to the second
         ["numbers", "12.50", "1234567.891"],  # floats are not rounded to 6 digits
         ["float noise", "0.3", "3"],
     ]

@@ -97,7 +97,7 @@ def test_put_list_keys_and_no_plaintext_anywhere(cli, migrated, kek):
     assert put.exit_code == 0, put.stderr
     again = cli("token", "put", "--workspace", "T42", "--provider", "slack", "--access-token-file", "-",
                 env=env, input=secret + "-2")
-    assert again.exit_code == 0 and "True" in again.stdout  # an upsert: updated
+    assert again.exit_code == 0 and "yes" in again.stdout.split()  # an upsert: updated (booleans yes/no in tables)
     listed = cli("token", "list", "--format", "json", env=env)
     rows = json.loads(listed.stdout)
     assert rows == [{"workspace": "T42", "provider": "slack", "expires_at": None, "scopes": "",

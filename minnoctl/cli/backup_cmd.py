@@ -70,7 +70,7 @@ def create(
         if bar:
             bar.close()
     m = made.manifest
-    row = {"file": str(made.path), "format": m["format"], "compress": m["compress"], "size": m["size"],
+    row = {"file": str(made.path), "format": m["format"], "compress": m["compress"], "size_bytes": m["size"],
            "tables": len(m["rows"]), "rows": sum(m["rows"].values()), "sha256": m["sha256"]}
     render.table([row], list(row), out, document={**m, "file": str(made.path)})
 
@@ -86,7 +86,7 @@ def list_(output_dir: OutputDir = None, fmt: Format = "table", all_: All = False
     from minnoctl import backup, render
 
     owner = None if all_ else backup.identity_of(_settings(database_url))
-    render.table(backup.list_backups(output_dir, owner), ["file", "created_at", "size", "format", "label",
+    render.table(backup.list_backups(output_dir, owner), ["file", "created_at", "size_bytes", "format", "label",
                                                           "database", "verified_at", "restore_tested_at", "status"], fmt)
 
 
