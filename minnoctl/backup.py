@@ -859,17 +859,37 @@ def _host_tag() -> str:
 def _create_temporary(conn: "psycopg.Connection", purpose: str) -> str:
     """A new empty database only this process uses: minnoctl_tmp_<pid>_<host>_<random>, its COMMENT
     naming the owner process (pid, host, start time), so a later run can tell a dead run's
-    leftovers from a live run's. Signals wait for both statements."""
+    leftovers from a live run's. Signals wait for both statements. Without CREATEDB, one line
+    saying so (_no_createdb)."""
     import psutil
+    import psycopg
     from psycopg import sql
 
+    command = "verify --restore-test" if purpose.startswith("verify") else "restore --into"
+    allowed, role = conn.execute("SELECT rolsuper OR rolcreatedb, current_user FROM pg_roles "
+                                 "WHERE rolname = current_user").fetchone()
+    if not allowed:
+        raise _no_createdb(command, role)
     name = f"{TMP_PREFIX}{os.getpid()}_{_host_tag()}_{uuid.uuid4().hex[:8]}"
     mark = json.dumps({"minnoctl_temporary": 1, "pid": os.getpid(), "host": socket.gethostname(),
                        "started": psutil.Process().create_time(), "for": purpose})
     with _signals_held():
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise _no_createdb(command, role) from None
         conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(mark)))
     return name
+
+
+def _no_createdb(command: str, role: str) -> MinnoctlError:
+    """backup verify --restore-test and restore --into create a database: without CREATEDB, say
+    which privilege, which role (the one minnoctl connects as) and what to do."""
+    quoted = role if re.fullmatch(r"[a-z_][a-z0-9_$]*", role) else _ident(role)
+    return MinnoctlError(f"backup {command} needs the CREATEDB privilege (it restores into a new database), "
+                         f"which role '{role}' that minnoctl connects as lacks — an administrator runs "
+                         f"ALTER ROLE {quoted} CREATEDB, or on managed PostgreSQL connect as the provider's admin "
+                         "role (it has CREATEDB) with --database-url; nothing was changed")
 
 
 def sweep_temporary(conn: "psycopg.Connection") -> list[str]:

@@ -94,7 +94,7 @@ def list_(output_dir: OutputDir = None, fmt: Format = "table", all_: All = False
 def verify(
     file: File,
     restore_test: Annotated[bool, typer.Option("--restore-test", help="Also restore it into a scratch database, "
-                                               "compare every table's rows with the manifest, drop it.")] = False,
+                                               "compare every table's rows with the manifest, drop it. Needs CREATEDB (exit 1 without).")] = False,
     output_dir: OutputDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -119,7 +119,7 @@ def verify(
 def restore(
     file: File,
     into: Annotated[Optional[str], typer.Option("--into", help="The new database to restore into, a name (default: "
-                                                "<database>_restored_<time>); never an existing one.",
+                                                "<database>_restored_<time>); never an existing one. Needs CREATEDB (exit 1 without).",
                                                 show_default=False)] = None,
     clean: Annotated[bool, typer.Option("--clean", help="Restore over the database the connection uses "
                                         "(current_database(); asks; --yes in scripts).")] = False,
