@@ -328,7 +328,8 @@ def list_tokens(conn: "psycopg.Connection", *, workspace: str | None = None, pro
         clauses.append("t.provider = %s")
         params.append(provider.lower())
     if expiring_within_days is not None:
-        clauses.append("t.expires_at IS NOT NULL AND t.expires_at AT TIME ZONE 'UTC' <= now() + make_interval(secs => %s)")
+        clauses.append("t.expires_at IS NOT NULL AND t.expires_at AT TIME ZONE 'UTC' "
+                       "<= now() + make_interval(secs => %s)")
         params.append(expiring_within_days * 86400)
     rows = conn.execute(
         # expires_at is a TIMESTAMP holding UTC (see put): as timestamptz, so it carries its offset
