@@ -136,11 +136,11 @@ def test_an_application_inserting_directly_is_respected(run, db):
 
 
 def test_allocate_is_idempotent_and_json_says_so(run, db):
-    result = run("ports", "allocate", "-p", "alpha", "-s", "api", "-t", "api", "--format", "json")
+    result = run("ports", "allocate", "-p", "alpha", "-s", "api", "--service-type", "api", "--format", "json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["port"] == 41000 and doc["state"] == "new" and doc["range"] == "ci"
-    again = json.loads(run("ports", "allocate", "-p", "alpha", "-s", "api", "-t", "api", "--format", "json").stdout)
+    again = json.loads(run("ports", "allocate", "-p", "alpha", "-s", "api", "--service-type", "api", "--format", "json").stdout)
     assert again["port"] == 41000 and again["state"] == "existing"
     assert allocate(run, "api", "--protocol", "udp") == 41000  # another protocol is another port space
     assert allocate(run, "api", "--hostname", "ci-runner-7") == 41000  # and so is another host
@@ -238,10 +238,10 @@ def test_a_reservation_holds_the_port_for_its_service_until_it_expires(run, db):
 
 
 def test_ranges_add_list_disable(run, db):
-    result = run("ports", "range", "add", "grpc", "--start", "50000", "--end", "50999", "-t", "grpc,rpc",
+    result = run("ports", "range", "add", "grpc", "--start", "50000", "--end", "50999", "--service-type", "grpc,rpc",
                  "--description", "gRPC", "--cooldown", "0")
     assert result.exit_code == 0, result.stderr
-    got = run("ports", "allocate", "-p", "alpha", "-s", "g2", "-t", "rpc", "--format", "plain")
+    got = run("ports", "allocate", "-p", "alpha", "-s", "g2", "--service-type", "rpc", "--format", "plain")
     assert got.exit_code == 0 and got.stdout.strip() == "50000"
     rows = {r["range"]: r for r in json.loads(run("ports", "range", "list", "--format", "json").stdout)}
     assert rows["grpc"]["total"] == 1000 and rows["grpc"]["service_types"] == "grpc,rpc"
@@ -299,8 +299,8 @@ def test_port_is_an_alias_of_ports(run, db):
 @pytest.mark.parametrize("args, code, phrase", [
     (["allocate", "-p", "nope", "-s", "x", "-r", "ci"], ExitCode.NOT_FOUND, "unknown project 'nope' — the projects are: alpha, beta"),
     (["allocate", "-p", "alpha", "-s", "x", "-r", "nope"], ExitCode.NOT_FOUND, "unknown port range 'nope'"),
-    (["allocate", "-p", "alpha", "-s", "x", "-t", "nosuchtype"], ExitCode.NOT_FOUND, "no active port range serves"),
-    (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "-t", "api"], ExitCode.USAGE, "--range or --service-type"),
+    (["allocate", "-p", "alpha", "-s", "x", "--service-type", "nosuchtype"], ExitCode.NOT_FOUND, "no active port range serves"),
+    (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--service-type", "api"], ExitCode.USAGE, "--range or --service-type"),
     (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--port", "70000"], ExitCode.USAGE, "not a port number"),
     (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--port", "0"], ExitCode.USAGE, "not a port number"),
     (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--port", "41010"], ExitCode.USAGE, "outside range ci (41000-41009)"),
