@@ -655,7 +655,12 @@ def report(settings: Settings, env: Mapping[str, str] | None = None, cwd: Path |
     named = next((found for found in (env_value(n, look) for n in PRODUCTION_ENV_VARS) if found),
                  ("not set", "default (a database marked by db init --environment production still counts)"))
     rows.append({"setting": "environment", "value": named[0], "source": named[1]})
-    rows.append(row("migrations_dir", "MINNOCTL_MIGRATIONS_DIR", str(resources.migrations()), "default (built in)"))
+    from minnoctl.migrate import migrations_root
+
+    root, found = migrations_root()  # the one lookup migrate, db init and migrate new use
+    rows.append(row("migrations_dir", "MINNOCTL_MIGRATIONS_DIR", str(root or resources.migrations()),
+                    "default (the checkout the working directory is in)" if found == "checkout"
+                    else "default (the installed package)"))
     rows.append(row("seeds_dir", "MINNOCTL_SEEDS_DIR", str(resources.seeds()), "default (built in)"))
     rows.append(row("pg_bindir", "MINNOCTL_PG_BINDIR", "not set"))
     rows += [_tool_row(name, look) for name in ("pg_dump", "pg_restore", "psql")]
