@@ -74,7 +74,8 @@ def jsonable(value: Any) -> Any:
 # IDENTIFIERS are values an operator copies (file names, checksums, ids, index and view names,
 # ports, roles, keys): in a terminal they are never wrapped, folded or cut; when a table is too
 # wide, DESCRIPTIVE columns (prose) wrap first, then the others; when even the identifiers do not
-# fit, each row is shown as `column  value` lines instead. Times are kept whole like identifiers.
+# fit, each row is shown as `column  value` lines instead (psql's expanded display). Numbers stay
+# whole too; a time may break only at the space between its date and its time.
 # A column named *_bytes holds integer bytes: JSON, csv and tsv carry them exactly, the other
 # formats show them human (`1.2 MB`) under the name without the suffix.
 IDENTIFIERS = frozenset({
@@ -104,6 +105,7 @@ def human_size(size: int) -> str:
 
 
 def header(column: str, fmt: str) -> str:
+    """A column's heading in a format: *_bytes columns, human there, lose the suffix."""
     if column.endswith(BYTES_SUFFIX) and fmt not in MACHINE_FORMATS:
         return column[: -len(BYTES_SUFFIX)]
     return column
