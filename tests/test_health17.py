@@ -139,6 +139,14 @@ def test_hints_print_only_sql_that_psql_runs_and_exit_0(run_minnoctl, migrated, 
     assert code == 0, doc
 
 
+def test_hints_for_a_server_that_does_not_answer_print_no_script(cli):
+    from pgcluster import free_port
+
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/minno?connect_timeout=2"
+    result = cli("health", "--hints", env={"MINNO_DATABASE_URL": url})
+    assert result.exit_code == 2 and result.stdout == "" and result.stderr.strip()
+
+
 def run_json(run_minnoctl, url: str, *args: str) -> tuple[int, dict]:
     result = run_minnoctl("health", "--format", "json", *args, env=env_for(url))
     return result.returncode, json.loads(result.stdout)

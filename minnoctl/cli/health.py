@@ -103,8 +103,8 @@ def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, 
     if hints:
         # only SQL on stdout (`health --hints > f.sql && psql -f f.sql`); the status on stderr
         sql = report.hints_sql()
-        typer.echo("\n".join(sql) if sql else "-- nothing to do: no finding calls for maintenance SQL")
-        if not report.error:
+        if not report.error:  # a server that did not answer: no script at all, the error and exit 2
+            typer.echo("\n".join(sql) if sql else "-- nothing to do: no finding calls for maintenance SQL")
             print(f"minnoctl: health {report.summary()} — `minnoctl health` shows the checks", file=sys.stderr)
             raise typer.Exit(0)
     elif fmt == "nagios":
