@@ -328,7 +328,7 @@ MAX_COUNT = 2**31 - 1  # counts and ids minnoctl passes to int4 columns and LIMI
 
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "sec": 1, "s": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION_PART = r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h|d|w)"
+_DURATION_PART = r"([0-9]+(?:\.[0-9]+)?)\s*(ms|sec|min|s|m|h|d|w)"  # 0-9 only: \d takes ١٢ or １０
 _DURATION_RE = re.compile(rf"^(?:{_DURATION_PART}\s*)+$", re.IGNORECASE)
 _DURATION_PARTS = re.compile(_DURATION_PART, re.IGNORECASE)
 SPAN_AMOUNT = r"\d+(?:\.\d+)?(?:ms|sec|min|s|m|h|d|w)"  # one amount of a span (seed files): 90s, 5min, 2h, 1.5d
@@ -387,7 +387,7 @@ def span_seconds(text: str) -> float:
     """'90s', '5m', '2h', '1d', '1w', '1h30m', '500ms' -> seconds; a bare number is seconds.
     ValueError else (also for a value too large to be a float). No bounds: see parse_duration."""
     value = text.strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", value):
         seconds = float(value)
     elif _DURATION_RE.match(value):
         seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PARTS.findall(value))
@@ -416,7 +416,7 @@ def parse_duration(text: object, option: str, *, allow_zero: bool = False, minim
         bounds = f"from zero to {most}" if allow_zero else f"more than zero and at most {most}"
     form = f"{_BARE_UNITS.get(bare, f'a number of {bare:g} s')} or a duration with a unit ({DURATION_FORMS})"
     try:
-        if re.fullmatch(r"\d+(?:\.\d+)?", raw):
+        if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", raw):
             seconds = float(raw) * bare
             if not math.isfinite(seconds):
                 raise ValueError(raw)
