@@ -21,3 +21,32 @@ def test_duration_option_with_non_ascii_digits_is_one_line_exit_2(cli):
     result = cli("local", "stop", "--wait", "١٢")
     assert result.exit_code == 2
     assert "is not a duration" in result.stderr and "Traceback" not in result.stderr
+
+
+def _commands():
+    import typer.main
+
+    from minnoctl.cli import app
+
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            yield from walk(sub, path + (name,))
+
+    return [(p, c) for p, c in walk(typer.main.get_command(app), ())
+            if p[:1] != ("port",) and not getattr(c, "commands", None) and c.help and "Example:" in c.help]
+
+
+@pytest.mark.parametrize("path, cmd", _commands(), ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_every_help_example_parses(path, cmd):
+    """A removed short flag (ports' -t) must not linger in an example an operator copies."""
+    import shlex
+
+    example = cmd.help.split("Example:", 1)[1].strip().splitlines()[0]
+    words = []
+    for word in shlex.split(example)[1:]:
+        if word in (">", "<", "&&", "|", "2>"):
+            break
+        words.append(word)
+    assert tuple(words[:len(path)]) == path, example
+    cmd.make_context(" ".join(path), words[len(path):])  # click.UsageError (No such option: -t) fails the test

@@ -68,7 +68,7 @@ def allocate(
 
     In scripts: PORT=$(minnoctl ports allocate ... --format plain) prints the port alone.
 
-    Example: minnoctl ports allocate --project odin --service api -t api --format plain
+    Example: minnoctl ports allocate --project odin --service api --service-type api --format plain
     """
     from minnoctl import ports, render
 
@@ -228,7 +228,7 @@ def range_add(
 ) -> None:
     """Add a port range. Active ranges may not overlap.
 
-    Example: minnoctl ports range add grpc --start 50000 --end 50999 -t grpc --description "gRPC services"
+    Example: minnoctl ports range add grpc --start 50000 --end 50999 --service-type grpc --description "gRPC services"
     """
     from minnoctl import ports, render
 
