@@ -146,6 +146,12 @@ def _cell(value: Any, lines: bool = False, column: str = "", fmt: str = "") -> s
     return text(value, lines)
 
 
+def _tsv_field(value: Any, column: str, fmt: str) -> str:
+    from minnoctl.render_text import escape_controls
+
+    return escape_controls(value if isinstance(value, str) else _cell(value, True, column, fmt), backslash=True)
+
+
 def emit_json(document: Any, out: Any = None) -> None:
     out = out or sys.stdout
     out.write(json.dumps(jsonable(document), indent=2, sort_keys=False) + "\n")
@@ -178,10 +184,11 @@ def table(
         return
     if fmt == "tsv":
         # unpadded, one field per column in every row; a tab or newline in a value is shown escaped
-        # (\t, \n), so a field never holds the separator (tabulate's tsv pads to align)
-        out.write("\t".join(text(c) for c in columns) + "\n")
+        # (\t, \n), so a field never holds the separator (tabulate's tsv pads to align), and a
+        # backslash as \\ (as PostgreSQL's COPY text format), so `\t` always means a tab
+        out.write("\t".join(_tsv_field(c, "", fmt) for c in columns) + "\n")
         for row in rows:
-            out.write("\t".join(_cell(row.get(c), False, c, fmt) for c in columns) + "\n")
+            out.write("\t".join(_tsv_field(row.get(c), c, fmt) for c in columns) + "\n")
         return
     if fmt == "table" and is_terminal(out):
         _rich_table(rows, columns, title, styles, out)

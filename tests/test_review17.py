@@ -50,3 +50,31 @@ def test_every_help_example_parses(path, cmd):
         words.append(word)
     assert tuple(words[:len(path)]) == path, example
     cmd.make_context(" ".join(path), words[len(path):])  # click.UsageError (No such option: -t) fails the test
+
+
+@pytest.mark.parametrize("modules", ["", "supervisor"])
+def test_new_health_checks_on_a_database_without_all_modules(cli, database, modules):
+    """index_bloat and disabled_triggers on an empty database and one holding only some modules
+    (no minno schema for the key-guard lookup): never UNKNOWN from failing SQL."""
+    from minnoctl import migrate
+    from minnoctl import modules as registry
+    from minnoctl.config import load_settings
+    from test_health import check, run
+
+    if modules:
+        migrate.init(load_settings(env={"MINNO_DATABASE_URL": database}), registry.parse_list(modules))
+    code, doc = run(cli, database, "--only", "index_bloat,disabled_triggers")
+    for name in ("index_bloat", "disabled_triggers"):
+        assert check(doc, name)["status"] == "OK", check(doc, name)
+
+
+def test_tsv_escapes_a_backslash_so_an_escaped_tab_is_unambiguous():
+    """A value holding a tab prints `\\t`; a value holding a backslash and a t must not print the same."""
+    import io
+
+    from minnoctl import render
+
+    out = io.StringIO()
+    render.table([{"a": "x\ty", "b": "C:\\temp"}], ["a", "b"], "tsv", out=out)
+    header, row = out.getvalue().splitlines()
+    assert row.split("\t") == ["x\\ty", "C:\\\\temp"]
