@@ -707,10 +707,11 @@ def check_disabled_triggers(ctx: Context) -> Check:
         "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE NOT t.tgisinternal AND t.tgenabled IN ('D', 'R') AND n.nspname = ANY(%s) ORDER BY 4 DESC, 1, 2",
         (KEY_GUARD, schemas))
-    perf = {"disabled_triggers": (len(rows), "", 0, None)}
+    guards = [r for r in rows if r[3]]
+    # every disabled trigger warns; a disabled key guard is critical, so its own metric says so
+    perf = {"disabled_triggers": (len(rows), "", 0, None), "disabled_key_guards": (len(guards), "", None, 0)}
     if not rows:
         return Check("disabled_triggers", Status.OK, "none disabled", text, perfdata=perf)
-    guards = [r for r in rows if r[3]]
     status = Status.CRITICAL if guards else Status.WARNING
 
     def what(r: Any) -> str:

@@ -116,3 +116,28 @@ def test_the_fallback_taking_over_a_preferred_home_leaves_no_broken_pg_stat_stat
         monkeypatch.undo()
         local.builds.cache_clear()
         local.remove(home)
+
+
+@pytest.mark.parametrize("any_server", ["server"], indirect=True)
+def test_a_disabled_key_guard_is_critical_in_the_nagios_perfdata_too(cli, migrated):
+    """The status is CRITICAL for a disabled key guard; a Nagios parser judging the perfdata by its
+    ranges must come to the same status (disabled_triggers=1;0; alone says WARNING)."""
+    import psycopg
+
+    from minnoctl import health
+    from test_health17 import perfdata, verdict
+    from test_seed import env_for
+
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("ALTER TABLE minno.oauth_tokens DISABLE TRIGGER guard_oauth_tokens_field_keys")
+    result = cli("health", "--format", "nagios", "--only", "disabled_triggers", env=env_for(migrated))
+    line = result.stdout.strip()
+    assert result.exit_code == 2 and line.startswith("MINNOCTL CRITICAL"), line
+    judged = [verdict(p) for p in perfdata(line) if p.warn or p.crit]
+    assert health.worst(judged) == health.Status.CRITICAL, line
+    with psycopg.connect(migrated, autocommit=True) as conn:  # an ordinary trigger alone: WARNING both ways
+        conn.execute("ALTER TABLE minno.oauth_tokens ENABLE TRIGGER guard_oauth_tokens_field_keys")
+        conn.execute("ALTER TABLE minno.workspaces DISABLE TRIGGER update_workspaces_updated_at")
+    line = cli("health", "--format", "nagios", "--only", "disabled_triggers", env=env_for(migrated)).stdout.strip()
+    assert line.startswith("MINNOCTL WARNING"), line
+    assert health.worst([verdict(p) for p in perfdata(line) if p.warn or p.crit]) == health.Status.WARNING, line
