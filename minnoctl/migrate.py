@@ -234,7 +234,14 @@ def load_set(root: Path | None = None) -> list[MigrationFile]:
     from minnoctl import resources
 
     if root is None:
-        root, _ = migrations_root()
+        root, found = migrations_root()
+        if found == "MINNOCTL_MIGRATIONS_DIR" and not root.is_dir():  # a typo would read as an empty set
+            from minnoctl.config import env_value
+            from minnoctl.render_text import shown
+
+            source = (env_value("MINNOCTL_MIGRATIONS_DIR") or ("", "MINNOCTL_MIGRATIONS_DIR"))[1]
+            raise ConfigError(f"{source}: {shown(str(root))} is not a directory — point it at a migration set "
+                              "(one folder per module, as migrations/ in the checkout) or unset it")
     files: list[MigrationFile] = []
     for module in modules.MODULES:
         if root is not None:

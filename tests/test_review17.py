@@ -141,3 +141,19 @@ def test_a_disabled_key_guard_is_critical_in_the_nagios_perfdata_too(cli, migrat
     line = cli("health", "--format", "nagios", "--only", "disabled_triggers", env=env_for(migrated)).stdout.strip()
     assert line.startswith("MINNOCTL WARNING"), line
     assert health.worst([verdict(p) for p in perfdata(line) if p.warn or p.crit]) == health.Status.WARNING, line
+
+
+@pytest.mark.parametrize("any_server", ["server"], indirect=True)
+def test_a_migrations_dir_that_does_not_exist_is_one_line_and_changes_nothing(cli, database, tmp_path):
+    """A typo in MINNOCTL_MIGRATIONS_DIR (or .env) read as an empty set: db init 'applied 0', created
+    pgvector, exit 0 and named the next step; migrate verify called every applied file missing."""
+    import psycopg
+
+    env = {"MINNO_DATABASE_URL": database, "MINNOCTL_MIGRATIONS_DIR": str(tmp_path / "migratoins")}
+    for args in (("db", "init", "--yes"), ("migrate", "status"), ("migrate", "verify"), ("migrate",)):
+        result = cli(*args, env=env)
+        assert result.exit_code == 3, (args, result.exit_code, result.stderr)
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "MINNOCTL_MIGRATIONS_DIR" in lines[0] and "not a directory" in lines[0], lines
+    with psycopg.connect(database) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'").fetchone()[0] == 0
