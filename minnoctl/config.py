@@ -331,7 +331,7 @@ _DURATION_UNITS = {"ms": 0.001, "sec": 1, "s": 1, "min": 60, "m": 60, "h": 3600,
 _DURATION_PART = r"([0-9]+(?:\.[0-9]+)?)\s*(ms|sec|min|s|m|h|d|w)"  # 0-9 only: \d takes ١٢ or １０
 _DURATION_RE = re.compile(rf"^(?:{_DURATION_PART}\s*)+$", re.IGNORECASE)
 _DURATION_PARTS = re.compile(_DURATION_PART, re.IGNORECASE)
-SPAN_AMOUNT = r"\d+(?:\.\d+)?(?:ms|sec|min|s|m|h|d|w)"  # one amount of a span (seed files): 90s, 5min, 2h, 1.5d
+SPAN_AMOUNT = r"[0-9]+(?:\.[0-9]+)?(?:ms|sec|min|s|m|h|d|w)"  # one amount of a span (seed files): 90s, 5min, 2h, 1.5d
 DURATION_FORMS = "500ms, 90s, 5min, 2m, 1h30m, 1d"  # the one syntax, as every message names it
 _BARE_UNITS = {1: "a number of seconds (30)", 0.001: "milliseconds (30000)", 86400: "a number of days (30)"}
 

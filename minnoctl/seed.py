@@ -134,7 +134,11 @@ def parse_time(text: str, now: dt.datetime) -> dt.datetime:
     if match:
         seconds = sum((1 if sign == "+" else -1) * span_seconds(group)
                       for sign, group in _TIME_GROUP.findall(match.group(1)))
-        return now + dt.timedelta(seconds=seconds)
+        try:
+            return now + dt.timedelta(seconds=seconds)
+        except OverflowError:  # past year 9999 (or before year 1)
+            raise ValueError(f"'{text}' is not a time: use now, now-95d, now+2h or ISO 8601 (years 1 to "
+                             "9999)") from None
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

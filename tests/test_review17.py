@@ -157,3 +157,15 @@ def test_a_migrations_dir_that_does_not_exist_is_one_line_and_changes_nothing(cl
         assert len(lines) == 1 and "MINNOCTL_MIGRATIONS_DIR" in lines[0] and "not a directory" in lines[0], lines
     with psycopg.connect(database) as conn:
         assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("text", ["now+99999999999d", "now-١d"])
+def test_a_seed_time_out_of_range_or_with_other_digits_is_a_value_error(text):
+    """A seed file's relative time (MINNOCTL_SEEDS_DIR holds the operator's own): ValueError, which
+    seed turns into its one-line SeedError, never an OverflowError traceback."""
+    import datetime as dt
+
+    from minnoctl.seed import parse_time
+
+    with pytest.raises(ValueError, match="is not a time"):
+        parse_time(text, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
