@@ -326,7 +326,7 @@ MAX_SPAN_S = 10 * 365 * 86400  # the longest duration any option or variable tak
 MAX_MS = 2_147_483_647  # PostgreSQL's timeouts (statement_timeout, ...) are int4 milliseconds
 MAX_COUNT = 2**31 - 1  # counts and ids minnoctl passes to int4 columns and LIMITs
 
-_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$", re.IGNORECASE)
+_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$", re.IGNORECASE | re.ASCII)  # 0-9 only
 _DURATION_UNITS = {"ms": 0.001, "sec": 1, "s": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_PART = r"([0-9]+(?:\.[0-9]+)?)\s*(ms|sec|min|s|m|h|d|w)"  # 0-9 only: \d takes ١٢ or １０
 _DURATION_RE = re.compile(rf"^(?:{_DURATION_PART}\s*)+$", re.IGNORECASE)
@@ -367,7 +367,7 @@ def parse_number(text: object, option: str, *, minimum: float | None = 0, maximu
     expect = f"{'a whole number' if integer else 'a number'}{' of ' + unit if unit else ''}{bounds}"
     fail = error(f"{option} {shown(raw)} is not {expect}")
     if integer:
-        if not re.fullmatch(r"[+-]?\d{1,30}", raw):  # 5000 digits would pass int()'s own limit
+        if not re.fullmatch(r"[+-]?[0-9]{1,30}", raw):  # 5000 digits would pass int()'s own limit
             raise fail
         value: float | int = int(raw)
     else:

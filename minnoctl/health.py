@@ -202,7 +202,7 @@ THRESHOLDS: tuple[Threshold, ...] = (
     Threshold("port-range-critical", 95, "%", "a port range used above this"),
 )
 BY_THRESHOLD = {t.name: t for t in THRESHOLDS}
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb)?$", re.IGNORECASE)
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb)?$", re.IGNORECASE | re.ASCII)  # 0-9 only
 _SIZE_UNITS = {None: 1, "b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3, "tb": 1024 ** 4}
 
 

@@ -169,3 +169,20 @@ def test_a_seed_time_out_of_range_or_with_other_digits_is_a_value_error(text):
 
     with pytest.raises(ValueError, match="is not a time"):
         parse_time(text, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_numbers_refuse_non_ascii_digits_too(integer):
+    """parse_number (--jobs, health's percentage and count thresholds): int() and float() take '١٢'."""
+    from minnoctl.config import parse_number
+
+    with pytest.raises(UsageError):
+        parse_number("١٢", "--jobs", integer=integer)
+
+
+def test_a_size_threshold_refuses_non_ascii_digits():
+    from minnoctl import health
+
+    t = next(t for t in health.THRESHOLDS if t.unit == "bytes")
+    with pytest.raises(UsageError):
+        health.parse_threshold(t, "١٠MB", "--threshold")
