@@ -648,7 +648,7 @@ def test_token_put_for_a_user_is_what_spec_002_reads_and_node_decrypts(cli, migr
               env=env, input=google + "\n")
     assert put.exit_code == 0, put.stderr
     assert json.loads(put.stdout)[0] | {"key": 0} == {"user": "U-put", "provider": "google",
-                                                     "expires_at": "2030-01-01T00:00:00", "scopes": "email profile",
+                                                     "expires_at": "2030-01-01T00:00:00+00:00", "scopes": "email profile",
                                                      "key": 0, "updated": False}
     refresh = Path("refresh.txt")  # the test's own empty directory
     refresh.write_text("slack-refresh\n")
