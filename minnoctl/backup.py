@@ -231,6 +231,12 @@ def find_tool(name: str, server_major: int, at_least: int | None = None) -> Tool
                       "MINNOCTL_PG_BINDIR at their bin directory", exit_code=ExitCode.CONFIG)
 
 
+# Extensions a dump leaves out where pg_dump can (17+): pg_stat_statements holds statistics, not
+# data, is not a trusted extension (a restore by a role that is not a superuser fails on its CREATE
+# EXTENSION, in restore's one transaction), and the embedded build creates it in every home.
+UNRESTORABLE_EXTENSIONS = ("pg_stat_statements",)
+
+
 def tool_env(settings: "Settings", dbname: str | None = None) -> dict[str, str]:
     """The environment for pg_dump / pg_restore / psql: the target as PG* variables, nothing in argv."""
     from minnoctl.connection import connect_kwargs, resolve
@@ -506,6 +512,8 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
         args += _compress_args(dump, fmt, method, level)
         if jobs:
             args.append(f"--jobs={jobs}")
+        if dump.major >= 17:  # monitoring state, not data: its CREATE EXTENSION needs a superuser to restore
+            args += [f"--exclude-extension={ext}" for ext in UNRESTORABLE_EXTENSIONS]
         if schema_only:
             args.append("--schema-only")
         if data_only:
