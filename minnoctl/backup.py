@@ -1193,8 +1193,8 @@ def prune_plan(output_dir: str | None, keep_last: int, keep_days: float | None,
         newest_verified = next((r for r in group if r["verified_at"] or r["restore_tested_at"]), None)
         for i, row in enumerate(group):
             young = False
-            if keep_days is not None and row["created_at"]:
-                young = now - row["created_at"] < dt.timedelta(days=keep_days)
+            if keep_days is not None:  # a time the manifest does not give readably is no age: kept
+                young = row["created_at"] is None or now - row["created_at"] < dt.timedelta(days=keep_days)
             (kept if i < keep_last or young or row is newest_verified else deleted).append(row)
     for row in rows:
         if row["status"] == "orphan":

@@ -279,6 +279,22 @@ def test_prune_keeps_the_newest_and_the_newest_verified(run):
     assert run("prune", "--keep-last", "0").exit_code == ExitCode.USAGE
 
 
+def test_prune_keep_days_keeps_a_backup_whose_time_it_cannot_read(run):
+    """--keep-days keeps what is younger than N days; a manifest whose created_at cannot be read
+    (edited by hand, another tool) has no age, so it is kept, never taken for old and deleted."""
+    made = [create(run, "--schema-only", "--label", f"t{i}") for i in range(3)]
+    manifest = made[1].with_name(made[1].name + ".manifest.json")
+    doc = json.loads(manifest.read_text())
+    doc["created_at"] = "sometime last week"
+    manifest.write_text(json.dumps(doc))
+    result = run("prune", "--keep-last", "1", "--keep-days", "30", "--dry-run", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    plan = {r["file"]: r["action"] for r in json.loads(result.stdout)}
+    assert plan[made[1].name] == "keep" and plan[made[2].name] == "keep"
+    assert run("prune", "--keep-last", "1", "--keep-days", "30", "--yes").exit_code == 0
+    assert all(p.exists() for p in made)
+
+
 def test_latest_names_the_newest_backup(run):
     none = run("verify", "latest")
     assert none.exit_code == ExitCode.USAGE and "latest: there is no backup in" in none.stderr
