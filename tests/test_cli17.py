@@ -123,6 +123,15 @@ def test_short_flags_are_unique_and_help_lists_what_click_parses():
     assert not mixed, f"short flags meaning different things in different commands: {mixed}"
 
 
+def test_every_dry_run_takes_n():
+    """README: -n is always --dry-run, so every command with --dry-run takes -n (token rotate and
+    backup prune lacked it)."""
+    root, tree = _tree()
+    lacking = [" ".join(path) for path, cmd in tree for p in getattr(cmd, "params", [])
+               if "--dry-run" in getattr(p, "opts", []) and "-n" not in p.opts]
+    assert not lacking, f"--dry-run without -n: {lacking}"
+
+
 def test_traceback_and_quiet_after_the_command_real_process(tmp_path):
     before = _run("--traceback", "config", "show", env={"MINNO_DATABASE_URL": "mysql://x@y/z"}, cwd=tmp_path)
     after = _run("config", "show", "--traceback", env={"MINNO_DATABASE_URL": "mysql://x@y/z"}, cwd=tmp_path)

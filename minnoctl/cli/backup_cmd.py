@@ -158,7 +158,7 @@ def prune(
                                                        help="Also keep every backup younger than this: days (a bare "
                                                        "number, e.g. 7) or a duration (36h, 2d; at most 3650 days).",
                                                        show_default=False)] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="List what would be deleted; delete nothing.")] = False,
     yes: Yes = False,
     output_dir: OutputDir = None,
     fmt: Format = "table",

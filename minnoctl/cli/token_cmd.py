@@ -208,7 +208,7 @@ def retire(key: Annotated[int, typer.Argument(metavar="KEY", click_type=Number(1
 
 @token_app.command("rotate")
 def rotate(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be re-encrypted, per column and key.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print what would be re-encrypted, per column and key.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", click_type=Number(1, 100_000, integer=True), help="Rows per transaction.")] = 1000,
     max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", click_type=Duration(minimum=0.1, maximum=MAX_RUNTIME_S), help="Stop "
                                                          "cleanly between batches after this long (a duration: 90s, 5min, "
