@@ -758,9 +758,10 @@ def check_duplicate_indexes(ctx: Context) -> Check:
 
 
 def check_cache_hit_ratio(ctx: Context) -> Check:
-    hit, read = ctx.one(
+    hit, read, blocks = ctx.one(
         "SELECT coalesce(sum(heap_blks_hit + coalesce(idx_blks_hit, 0)), 0)::bigint, "
-        "coalesce(sum(heap_blks_read + coalesce(idx_blks_read, 0)), 0)::bigint FROM pg_statio_user_tables")
+        "coalesce(sum(heap_blks_read + coalesce(idx_blks_read, 0)), 0)::bigint, "
+        "pg_database_size(current_database()) / current_setting('block_size')::bigint FROM pg_statio_user_tables")
     warn, minimum = ctx.t("cache-hit-warning"), ctx.t("cache-hit-min-blocks") or 0
     text = f"warning below {show(warn, '%')} (from {minimum:,.0f} block reads)"
     total = hit + read
@@ -768,6 +769,13 @@ def check_cache_hit_ratio(ctx: Context) -> Check:
         return Check("cache_hit_ratio", Status.OK, f"too little traffic to judge ({total:,} block reads)", text)
     ratio = round(100.0 * hit / total, 2)  # judged as shown (perfdata)
     status = _level(ratio, warn, None, above=False)
+    if status != Status.OK and minimum and read <= blocks:  # cache-hit-min-blocks=0: judge whatever the traffic
+        # No more misses than the database has blocks: each block may have come from disk once, a cold
+        # cache (a new or restarted server, a fresh seed), not one too small for the working set. The
+        # low ratio of a new database said "raise shared_buffers" for 13 MB in 128 MB (issue 17).
+        return Check("cache_hit_ratio", Status.OK, f"{ratio:.2f}% of {total:,} block reads, but only {read:,} misses "
+                     f"for {blocks:,} blocks: first reads of a cold cache", text,
+                     perfdata={"cache_hit_pct": (ratio, "%", None, None)})
     return Check("cache_hit_ratio", status, f"{ratio:.2f}% of {total:,} block reads", text,
                  "" if status == Status.OK else "the working set does not fit in shared_buffers: raise it, or "
                  "find the sequential scans (pg_stat_user_tables.seq_scan)",
