@@ -195,9 +195,25 @@ class Environment(Mapping):
         return None if layer is None else name if layer is self.env else f"{ENV_FILE}: {name}"
 
 
+_current: Environment | None = None
+
+
+def use_environment(env: Environment | None) -> None:
+    """Make `env` the environment of this invocation (the CLI does, once per command, and clears
+    it at the end): every later `environment()` / `env_value()` without arguments reads it
+    instead of reading the environment and the .env file again."""
+    global _current
+    _current = env
+
+
 def environment(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Environment:
-    """The variables minnoctl reads, .env included (see Environment)."""
-    return env if isinstance(env, Environment) else Environment(env, cwd)
+    """The variables minnoctl reads, .env included (see Environment): the invocation's (read once)
+    when there is one and no other is asked for."""
+    if isinstance(env, Environment):
+        return env
+    if env is None and cwd is None and _current is not None:
+        return _current
+    return Environment(env, cwd)
 
 
 def env_value(name: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> tuple[str, str] | None:
@@ -482,9 +498,13 @@ def load_settings(
     cwd: Path | None = None,
 ) -> Settings:
     """Resolve the effective settings. Pure: reads only `env` and the .env file in `cwd`."""
-    env = os.environ if env is None else env
-    dotenv_path = (cwd or Path.cwd()) / ENV_FILE
-    look = _Lookup([(None, env), (ENV_FILE, read_env_file(dotenv_path))])
+    if env is None and cwd is None:
+        env = environment()  # the invocation's environment (read once), else a fresh read
+    if isinstance(env, Environment):  # already read: the .env file is not read again
+        look = _Lookup([(None, env.env), (ENV_FILE, env.file)])
+    else:
+        env = os.environ if env is None else env
+        look = _Lookup([(None, env), (ENV_FILE, read_env_file((cwd or Path.cwd()) / ENV_FILE))])
 
     params, source = _select_database(database_url, look)
     embedded = source == "embedded"

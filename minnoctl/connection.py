@@ -8,7 +8,8 @@ message names the target (password masked) and what to check.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import quote, urlencode
 
 from minnoctl.config import APPLICATION_NAME, Settings, display_url, load_settings, scrub
@@ -62,6 +63,34 @@ def connect(
         return psycopg.connect(autocommit=autocommit, prepare_threshold=None, **kwargs)
     except psycopg.OperationalError as exc:
         raise classify(exc, kwargs, settings) from None
+
+
+@contextmanager
+def session(settings: Settings, purpose: str | None = None, *, dbname: str | None = None, autocommit: bool = True,
+            lock: str | None = None, lock_timeout: float = 0.0,
+            lock_option: str | None = None) -> Iterator["psycopg.Connection"]:
+    """A working session for one command (Context.session): connected; its application_name names
+    the holder (`minnoctl <purpose> pid=… host=…`) when `purpose` is given, so a second run can say
+    who holds a lock; minnoctl's advisory lock `lock` held for the block when given; closed at the
+    end, which ends every session-level setting and lock with it (behind a pooler too: the
+    connection is never handed back with minnoctl's state on it)."""
+    from minnoctl import locks
+
+    conn = connect(settings, dbname=dbname, autocommit=True)
+    try:
+        if purpose:
+            conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name(purpose),))
+        if not autocommit:
+            conn.autocommit = False
+        if lock is None:
+            yield conn
+        else:
+            if not autocommit:
+                raise ValueError("an advisory lock is taken on an autocommit session")
+            with locks.advisory_lock(conn, lock, lock_timeout, lock_option):
+                yield conn
+    finally:
+        conn.close()
 
 
 def first_line(text: str) -> str:

@@ -185,6 +185,8 @@ class MinnoctlGroup(TyperGroup):
                               standalone_mode=False, **extra)
         except (Exception, KeyboardInterrupt) as exc:
             sys.exit(_report(exc))
+        finally:
+            _end_invocation()
         if rv == 130:  # Typer turns a KeyboardInterrupt (Ctrl-C, SIGINT) into a silent Exit(130)
             sys.exit(_report(KeyboardInterrupt()))
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -222,9 +224,14 @@ def root(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
 ) -> None:
     """Admin tool for the PostgreSQL database behind Minno."""
-    from minnoctl import render
+    from minnoctl import config, render
+    from minnoctl.errors import ConfigError
 
     render.reset()
+    try:  # the environment and .env of this invocation, read once (config.use_environment)
+        config.use_environment(config.Environment())
+    except ConfigError:
+        config.use_environment(None)  # an unreadable .env: the command reports it itself
     _state.database_url = database_url
     _state.traceback = show_traceback or _environment().get("MINNOCTL_TRACEBACK") == "1"
     _state.quiet = quiet
@@ -232,15 +239,30 @@ def root(
     ctx.obj = _state
 
 
-def settings(database_url: str | None = None) -> Any:
-    """The effective Settings for a command: its own --database-url, else the root one."""
+def _end_invocation() -> None:
+    """Forget the invocation's environment (tests run many invocations in one process)."""
+    from minnoctl import config
+
+    config.use_environment(None)
+
+
+def context(database_url: str | None = None, fmt: str = "table") -> Any:
+    """The command's Context (minnoctl/context.py): its own --database-url, else the root one; the
+    environment read once for the invocation; the output format and the global flags."""
     from minnoctl import config, render
+    from minnoctl.context import Context
 
     url = database_url or _state.database_url
     if config.has_password_in_url(url):
         render.warn("a password on the command line is visible to other users (ps); "
                     "prefer MINNO_DATABASE_URL, PGPASSWORD or ~/.pgpass")
-    return config.load_settings(url)
+    return Context(environment=config.environment(), database_url=url, fmt=fmt, quiet=_state.quiet,
+                   traceback=_state.traceback)
+
+
+def settings(database_url: str | None = None) -> Any:
+    """The effective Settings for a command (its context's): its own --database-url, else the root one."""
+    return context(database_url).settings
 
 
 from minnoctl.cli import app_cmd, backup_cmd, cleanup_cmd, config_cmd, health, local_cmd, migrate_cmd, ports_cmd, seed_cmd, token_cmd  # noqa: E402  (register)

@@ -1,0 +1,97 @@
+"""One context per command invocation: settings with their sources, the output, and sessions.
+
+Every command builds a `Context` once (`minnoctl.cli.context()`), passes it to the logic it calls
+and hands what the logic returns to `ctx.render(...)`. The context owns
+
+- `environment`: the process environment and the .env file, read once (config.Environment);
+- `settings`: the connection settings resolved from it once, with the source of each value;
+- `fmt` and the quiet/traceback flags: how results and notes are shown (render.py formats them);
+- `session(...)`: a working connection with minnoctl's session settings (application name naming
+  the holder, the session's time zone, an advisory lock when asked), closed and its session
+  state gone when the block ends — so nothing minnoctl SETs outlives its use of a connection.
+
+alembic's `Config` passed to every `command.*` function is the model. A fleet run (several targets)
+is the same command once per target context: `ctx.for_target(url)` makes one that shares the
+environment and the output, with its own settings.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from minnoctl.config import Environment, Settings, environment, load_settings
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+@dataclass
+class Context:
+    """Everything one invocation of a command needs besides its own options."""
+
+    environment: Environment
+    database_url: str | None = None  # --database-url (the command's, else the root one)
+    fmt: str = "table"
+    quiet: bool = False
+    traceback: bool = False
+    _settings: Settings | None = field(default=None, repr=False)
+
+    # -- settings -------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        """The connection settings, resolved once (a bad setting raises ConfigError here)."""
+        if self._settings is None:
+            self._settings = load_settings(self.database_url, env=self.environment)
+        return self._settings
+
+    def value(self, name: str) -> tuple[str, str] | None:
+        """(value, source) of one variable from the environment or .env; None when unset or empty."""
+        found = self.environment.get(name)
+        return (found, self.environment.source(name) or name) if found else None
+
+    def for_target(self, database_url: str | None) -> "Context":
+        """The same invocation against another database (same environment and output)."""
+        return replace(self, database_url=database_url, _settings=None)
+
+    # -- sessions -------------------------------------------------------------------------
+    def connect(self, *, dbname: str | None = None, autocommit: bool = True) -> "psycopg.Connection":
+        """A bare connection to the target (or to `dbname` on its server); the caller closes it."""
+        from minnoctl import connection
+
+        return connection.connect(self.settings, dbname=dbname, autocommit=autocommit)
+
+    @contextmanager
+    def session(self, purpose: str | None = None, *, dbname: str | None = None, autocommit: bool = True,
+                lock: str | None = None, lock_timeout: float = 0.0) -> Iterator["psycopg.Connection"]:
+        """A working session: connected, named after `purpose` (so a lock's holder can be named),
+        holding minnoctl's advisory lock `lock` (locks.KEYS) for the whole block when given; closed
+        at the end, which ends every session setting and lock with it."""
+        from minnoctl import connection
+
+        with connection.session(self.settings, purpose, dbname=dbname, autocommit=autocommit,
+                                lock=lock, lock_timeout=lock_timeout) as conn:
+            yield conn
+
+    # -- output ---------------------------------------------------------------------------
+    def render(self, rows: Sequence[dict[str, Any]], columns: Sequence[str], *,
+               document: Any = None, fmt: str | None = None, **options: Any) -> None:
+        """Show a result: a table in a terminal, else the chosen format (render.table)."""
+        from minnoctl import render
+
+        render.table(rows, columns, fmt or self.fmt, document=document, **options)
+
+    def note(self, message: str) -> None:
+        """A note on stderr (left out with --quiet)."""
+        if not self.quiet:
+            from minnoctl import render
+
+            render.note(message)
+
+
+def build(database_url: str | None = None, *, fmt: str = "table", quiet: bool = False, traceback: bool = False,
+          env: Any = None) -> Context:
+    """A context for one invocation: reads the environment and .env once."""
+    return Context(environment=environment(env), database_url=database_url, fmt=fmt, quiet=quiet,
+                   traceback=traceback)
