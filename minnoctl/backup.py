@@ -20,9 +20,10 @@ on SIGTERM/SIGINT. Restores into a new database go through a temporary database
 (`minnoctl_tmp_<pid>_<host>_<random>`, marked with a COMMENT naming its owner process) renamed to
 its final name when whole; the next run drops those whose owner process is gone, and only those.
 
-pg_dump, pg_restore and psql get the connection through PG* environment variables, never argv
-(the password must not show in `ps`). The tools are the embedded package's when their major
-version is at least the server's, else the system's (MINNOCTL_PG_BINDIR picks a directory).
+pg_dump, pg_restore and psql connect exactly as psycopg does (connection.tool_connection): the
+same keywords as their --dbname conninfo, the secrets in the environment, never argv (the password
+must not show in `ps`). The tools are the embedded package's when their major version is at least
+the server's, else the system's (MINNOCTL_PG_BINDIR picks a directory).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from minnoctl import modules
+from minnoctl.connection import tool_connection
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
 from minnoctl.render_text import shown
 
@@ -63,10 +65,6 @@ FORMATS = ("custom", "directory", "plain")
 COMPRESSIONS = ("gzip", "lz4", "zstd", "none")
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_PREFIX = ".partial-"
-ENV_KEYS = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE",
-            "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
-            "connect_timeout": "PGCONNECT_TIMEOUT", "application_name": "PGAPPNAME", "options": "PGOPTIONS",
-            "hostaddr": "PGHOSTADDR", "passfile": "PGPASSFILE"}
 
 
 class BackupError(MinnoctlError):
@@ -235,19 +233,6 @@ def find_tool(name: str, server_major: int, at_least: int | None = None) -> Tool
 # data, is not a trusted extension (a restore by a role that is not a superuser fails on its CREATE
 # EXTENSION, in restore's one transaction), and the embedded build creates it in every home.
 UNRESTORABLE_EXTENSIONS = ("pg_stat_statements",)
-
-
-def tool_env(settings: "Settings", dbname: str | None = None) -> dict[str, str]:
-    """The environment for pg_dump / pg_restore / psql: the target as PG* variables, nothing in argv."""
-    from minnoctl.connection import connect_kwargs, resolve
-
-    kwargs = connect_kwargs(settings, resolve(settings), dbname=dbname)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    for key, value in kwargs.items():
-        if key in ENV_KEYS and value not in (None, ""):
-            env[ENV_KEYS[key]] = str(value)
-    env["LC_ALL"] = "C"
-    return env
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,7 +493,9 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
             name += f"-{uuid.uuid4().hex[:6]}"
             final = folder / (name + _extension(fmt, method))
         tmp, mtmp = _partial(final), _partial(manifest_path(final))
-        args = [str(dump.path), f"--format={fmt}", f"--file={tmp}", f"--snapshot={snapshot}", "--no-password"]
+        target = tool_connection(settings, server=conn)
+        args = [str(dump.path), f"--format={fmt}", f"--file={tmp}", f"--snapshot={snapshot}", "--no-password",
+                target.dbname_option]
         args += _compress_args(dump, fmt, method, level)
         if jobs:
             args.append(f"--jobs={jobs}")
@@ -520,7 +507,7 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
             args.append("--data-only")
         for schema in schemas or []:
             args.append(f"--schema={schema}")
-        env = tool_env(settings)
+        env = target.env
         proc = None
         try:
             with tempfile.TemporaryFile() as errfile:
@@ -986,12 +973,11 @@ def _restore_into(settings: "Settings", backup: Path, manifest: dict[str, Any], 
                   clean: bool = False) -> None:
     """Restore in one transaction: it applies whole or not at all. If pg_restore or psql dies
     (minnoctl killed, SIGTERM), its connection closes before COMMIT and the server rolls it all back.
-    The database goes to the tools as `dbname='...'`, so no name is ever read as a connection string."""
-    from psycopg.conninfo import make_conninfo
-
+    The database goes to the tools as `dbname='...'` in their conninfo, so no name is ever read as a
+    connection string."""
     major = _server_major(settings)
-    env = tool_env(settings, dbname=dbname)
-    target = f"--dbname={make_conninfo('', dbname=dbname)}"
+    connection = tool_connection(settings, dbname=dbname)
+    env, target = connection.env, connection.dbname_option
     what = f"restoring {backup.name} into {shown(dbname)} failed, nothing was restored"
     fmt = manifest["format"]
     if fmt in ("custom", "directory"):

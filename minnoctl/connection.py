@@ -2,18 +2,21 @@
 
 Connections never use server-side prepared statements (prepare_threshold=None), so minnoctl works
 behind PgBouncer in transaction mode. A failed connection becomes a ConnectError whose one-line
-message names the target (password masked) and what to check.
+message names the target (password masked) and what to check. pg_dump, pg_restore and psql get
+the very same connection from tool_connection().
 """
 
 from __future__ import annotations
 
+import os
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import quote, urlencode
 
 from minnoctl.config import APPLICATION_NAME, Settings, display_url, load_settings, scrub
-from minnoctl.errors import ConnectError, ExitCode
+from minnoctl.errors import ConfigError, ConnectError, ExitCode
 from minnoctl.render_text import shown
 
 if TYPE_CHECKING:
@@ -45,6 +48,89 @@ def connect_kwargs(settings: Settings, params: dict[str, str], **overrides: str)
     if options:
         kwargs["options"] = " ".join(filter(None, [kwargs.get("options"), *options]))
     return kwargs
+
+
+@dataclass(frozen=True)
+class ToolConnection:
+    """How pg_dump, pg_restore and psql reach the target: `conninfo` for their --dbname, `env` as
+    their whole environment."""
+
+    conninfo: str
+    env: dict[str, str]
+
+    @property
+    def dbname_option(self) -> str:
+        return f"--dbname={self.conninfo}"
+
+
+# libpq's display character of the options that are never shown: "*" a password, "D" a debug option
+# (scram_client_key and scram_server_key among them, each as good as the password)
+_HIDDEN = (b"*", b"D")
+
+
+def tool_connection(settings: Settings, *, dbname: str | None = None,
+                    server: "psycopg.Connection | None" = None) -> ToolConnection:
+    """The connection psycopg makes, for a libpq program, pinned to the server psycopg reaches:
+    `server`, a connection made with these settings (backup create's snapshot session, whose
+    snapshot pg_dump joins), else one opened here for the question. psycopg tries the hosts of a
+    list, and each address of a name, in turn, and moves on after any failure (load_balance_hosts
+    shuffles them); libpq stops at the first server that answers with a refusal (no such database,
+    a wrong password). The tool gets psycopg's server: its host, address and port."""
+    kwargs = connect_kwargs(settings, resolve(settings), dbname=dbname)
+    if server is None:
+        with connect(settings, dbname=dbname, autocommit=True) as probe:
+            kwargs.update(_reached(probe, kwargs))
+    else:
+        kwargs.update(_reached(server, kwargs))
+    return for_tools(kwargs, settings.source)
+
+
+def _reached(conn: "psycopg.Connection", kwargs: dict[str, str]) -> dict[str, str]:
+    """host, hostaddr and port of the one server `conn` reached; no host where only hostaddr was
+    given (verify-full checks the certificate against a host name, and there was none)."""
+    info = conn.info
+    pinned = {"port": str(info.port)}
+    if info.hostaddr:
+        pinned["hostaddr"] = info.hostaddr
+    if kwargs.get("host") or not kwargs.get("hostaddr"):
+        pinned["host"] = info.host
+    return pinned
+
+
+def for_tools(kwargs: dict[str, str], source: str) -> ToolConnection:
+    """The libpq keywords psycopg is given (`kwargs`, from `source`) as a tool's --dbname conninfo
+    and environment. psycopg hands libpq its keywords as one conninfo string, and libpq fills what
+    they leave open from the service file (`service` or PGSERVICE), then from the PG* variables,
+    then from the passfile. A tool given the same keywords as its --dbname conninfo (a conninfo
+    there is parsed, not taken for a name) and the same process environment makes that same
+    choice, keyword for keyword — target_session_attrs, channel_binding, sslcrl, passfile, service
+    and the rest included. The keywords as PG* variables would not: a service file beats the
+    variables, where psycopg's keywords beat it.
+
+    The conninfo is on the tool's command line, so it holds no secret: the options libpq never
+    shows (password, sslpassword, ...) go in their environment variable (PGPASSWORD), and one that
+    has none is refused here, before the tool runs. The one difference left: a password given to
+    minnoctl loses, in the tool, to a password the service file itself holds. A keyword the tool's
+    own libpq is too old to know makes it fail ("invalid connection option") rather than ignore it.
+    LC_ALL=C: the tools' messages are parsed in English."""
+    from psycopg import pq
+    from psycopg.conninfo import make_conninfo
+
+    options = {opt.keyword.decode(): opt for opt in pq.Conninfo.get_defaults()}
+    env = dict(os.environ)  # what libpq reads in this process, psycopg's libpq included
+    shown_keywords = {}
+    for keyword, value in kwargs.items():
+        option = options.get(keyword)
+        if option is None or option.dispchar not in _HIDDEN:
+            shown_keywords[keyword] = value
+        elif option.envvar:
+            env[option.envvar.decode()] = value
+        else:
+            raise ConfigError(f"{keyword} (in {source}) cannot be passed to pg_dump, pg_restore or psql: libpq "
+                              "reads it from no environment variable, and on their command line it would show in "
+                              f"`ps` — leave {keyword} out of the settings for backups")
+    env["LC_ALL"] = "C"
+    return ToolConnection(make_conninfo("", **shown_keywords), env)
 
 
 def connect(

@@ -630,6 +630,9 @@ class Embedded:
             kwargs.update(user=ids[0], group=ids[1], extra_groups=[])
         if die_with_parent and sys.platform.startswith("linux"):
             kwargs["preexec_fn"] = _die_with(os.getpid())
+        # initdb, pg_ctl and postgres run the embedded server itself and connect to no target: a
+        # user's PGDATA, PGPORT or PGHOST would move it, so they see no PG* variable (the client
+        # tools of `backup` get the user's, as psycopg does: connection.tool_connection)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
         try:
