@@ -1,7 +1,9 @@
 """Retention: the tasks the modules declare in the registry, applied in short batches, for cron.
 
 Each task is a table, a primary key, a time column and a predicate "due" (a row exactly at the
-cutoff is not due). A run takes the cleanup advisory lock (one run at a time; a second exits at
+cutoff is not due), declared in its module's module.toml, and a statement applied to each batch,
+in the module folder's retention/<task>.sql (modules.RetentionTask); this file is the machinery
+that runs any of them. A run takes the cleanup advisory lock (one run at a time; a second exits at
 once), and works each task in batches: select the next keys in (time, key) order past the last
 batch's (keyset, so no batch rescans what earlier ones removed), FOR UPDATE SKIP LOCKED (rows an
 application holds are left for the next run), re-check the predicate, apply the action, commit.
@@ -41,117 +43,20 @@ LOCK_TIMEOUT_MS = 2000  # a batch that cannot get its locks in time is left for 
 PAUSE_FRACTION = 0.05  # pause after each batch: this share of its duration (at least 2 ms)
 
 
-@dataclass(frozen=True)
-class Spec:
-    """How a task finds and handles its rows."""
-
-    table: str  # schema.table
-    key: str  # primary key column
-    time_col: str  # what "old" is measured on; batches walk it in order
-    due: str  # predicate on alias t; %(cutoff)s is the cutoff time
-    # (conn, row addresses (ctid) of the locked batch, cutoff) -> counts. The rows are locked by the
-    # batch's FOR UPDATE, so their addresses hold until the transaction ends: a TID scan, no index probe.
-    apply: Callable[..., dict[str, int]]  # (conn, tids, cutoff, keys) -> counts
-    extra_count: str | None = None  # dry run: rows of other tables that go with the due rows
-    # dry run: (an earlier task, predicate on t) — due rows that earlier task takes away first, so a
-    # dry run does not count them twice; {due} is that task's predicate on alias t2
-    taken_by: tuple[str, str] | None = None
-    pick: str | None = None  # a cheaper predicate to choose batches by, when `apply` re-checks `due`
-
-
-def _delete(table: str) -> Callable:
-    def run(conn, tids, cutoff, keys):
-        return {"rows": conn.execute(f"DELETE FROM {table} WHERE ctid = ANY(%s::tid[])", (tids,)).rowcount}
-    return run
-
-
-def _archive_conversations(conn, tids, cutoff, ids):
-    """One statement: delete the conversations (re-checked in this statement's snapshot: a message
-    committed since the batch was chosen keeps its conversation; new messages into the locked
-    conversations wait for this transaction), archive them, and archive their messages, which the
-    statement still sees before the foreign key's cascade deletes them at its end."""
-    n, m = conn.execute(
-        # The forms are chosen for the plan: ctid = ANY(...) is a TID scan, and the newest message as a
-        # correlated subquery is one index probe per row (NOT EXISTS became a hash anti join over the
-        # whole messages index); the messages to archive are found by conversation id, not by a
-        # semi join the planner would run as a sequential scan of every message.
-        """WITH c AS (DELETE FROM chatbot.conversations t
-                       WHERE t.ctid = ANY(%(tids)s::tid[])
-                         AND coalesce((SELECT max(m.created_at) FROM chatbot.messages m
-                                        WHERE m.conversation_id = t.id), '-infinity') < %(cutoff)s
-                      RETURNING t.id, t.user_id, t.created_at, t.updated_at, t.metadata),
-                ca AS (INSERT INTO chatbot.conversations_archive (id, user_id, created_at, updated_at, metadata)
-                       SELECT id, user_id, created_at, updated_at, metadata FROM c),
-                ma AS (INSERT INTO chatbot.messages_archive (id, conversation_id, role, content, created_at, metadata)
-                       SELECT m.id, m.conversation_id, m.role, m.content, m.created_at, m.metadata
-                         FROM chatbot.messages m
-                        WHERE m.conversation_id = ANY(%(ids)s) AND m.conversation_id IN (SELECT id FROM c)
-                       RETURNING 1)
-           SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM ma)""",
-        {"tids": tids, "ids": ids, "cutoff": cutoff}).fetchone()
-    return {"rows": n, "archived": n + m}
-
-
-def _archive_audit_logs(conn, tids, cutoff, keys):
-    cols = ("id, event_type, event_category, event_description, event_data, slack_user_id, slack_team_id, "
-            "slack_channel_id, session_id, created_at")
-    n = conn.execute(f"""WITH moved AS (DELETE FROM slackbot.audit_logs WHERE ctid = ANY(%s::tid[]) RETURNING {cols})
-                         INSERT INTO slackbot.audit_logs_archive ({cols}) SELECT {cols} FROM moved""",
-                     (tids,)).rowcount
-    return {"rows": n, "archived": n}
-
-
-def _update(sql: str) -> Callable:
-    def run(conn, tids, cutoff, keys):
-        return {"rows": conn.execute(sql, (tids,)).rowcount}
-    return run
-
-
-SPECS: dict[str, Spec] = {
-    "chatbot-conversations": Spec(
-        "chatbot.conversations", "id", "updated_at",
-        "t.updated_at < %(cutoff)s AND NOT EXISTS (SELECT 1 FROM chatbot.messages m "
-        "WHERE m.conversation_id = t.id AND m.created_at >= %(cutoff)s)",
-        _archive_conversations,
-        # batches pick by updated_at alone: the archiving statement checks for recent messages
-        # itself (it must, in its own snapshot), so the probe is not made twice
-        pick="t.updated_at < %(cutoff)s",
-        extra_count="SELECT count(*) FROM chatbot.messages m WHERE m.conversation_id IN (SELECT t.id FROM "
-                    "chatbot.conversations t WHERE {due})"),
-    "chatbot-system-messages": Spec(
-        "chatbot.messages", "id", "created_at", "t.role = 'system' AND t.created_at < %(cutoff)s",
-        _delete("chatbot.messages"),
-        taken_by=("chatbot-conversations", "t.conversation_id IN (SELECT t2.id FROM chatbot.conversations t2 "
-                                           "WHERE {due})")),
-    "assistant-sessions": Spec(
-        "assistant.sessions", "session_id", "expires_at", "t.expires_at < %(cutoff)s",
-        _delete("assistant.sessions"),
-        extra_count="SELECT (SELECT count(*) FROM assistant.confirmations c WHERE c.session_id IN (SELECT "
-                    "t.session_id FROM assistant.sessions t WHERE {due})) + (SELECT count(*) FROM "
-                    "assistant.oauth_tokens o WHERE o.session_id IN (SELECT t.session_id FROM assistant.sessions t "
-                    "WHERE {due}))"),
-    "assistant-confirmations": Spec(
-        "assistant.confirmations", "id", "expires_at", "t.status = 'pending' AND t.expires_at < %(cutoff)s",
-        _update("UPDATE assistant.confirmations SET status = 'expired', resolved_at = now() "
-                "WHERE ctid = ANY(%s::tid[]) AND status = 'pending'")),
-    "port-reservations": Spec(
-        "supervisor.port_reservations", "id", "expires_at", "t.expires_at < %(cutoff)s",
-        _delete("supervisor.port_reservations")),
-    "port-leases": Spec(
-        "supervisor.port_allocations", "id", "lease_expires_at",
-        "t.status IN ('allocated', 'in_use') AND t.lease_expires_at < %(cutoff)s",
-        _update("UPDATE supervisor.port_allocations SET status = 'released', released_at = now() "
-                "WHERE ctid = ANY(%s::tid[]) AND status IN ('allocated', 'in_use')")),
-    "slackbot-sessions": Spec(
-        "slackbot.user_sessions", "id", "last_activity", "t.is_active AND t.last_activity < %(cutoff)s",
-        _update("UPDATE slackbot.user_sessions SET is_active = false WHERE ctid = ANY(%s::tid[]) AND is_active")),
-    "slackbot-cache": Spec(
-        "slackbot.query_cache", "id", "expires_at", "(t.expires_at < %(cutoff)s OR NOT t.is_valid)",
-        _delete("slackbot.query_cache")),
-    "slackbot-audit-logs": Spec(
-        "slackbot.audit_logs", "id", "created_at", "t.created_at < %(cutoff)s", _archive_audit_logs),
-}
-assert set(SPECS) == set(modules.TASKS), "every retention task in the registry has a Spec here"
+def _apply(conn: "psycopg.Connection", task: modules.RetentionTask, tids: list[str], cutoff: Any,
+           keys: list[Any]) -> dict[str, int]:
+    """Run the task's statement (retention/<task>.sql of its module) on one locked batch: %(tids)s
+    are the rows' addresses (ctid; the batch's FOR UPDATE holds them until the transaction ends,
+    so the statement is a TID scan, no index probe), %(keys)s their primary keys, %(cutoff)s the
+    cutoff. A statement that returns a row says what it did in its columns `rows` and `archived`;
+    otherwise its row count is the rows handled (and archived, for an archive)."""
+    cur = conn.execute(task.sql, {"tids": tids, "keys": keys, "cutoff": cutoff})
+    if cur.description is not None:
+        row = cur.fetchone()
+        counts = dict(zip([c.name for c in cur.description], row))
+        return {"rows": int(counts.get("rows") or 0), "archived": int(counts.get("archived") or 0)}
+    n = cur.rowcount
+    return {"rows": n, "archived": n if task.action == "archive" else 0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +67,6 @@ assert set(SPECS) == set(modules.TASKS), "every retention task in the registry h
 class Plan:
     task: modules.RetentionTask
     module: modules.Module
-    spec: Spec
     days: float | None  # the age (or the grace after expiry); None: due at expiry
     skip_reason: str | None  # why it cannot run here (module not installed, migrations pending)
 
@@ -218,15 +122,10 @@ def plan(conn: "psycopg.Connection", *, only: list[str] = (), skip: list[str] = 
         if module.name not in installed:
             reason = f"module {module.name} is not installed"
         elif not all(conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is not None
-                     for t in _tables(SPECS[name])):
+                     for t in (task.table, *task.requires)):
             reason = f"module {module.name} has pending migrations (run `minnoctl migrate`)"
-        plans.append(Plan(task, module, SPECS[name], days, reason))
+        plans.append(Plan(task, module, days, reason))
     return plans
-
-
-def _tables(spec: Spec) -> list[str]:
-    return [spec.table] + (["chatbot.messages_archive", "chatbot.conversations_archive"]
-                           if spec.table == "chatbot.conversations" else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,13 +196,13 @@ def _cutoff(conn: "psycopg.Connection", days: float | None, now: Any = None) -> 
 
 def _taken(plans: list[Plan], p: Plan, cutoffs: dict[str, Any]) -> tuple[str, Any] | None:
     """The predicate of rows an earlier task of this run takes before `p` runs, with its cutoff."""
-    if p.spec.taken_by is None:
+    if p.task.taken_by is None:
         return None
-    name, sql = p.spec.taken_by
+    name, sql = p.task.taken_by
     earlier = next((q for q in plans if q.task.name == name and q.installed), None)
     if earlier is None or name not in cutoffs:
         return None
-    other = re.sub(r"\bt\.", "t2.", SPECS[name].due).replace("%(cutoff)s", "%(other)s")
+    other = re.sub(r"\bt\.", "t2.", earlier.task.due).replace("%(cutoff)s", "%(other)s")
     return sql.format(due=other), cutoffs[name]
 
 
@@ -311,19 +210,19 @@ def count_due(conn: "psycopg.Connection", p: Plan, cutoff: Any,
               taken: tuple[str, Any] | None = None) -> tuple[int, int, Any]:
     """(due rows, rows of other tables going with them, oldest due time) — what a run would do now.
     `taken`: rows an earlier task of the run removes first (not counted again)."""
-    due = p.spec.due % {"cutoff": "%(cutoff)s"}
+    due = p.task.due % {"cutoff": "%(cutoff)s"}
     params = {"cutoff": cutoff}
     if taken is not None:
         due = f"{due} AND NOT ({taken[0]})"
         params["other"] = taken[1]
     # ::timestamptz: a TIMESTAMP column holds UTC and the session's TimeZone is UTC (see the top),
     # so the oldest time carries its offset like the TIMESTAMPTZ columns' (a no-op for those)
-    n, oldest = conn.execute(f"SELECT count(*), min(t.{p.spec.time_col})::timestamptz FROM {p.spec.table} t "
+    n, oldest = conn.execute(f"SELECT count(*), min(t.{p.task.time_column})::timestamptz FROM {p.task.table} t "
                              f"WHERE {due}",
                              params).fetchone()
     extra = 0
-    if p.spec.extra_count and n:
-        extra = conn.execute(p.spec.extra_count.format(due=due), params).fetchone()[0]
+    if p.task.extra_count and n:
+        extra = conn.execute(p.task.extra_count.format(due=due), params).fetchone()[0]
     return n, extra, oldest
 
 
@@ -409,8 +308,8 @@ def _run_task(conn: "psycopg.Connection", p: Plan, cutoff: Any, tr: TaskResult, 
               deadline: float | None, progress: Callable | None) -> None:
     import psycopg
 
-    spec = p.spec
-    due = spec.pick or spec.due
+    task = p.task
+    due = task.pick or task.due
     size = min(batch_size, MAX_BATCH)
     last: tuple[Any, Any] | None = None
     total = None
@@ -421,19 +320,19 @@ def _run_task(conn: "psycopg.Connection", p: Plan, cutoff: Any, tr: TaskResult, 
             tr.status = "partial"
             tr.note = "stopped at --max-runtime; the next run resumes"
             break
-        after = "" if last is None else f" AND (t.{spec.time_col}, t.{spec.key}) > (%(t)s, %(k)s)"
+        after = "" if last is None else f" AND (t.{task.time_column}, t.{task.key}) > (%(t)s, %(k)s)"
         t0 = time.perf_counter()
         try:
             with conn.transaction():
                 conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
                 conn.execute("SET LOCAL synchronous_commit = off")  # a batch lost in a crash comes back whole
                 rows = conn.execute(
-                    f"SELECT t.{spec.time_col}, t.{spec.key}, t.ctid::text FROM {spec.table} t WHERE {due}{after} "
-                    f"ORDER BY t.{spec.time_col}, t.{spec.key} LIMIT %(n)s FOR UPDATE SKIP LOCKED",
+                    f"SELECT t.{task.time_column}, t.{task.key}, t.ctid::text FROM {task.table} t WHERE {due}{after} "
+                    f"ORDER BY t.{task.time_column}, t.{task.key} LIMIT %(n)s FOR UPDATE SKIP LOCKED",
                     {"cutoff": cutoff, "n": size, **({"t": last[0], "k": last[1]} if last else {})}).fetchall()
                 if not rows:
                     break
-                counts = spec.apply(conn, [r[2] for r in rows], cutoff, [r[1] for r in rows])
+                counts = _apply(conn, task, [r[2] for r in rows], cutoff, [r[1] for r in rows])
         except psycopg.errors.LockNotAvailable:
             tr.status = "partial"
             tr.note = f"a lock was not granted within {LOCK_TIMEOUT_MS} ms; the next run retries"

@@ -681,7 +681,8 @@ def report(settings: Settings, env: Mapping[str, str] | None = None, cwd: Path |
     rows.append(row("migrations_dir", "MINNOCTL_MIGRATIONS_DIR", str(root or resources.migrations()),
                     "default (the checkout the working directory is in)" if found == "checkout"
                     else "default (the installed package)"))
-    rows.append(row("seeds_dir", "MINNOCTL_SEEDS_DIR", str(resources.seeds()), "default (built in)"))
+    rows.append(row("seeds_dir", "MINNOCTL_SEEDS_DIR", str(Path(str(root or resources.migrations())) / "<module>" / "seed"),
+                    "default (each module folder's seed/)"))
     rows.append(row("pg_bindir", "MINNOCTL_PG_BINDIR", "not set"))
     rows += [_tool_row(name, look) for name in ("pg_dump", "pg_restore", "psql")]
     for t in THRESHOLDS:

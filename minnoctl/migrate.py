@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from minnoctl import locks, modules
+from minnoctl import locks, modules, resources
 from minnoctl.errors import (ConfigError, DriftError, ExitCode, ExtensionMissing, MigrationFailed, MinnoctlError,
                              UsageError)
 
@@ -180,68 +180,21 @@ def _leading(text: str) -> tuple[dict[str, str], str]:
     return directives, "\n".join(comments).strip()
 
 
-def _project_checkout(start: Path) -> Path | None:
-    """The migration set of the minnoctl checkout holding `start` (it or a parent folder with a
-    pyproject.toml naming the project minnoctl and a migrations/ folder), or None."""
-    import tomllib
-
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "migrations").is_dir():
-            try:
-                name = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8")).get("project", {}).get("name")
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-                continue
-            if name == "minnoctl":
-                return folder / "migrations"
-    return None
-
-
 def _installed(path: Path) -> bool:
     return any(part in ("site-packages", "dist-packages") for part in path.parts)
 
 
-_told: set[Path] = set()
-
-
-def migrations_root() -> tuple[Path | None, str]:
-    """Where the migration set is, for migrate, db init and migrate new alike: MINNOCTL_MIGRATIONS_DIR
-    (the environment, else .env); else the checkout the current directory is in; else the installed
-    package's set (None). The second value says which, for messages."""
-    from minnoctl.config import env_value
-
-    chosen = env_value("MINNOCTL_MIGRATIONS_DIR")
-    if chosen:
-        return Path(chosen[0]), "MINNOCTL_MIGRATIONS_DIR"
-    try:
-        checkout = _project_checkout(Path.cwd())
-    except OSError:  # the current directory was removed
-        checkout = None
-    if checkout is not None:
-        from minnoctl import resources
-
-        with resources.migrations_path(modules.MODULES[0].migrations_folder) as packaged:
-            if packaged.parent.resolve() != checkout.resolve() and checkout not in _told:
-                _told.add(checkout)  # an editable install reads it anyway; else say so once
-                log.info("using the migration set of the checkout %s (not the installed package's)", checkout)
-        return checkout, "checkout"
-    return None, "package"
+# The lookup lives in resources (the module registry reads the same root); kept importable here.
+migrations_root = resources.migrations_root
+_project_checkout = resources._project_checkout
 
 
 def load_set(root: Path | None = None) -> list[MigrationFile]:
     """Every migration of every module, in the order they apply, from `root` or migrations_root():
     MINNOCTL_MIGRATIONS_DIR (developing a migration, the tests), the checkout the current directory
     is in, else the installed package's set."""
-    from minnoctl import resources
-
     if root is None:
-        root, found = migrations_root()
-        if found == "MINNOCTL_MIGRATIONS_DIR" and not root.is_dir():  # a typo would read as an empty set
-            from minnoctl.config import env_value
-            from minnoctl.render_text import shown
-
-            source = (env_value("MINNOCTL_MIGRATIONS_DIR") or ("", "MINNOCTL_MIGRATIONS_DIR"))[1]
-            raise ConfigError(f"{source}: {shown(str(root))} is not a directory — point it at a migration set "
-                              "(one folder per module, as migrations/ in the checkout) or unset it")
+        root = resources.checked_root()
     files: list[MigrationFile] = []
     for module in modules.MODULES:
         if root is not None:

@@ -1,5 +1,5 @@
-"""Seeding: the development data of seeds/<module>.json (healthy: nothing expired or due), the rows of
-a named scenario on top of it (seeds/overdue/<module>.json: what cleanup and health find), and bulk
+"""Seeding: the development data of each module folder's seed/default.json (healthy: nothing expired
+or due), the rows of a named scenario on top of it (seed/overdue.json: what cleanup and health find), and bulk
 synthetic rows for load tests.
 
 `load` replaces the data of the chosen modules with their seed files in one transaction: every
@@ -13,7 +13,7 @@ seeded with it, since emptying the referenced table would otherwise take its row
 
 `scale` adds N synthetic rows to the large tables with COPY, streamed in blocks so memory stays flat
 whatever N is, and deterministic for a given random seed (the file format and the times are in
-seeds/README.md; synthetic times are offsets from the moment of the run).
+migrations/README.md; synthetic times are offsets from the moment of the run).
 
 Nothing here prints or asks: the CLI confirms, and renders the results.
 """
@@ -63,26 +63,46 @@ class SeedFile:
     module: str
     description: str
     tables: dict[str, list[dict[str, Any]]]
+    name: str = ""  # the file, in messages: chatbot/seed/default.json, or <MINNOCTL_SEEDS_DIR>/chatbot.json
 
 
-def _folder():
+def _own_folder():
+    """MINNOCTL_SEEDS_DIR: your own seed files, <dir>/<module>.json and <dir>/<scenario>/<module>.json
+    (environment or .env); None: the module folders' seed/ files."""
     from pathlib import Path
-
-    from minnoctl import resources
 
     from minnoctl.config import env_value
 
-    folder = env_value("MINNOCTL_SEEDS_DIR")  # your own seed files, in the same format (environment or .env)
-    return Path(folder[0]) if folder else resources.seeds()
+    folder = env_value("MINNOCTL_SEEDS_DIR")
+    return Path(folder[0]) if folder else None
+
+
+def _seed_resource(module: modules.Module, scenario: str | None = None) -> tuple[str, Any]:
+    """(the file's name in messages, the file) of a module's default data or of a scenario's rows:
+    seed/default.json / seed/<scenario>.json in the module folder, else MINNOCTL_SEEDS_DIR's."""
+    own = _own_folder()
+    if own is not None:
+        name = module.seed_file if scenario is None else f"{scenario}/{module.seed_file}"
+        return f"{own.name}/{name}", own / name
+    name = f"{scenario or 'default'}.json"
+    return f"{module.name}/seed/{name}", module.folder / "seed" / name
 
 
 def scenarios() -> list[str]:
-    """The named scenarios: the folders beside the seed files that hold seed files of their own
-    (seeds/overdue/<module>.json). A scenario adds its rows to the default data."""
-    folder = _folder()
+    """The named scenarios: in the module folders, each seed/<scenario>.json besides default.json;
+    in MINNOCTL_SEEDS_DIR, the folders beside the seed files that hold seed files of their own
+    (<dir>/overdue/<module>.json). A scenario adds its rows to the default data."""
+    own = _own_folder()
     try:
-        return sorted(p.name for p in folder.iterdir()
-                      if p.is_dir() and any(f.name.endswith(".json") for f in p.iterdir()))
+        if own is not None:
+            return sorted(p.name for p in own.iterdir()
+                          if p.is_dir() and any(f.name.endswith(".json") for f in p.iterdir()))
+        found = set()
+        for module in modules.MODULES:
+            folder = module.folder / "seed"
+            if folder.is_dir():
+                found |= {p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json") and p.is_file()}
+        return sorted(found - {"default"})
     except (FileNotFoundError, NotADirectoryError):
         return []
 
@@ -94,12 +114,11 @@ def check_scenario(name: str | None) -> None:
 
 
 def read_file(module: modules.Module, scenario: str | None = None) -> SeedFile:
-    """seeds/<module>.json; with a scenario, its rows added to each table (seeds/<scenario>/<module>.json,
-    a module without one adds nothing)."""
-    seed = _parse(module, module.seed_file, _folder() / module.seed_file, required=True)
+    """The module's default data (seed/default.json); with a scenario, its rows added to each
+    table (seed/<scenario>.json, a module without one adds nothing)."""
+    seed = _parse(module, *_seed_resource(module), required=True)
     if scenario is not None:
-        extra = _parse(module, f"{scenario}/{module.seed_file}", _folder() / scenario / module.seed_file,
-                       required=False)
+        extra = _parse(module, *_seed_resource(module, scenario), required=False)
         for table, rows in (extra.tables if extra else {}).items():
             seed.tables[table] = [*seed.tables.get(table, []), *rows]  # a new table comes after the file's
     return seed
@@ -108,20 +127,20 @@ def read_file(module: modules.Module, scenario: str | None = None) -> SeedFile:
 def _parse(module: modules.Module, name: str, resource: Any, *, required: bool) -> SeedFile | None:
     try:
         text = resource.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         if not required:
             return None
-        raise SeedError(f"module '{module.name}' has no seed file ({module.seed_file}) in this installation "
+        raise SeedError(f"module '{module.name}' has no seed file ({name}) in this installation "
                         "of minnoctl") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SeedError(f"seeds/{name}: not valid JSON at line {exc.lineno} column {exc.colno}: "
+        raise SeedError(f"{name}: not valid JSON at line {exc.lineno} column {exc.colno}: "
                         f"{exc.msg}") from None
     tables = doc.get("tables") if isinstance(doc, dict) else None
     if not isinstance(tables, dict) or not all(isinstance(v, list) for v in tables.values()):
-        raise SeedError(f"seeds/{name}: expected {{\"tables\": {{\"<table>\": [rows]}}}}")
-    return SeedFile(module.name, str(doc.get("description", "")), tables)
+        raise SeedError(f"{name}: expected {{\"tables\": {{\"<table>\": [rows]}}}}")
+    return SeedFile(module.name, str(doc.get("description", "")), tables, name)
 
 
 _TIME_RE = re.compile(rf"^now((?:[+-](?:{SPAN_AMOUNT})+)*)$")  # now, now-95d, now-1d-6h, now-2h30m
@@ -390,11 +409,11 @@ class _Converter:
     """Turns one seed row into the values of an INSERT: times, markers, JSON, encryption."""
 
     def __init__(self, module: modules.Module, table: str, columns: dict[str, ColumnInfo], now: dt.datetime,
-                 ring: "crypto.Keyring | None"):
+                 ring: "crypto.Keyring | None", source: str):
         self.module, self.table, self.columns, self.now, self.ring = module, table, columns, now, ring
         self.encrypted = {e.column: e for e in module.encrypted if e.table == table}
         self.key_refs = {e.key_ref for e in self.encrypted.values() if e.key_ref}
-        self.where = f"seeds/{module.seed_file}: {table}"
+        self.where = f"{source}: {table}"
 
     def row(self, index: int, raw: dict[str, Any]) -> dict[str, Any]:
         where = f"{self.where} row {index + 1}"
@@ -483,7 +502,7 @@ def _reset_sequences(conn: "psycopg.Connection", schema: str, table: str, column
                          f'(SELECT max("{col.name}") FROM "{schema}"."{table}") IS NOT NULL)', (seq,))
 
 
-def _constraint_error(exc: Exception, table: str, module: modules.Module) -> SeedError:
+def _constraint_error(exc: Exception, table: str, source: str) -> SeedError:
     import psycopg
 
     diag = getattr(exc, "diag", None)
@@ -495,7 +514,7 @@ def _constraint_error(exc: Exception, table: str, module: modules.Module) -> See
     if isinstance(exc, psycopg.errors.ForeignKeyViolation):
         hint = (" — the row refers to one that is not there; if it belongs to another module's seed, seed "
                 "them together (--modules a,b)")
-    return SeedError(f"seeds/{module.seed_file}: {table}: {detail}{hint}; nothing was changed")
+    return SeedError(f"{source}: {table}: {detail}{hint}; nothing was changed")
 
 
 def load(conn: "psycopg.Connection", target: Target, kek: "crypto.MasterKey | None", *,
@@ -527,17 +546,17 @@ def load(conn: "psycopg.Connection", target: Target, kek: "crypto.MasterKey | No
                 for module, seed in zip(target.seeded, files):
                     for table, raw_rows in seed.tables.items():
                         if (module.schema, table) not in target.tables:
-                            raise SeedError(f"seeds/{module.seed_file}: '{table}' is not a table of schema "
+                            raise SeedError(f"{seed.name}: '{table}' is not a table of schema "
                                             f"{module.schema} that seed may fill")
                         columns = table_columns(conn, module.schema, table)
-                        convert = _Converter(module, table, columns, now, ring)
+                        convert = _Converter(module, table, columns, now, ring, seed.name)
                         rows = [convert.row(i, r) for i, r in enumerate(raw_rows)]
                         try:
                             with conn.transaction():
                                 _insert(conn, module.schema, table, columns, rows)
                         except (psycopg.errors.IntegrityError, psycopg.errors.DataError,
                                 psycopg.errors.RaiseException) as exc:
-                            raise _constraint_error(exc, table, module) from None
+                            raise _constraint_error(exc, table, seed.name) from None
                         _reset_sequences(conn, module.schema, table, columns)
                 for schema, table in target.tables:
                     count = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]

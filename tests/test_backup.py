@@ -98,7 +98,7 @@ def test_a_marker_round_trip_restores_every_table_exactly(run, seeded, args):
     backup = create(run, *args, "--label", "round trip")
     manifest = json.loads(backup.with_name(backup.name + ".manifest.json").read_text())
     assert manifest["rows"]["chatbot.conversations"] == len(json.loads(
-        (Path(__file__).parent.parent / "seeds" / "chatbot.json").read_text())["tables"]["conversations"]) + 500
+        (Path(__file__).parent.parent / "migrations" / "chatbot" / "seed" / "default.json").read_text())["tables"]["conversations"]) + 500
     assert manifest["migrations"]["count"] > 10 and manifest["label"] == "round trip"
     target = f"r_{uuid.uuid4().hex[:10]}"
     try:

@@ -1,4 +1,4 @@
-"""The wheel carries migrations/ and seeds/ inside the package, and a non-editable install works
+"""The wheel carries migrations/ (with each module's seed/ files) inside the package, and a non-editable install works
 from any directory (resources are read with importlib.resources, never relative to the repo)."""
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_contains_the_migration_set_and_seeds(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "minnoctl/migrations/__init__.py" in names
-    assert "minnoctl/seeds/__init__.py" in names
-    repo_sql = sorted(p.relative_to(REPO / "migrations").as_posix() for p in (REPO / "migrations").glob("*/*.sql"))
+    repo_sql = sorted(p.relative_to(REPO / "migrations").as_posix() for p in (REPO / "migrations").rglob("*.sql"))
     wheel_sql = sorted(n[len("minnoctl/migrations/"):] for n in names
                        if n.startswith("minnoctl/migrations/") and n.endswith(".sql"))
     assert wheel_sql == repo_sql
-    repo_seeds = sorted(p.relative_to(REPO / "seeds").as_posix() for p in (REPO / "seeds").rglob("*.json"))
-    wheel_seeds = sorted(n[len("minnoctl/seeds/"):] for n in names if n.startswith("minnoctl/seeds/") and n.endswith(".json"))
+    repo_seeds = sorted(p.relative_to(REPO / "migrations").as_posix() for p in (REPO / "migrations").glob("*/seed/*.json"))
+    wheel_seeds = sorted(n[len("minnoctl/migrations/"):] for n in names if n.startswith("minnoctl/migrations/") and n.endswith(".json"))
     assert repo_seeds and wheel_seeds == repo_seeds
     assert any(n.endswith("entry_points.txt") for n in names)
 
@@ -47,7 +46,7 @@ def test_installed_wheel_runs_from_another_directory(wheel, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code = ("import minnoctl, minnoctl.resources as r; print(minnoctl.__file__); "
-            "print(r.migrations()); print(r.seeds())")
+            "print(r.migrations()); print(r.migrations() / 'chatbot' / 'seed')")
     env = dict(os.environ, PYTHONPATH=str(target))
     shown = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, env=env)
     assert shown.returncode == 0, shown.stderr
@@ -64,7 +63,7 @@ def test_editable_install_reads_the_repository_folders():
     from minnoctl import resources
 
     assert Path(str(resources.migrations())).resolve() == (REPO / "migrations").resolve()
-    assert Path(str(resources.seeds())).resolve() == (REPO / "seeds").resolve()
+    assert Path(str(resources.migrations() / "chatbot" / "seed")).resolve() == (REPO / "migrations" / "chatbot" / "seed").resolve()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,16 @@ import pytest
 from minnoctl import crypto, modules, seed
 from minnoctl.errors import ExitCode
 
-SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"  # each module's seed/ folder
+
+
+def copy_seeds(target: Path) -> None:
+    """The module folders' seed files laid out as a MINNOCTL_SEEDS_DIR: <module>.json, <scenario>/<module>.json."""
+    for path in MIGRATIONS.glob("*/seed/*.json"):
+        module, name = path.parent.parent.name, path.stem
+        dest = target / f"{module}.json" if name == "default" else target / name / f"{module}.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
 
 
 def env_for(url: str, kek: crypto.MasterKey | None = None, **extra: str) -> dict[str, str]:
@@ -44,7 +53,7 @@ def installed(url: str) -> list[modules.Module]:
 
 
 def seed_rows(module: str) -> dict[str, list[dict]]:
-    return json.loads((SEEDS / f"{module}.json").read_text())["tables"]
+    return json.loads((MIGRATIONS / module / "seed" / "default.json").read_text())["tables"]
 
 
 def table_dump(url: str, exclude_types=("timestamp without time zone", "timestamp with time zone")) -> dict:
@@ -367,7 +376,7 @@ def test_a_failure_leaves_the_previous_data_untouched(cli, migrated, kek, tmp_pa
     assert cli("seed", env=env).exit_code == 0
     before, plain = table_dump(migrated), decrypted(migrated, kek)
     broken = tmp_path / "seeds"
-    shutil.copytree(SEEDS, broken)
+    copy_seeds(broken)
     doc = json.loads((broken / "slackbot.json").read_text())  # the last module loaded
     last = list(doc["tables"])[-1]
     doc["tables"][last].append(dict(doc["tables"][last][0]))  # a duplicate primary key
@@ -391,7 +400,7 @@ def test_a_failure_leaves_the_previous_data_untouched(cli, migrated, kek, tmp_pa
 ])
 def test_bad_seed_files_are_one_line_and_change_nothing(cli, migrated, kek, tmp_path, change, phrase):
     broken = tmp_path / "seeds"
-    shutil.copytree(SEEDS, broken)
+    copy_seeds(broken)
     doc = json.loads((broken / "minno.json").read_text())
     change(doc)
     (broken / "minno.json").write_text(json.dumps(doc))
@@ -404,7 +413,7 @@ def test_bad_seed_files_are_one_line_and_change_nothing(cli, migrated, kek, tmp_
 
 def test_not_json_is_one_line(cli, migrated, tmp_path):
     broken = tmp_path / "seeds"
-    shutil.copytree(SEEDS, broken)
+    copy_seeds(broken)
     (broken / "chatbot.json").write_text('{"tables": {"conversations": [}')
     result = cli("seed", "--modules", "chatbot", env={**env_for(migrated), "MINNOCTL_SEEDS_DIR": str(broken)})
     assert result.exit_code == 1

@@ -15,13 +15,13 @@ from minnoctl import modules, seed
 from minnoctl.errors import ExitCode
 from test_seed import env_for, installed, one_error_line, seed_rows
 
-SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"  # each module's seed/ folder
 # the health checks that look at the seeded data (the others look at the server and the jobs)
 DATA_CHECKS = ("tokens", "secrets", "key_fields", "port_ranges", "sequences", "table_stats")
 
 
 def scenario_rows(module: str) -> dict[str, list[dict]]:
-    path = SEEDS / "overdue" / f"{module}.json"
+    path = MIGRATIONS / module / "seed" / "overdue.json"
     return json.loads(path.read_text())["tables"] if path.exists() else {}
 
 
@@ -100,10 +100,10 @@ def test_the_overdue_scenario_adds_what_cleanup_and_health_find(cli, migrated, k
 def test_the_scenario_files_name_their_module_and_only_its_tables():
     """Each scenario file names its module, says what it adds, and fills only tables of the module's
     default file (which loads first; what the rows do is checked by loading them, above)."""
-    files = sorted((SEEDS / "overdue").glob("*.json"))
+    files = sorted(MIGRATIONS.glob("*/seed/overdue.json"))
     assert files
     for path in files:
-        module = modules.get(path.stem)
+        module = modules.get(path.parent.parent.name)
         doc = json.loads(path.read_text())
         assert doc["module"] == module.name and doc["description"]
         assert set(doc["tables"]) <= set(seed_rows(module.name)), path.name
@@ -128,5 +128,5 @@ def test_help_names_the_scenario(cli):
     result = cli("seed", "--help")
     assert result.exit_code == 0
     assert "--scenario" in result.stdout and "overdue" in result.stdout
-    readme = (SEEDS.parent / "README.md").read_text()
+    readme = (MIGRATIONS.parent / "README.md").read_text()
     assert "minnoctl seed --scenario overdue" in readme

@@ -21,8 +21,10 @@ DdlLockTimeout = Annotated[
                  f"blocking session. Default: {DDL_LOCK_TIMEOUT_S:g}s.", show_default=False),
 ]
 
-_MODULES = ("Comma-separated modules (minno, chatbot, assistant, supervisor, knowledge, slackbot); their "
-            "dependencies are added. Default: ")
+# the module names are left out: they are the migration set's folders (read only when a command runs,
+# never for --help); an unknown name lists them
+_MODULES = ("Comma-separated modules (the folders of the migration set; `minnoctl migrate status` shows "
+            "them); their dependencies are added. Default: ")
 MigrateModules = Annotated[Optional[str], typer.Option(
     "--modules", "-m", help=_MODULES + "the installed modules (all of them on a new database).", show_default=False)]
 InitModules = Annotated[Optional[str], typer.Option(

@@ -185,8 +185,9 @@ LockTimeout = Annotated[
 
 Modules = Annotated[
     Optional[str],
-    typer.Option("--modules", "-m", help="Comma-separated modules (minno, chatbot, assistant, supervisor, "
-                 "knowledge, slackbot); their dependencies are added. Default: all.", show_default=False),
+    typer.Option("--modules", "-m", help="Comma-separated modules (the folders of the migration set; "
+                 "`minnoctl migrate status` shows them); their dependencies are added. Default: all.",
+                 show_default=False),
 ]
 
 

@@ -1,0 +1,1 @@
+DELETE FROM chatbot.messages WHERE ctid = ANY(%(tids)s::tid[])

@@ -1,0 +1,1 @@
+DELETE FROM slackbot.query_cache WHERE ctid = ANY(%(tids)s::tid[])

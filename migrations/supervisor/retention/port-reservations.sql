@@ -1,0 +1,1 @@
+DELETE FROM supervisor.port_reservations WHERE ctid = ANY(%(tids)s::tid[])

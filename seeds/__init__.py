@@ -1,1 +1,0 @@
-"""Development data for each module (filled by the seed issue)."""
