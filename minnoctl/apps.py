@@ -61,18 +61,6 @@ SEQUENCE_PRIVILEGES = ("USAGE", "SELECT")
 _LOCK_KEY = 16  # a transaction-level advisory lock (locks.NAMESPACE, 16): one app-role change at a time
 _RESERVED = {"public", "none", "current_user", "session_user", "current_role", "user", "all"}
 
-APP_ROLES_DDL = (
-    f"CREATE SCHEMA IF NOT EXISTS {BOOKKEEPING}",
-    f"""CREATE TABLE IF NOT EXISTS {BOOKKEEPING}.app_roles (
-        role        text PRIMARY KEY,
-        modules     text[] NOT NULL,
-        allow_ddl   boolean NOT NULL DEFAULT false,
-        created_at  timestamptz NOT NULL DEFAULT now(),
-        updated_at  timestamptz NOT NULL DEFAULT now(),
-        updated_by  text NOT NULL DEFAULT current_user
-    )""",
-)
-
 
 @dataclass
 class Created:
@@ -504,12 +492,9 @@ def _apply(conn: "psycopg.Connection", role: str, mods: list[modules.Module], al
 
 
 def _record(conn: "psycopg.Connection", role: str, mods: list[modules.Module], allow_ddl: bool) -> None:
-    # only what is missing: CREATE SCHEMA IF NOT EXISTS checks CREATE on the database first, which a
-    # role that owns minnoctl's schema need not have (a managed server's database owned by another)
-    if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.app_roles",)).fetchone()[0] is None:
-        if conn.execute("SELECT to_regnamespace(%s)", (BOOKKEEPING,)).fetchone()[0] is None:
-            conn.execute(APP_ROLES_DDL[0])
-        conn.execute(APP_ROLES_DDL[1])
+    from minnoctl import bookkeeping
+
+    bookkeeping.ensure(conn)  # creates the schema only when missing (0001_baseline says why)
     conn.execute(
         f"INSERT INTO {BOOKKEEPING}.app_roles (role, modules, allow_ddl) VALUES (%s, %s, %s) "
         "ON CONFLICT (role) DO UPDATE SET modules = excluded.modules, allow_ddl = excluded.allow_ddl, "

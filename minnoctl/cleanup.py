@@ -227,10 +227,9 @@ def count_due(conn: "psycopg.Connection", p: Plan, cutoff: Any,
 
 
 def _record_start(conn: "psycopg.Connection", dry_run: bool) -> int:
-    from minnoctl import migrate
+    from minnoctl import bookkeeping, migrate
 
-    for ddl in migrate.BOOKKEEPING_DDL:  # a database initialised by an older minnoctl may lack the table
-        conn.execute(ddl)
+    bookkeeping.ensure(conn)  # an older minnoctl's database may lack the table; two reads when it has it
     conn.execute(f"UPDATE {migrate.BOOKKEEPING}.cleanup_runs SET status = 'failed', finished_at = now(), "
                  "error = 'the run was killed or lost its connection' WHERE status = 'running'")
     return conn.execute(

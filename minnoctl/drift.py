@@ -46,12 +46,6 @@ log = logging.getLogger("minnoctl")
 
 BOOKKEEPING = modules.BOOKKEEPING
 BASELINE_TABLE = f"{BOOKKEEPING}.schema_baseline"
-BASELINE_DDL = f"""CREATE TABLE IF NOT EXISTS {BASELINE_TABLE} (
-    module       text PRIMARY KEY,
-    migration_id text NOT NULL,
-    fingerprint  jsonb NOT NULL,
-    recorded_at  timestamptz NOT NULL DEFAULT now()
-)"""
 # schemas never searched for copies of module tables
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", BOOKKEEPING, "pg_toast")
 KINDS = ("tables", "columns", "constraints", "indexes", "triggers", "views", "functions", "sequences")
@@ -169,9 +163,9 @@ def read_baselines(conn: "psycopg.Connection") -> dict[str, tuple[str, dict[str,
 def _write(conn: "psycopg.Connection", module: modules.Module, migration_id: str) -> None:
     from psycopg.types.json import Jsonb
 
-    if not _baseline_exists(conn):
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {BOOKKEEPING}")  # a database stock yoyo built has none
-        conn.execute(BASELINE_DDL)
+    from minnoctl import bookkeeping
+
+    bookkeeping.ensure(conn)  # a database stock yoyo built has none of minnoctl's tables
     fp = fingerprints(conn, [module.schema])[module.schema]
     conn.execute(
         f"INSERT INTO {BASELINE_TABLE} (module, migration_id, fingerprint) VALUES (%s, %s, %s) "

@@ -23,7 +23,7 @@ NAMESPACE = 0x4D494E4E  # 'MINN': the first key of every minnoctl advisory lock
 # --ddl-lock-timeout: how long one migration statement may wait for a table lock (migrate.py). Here,
 # not in migrate.py, so the CLI can show the default without importing the migration machinery.
 DDL_LOCK_TIMEOUT_S = 5.0
-KEYS = {"migrate": 1, "token-rotate": 2, "cleanup": 3, "seed": 4}
+KEYS = {"migrate": 1, "token-rotate": 2, "cleanup": 3, "seed": 4, "bookkeeping": 5}
 
 
 def holder_name(purpose: str) -> str:

@@ -63,52 +63,6 @@ _LEADING_COMMENTS = re.compile(r"^(\s*(--[^\n]*(\n|$)|/\*.*?\*/))*", re.DOTALL)
 FILE_RE = re.compile(r"^(\d{4})_([a-z0-9][a-z0-9_]*)\.sql$")
 _DIRECTIVE = re.compile(r"^\s*--\s*(transactional|depends)\s*:\s*(.*)$")
 
-BOOKKEEPING_DDL = (
-    f"CREATE SCHEMA IF NOT EXISTS {BOOKKEEPING}",
-    f"""CREATE TABLE IF NOT EXISTS {BOOKKEEPING}.migrations (
-        id           text PRIMARY KEY,
-        module       text NOT NULL,
-        checksum     text NOT NULL,
-        applied_at   timestamptz NOT NULL DEFAULT now(),
-        applied_by   text NOT NULL,
-        applied_host text NOT NULL,
-        seq          bigint GENERATED ALWAYS AS IDENTITY
-    )""",
-    f"""CREATE TABLE IF NOT EXISTS {BOOKKEEPING}.migration_log (
-        seq          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        migration_id text NOT NULL,
-        operation    text NOT NULL CHECK (operation IN ('apply', 'rollback')),
-        checksum     text NOT NULL,
-        at           timestamptz NOT NULL DEFAULT now(),
-        by_user      text NOT NULL,
-        host         text NOT NULL,
-        duration_ms  double precision NOT NULL
-    )""",
-    # What the database says about itself: `environment` (db init --environment), which the seed's
-    # production guard reads, so the guard holds on every machine whatever its variables say.
-    # One row per `minnoctl cleanup` run, so `health` can tell when cleanup last succeeded. A run
-    # killed with kill -9 stays 'running' until the next run (which holds the lock) marks it failed.
-    f"""CREATE TABLE IF NOT EXISTS {BOOKKEEPING}.cleanup_runs (
-        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        started_at  timestamptz NOT NULL DEFAULT now(),
-        finished_at timestamptz,
-        status      text NOT NULL CHECK (status IN ('running', 'ok', 'partial', 'failed')),
-        dry_run     boolean NOT NULL,
-        rows        bigint NOT NULL DEFAULT 0,
-        tasks       jsonb NOT NULL DEFAULT '[]',
-        error       text,
-        by_user     text NOT NULL,
-        host        text NOT NULL,
-        pid         integer NOT NULL
-    )""",
-    f"""CREATE TABLE IF NOT EXISTS {BOOKKEEPING}.settings (
-        name    text PRIMARY KEY,
-        value   text NOT NULL,
-        set_at  timestamptz NOT NULL DEFAULT now(),
-        set_by  text NOT NULL
-    )""",
-)
-
 def recorded_environment(conn: "psycopg.Connection") -> str | None:
     """The environment the database was marked with by `db init --environment`, or None."""
     if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.settings",)).fetchone()[0] is None:
@@ -119,8 +73,9 @@ def recorded_environment(conn: "psycopg.Connection") -> str | None:
 
 def record_environment(conn: "psycopg.Connection", environment: str, set_by: str) -> None:
     """Mark the database as `environment` (db init --environment; kept through backup restore --clean)."""
-    conn.execute(BOOKKEEPING_DDL[0])  # CREATE SCHEMA IF NOT EXISTS
-    conn.execute(next(ddl for ddl in BOOKKEEPING_DDL if f"{BOOKKEEPING}.settings (" in ddl))
+    from minnoctl import bookkeeping
+
+    bookkeeping.ensure(conn)
     conn.execute(
         f"INSERT INTO {BOOKKEEPING}.settings (name, value, set_by) VALUES ('environment', %s, %s) "
         "ON CONFLICT (name) DO UPDATE SET value = excluded.value, set_at = now(), set_by = excluded.set_by",
@@ -679,7 +634,7 @@ class Runner:
         """Under the migrate lock, before planning: adopt the record of an earlier minnoctl (renamed
         ids, superseded checksums) and stock yoyo's runs, and write yoyo's rows for what is applied,
         in one transaction (yoyo_compat)."""
-        from minnoctl import yoyo_compat
+        from minnoctl import bookkeeping, yoyo_compat
 
         conn = self.conn
         assert conn is not None
@@ -689,8 +644,7 @@ class Runner:
                 adoption = yoyo_compat.survey(conn, self.files, read_applied(conn))
                 if not adoption:
                     return []
-                for ddl in BOOKKEEPING_DDL:
-                    conn.execute(ddl)
+                bookkeeping.ensure(conn)
                 notes = yoyo_compat.adopt(conn, adoption, BOOKKEEPING, self.user, self.host)
                 return notes
 
@@ -711,14 +665,13 @@ class Runner:
     # -- whole runs ------------------------------------------------------------------------------
 
     def ensure_bookkeeping(self) -> None:
-        assert self.conn is not None
+        """minnoctl's own tables up to date (minnoctl/bookkeeping.py): two reads when they are."""
+        from minnoctl import bookkeeping
 
-        def create() -> None:
-            with self.conn.transaction():
-                for ddl in BOOKKEEPING_DDL:
-                    self.conn.execute(ddl)
-
-        self.retrying("creating minnoctl's bookkeeping tables", create, "nothing was changed")
+        conn = self.conn
+        assert conn is not None
+        self.retrying("bringing minnoctl's own tables up to date",
+                      lambda: bookkeeping.ensure(conn, ddl_lock_timeout_s=self.ddl_lock_timeout), "nothing was changed")
 
     def apply(self, pending: Iterable[MigrationFile]) -> list[MigrationFile]:
         pending = list(pending)
@@ -884,6 +837,7 @@ def rollback(settings: "Settings", *, steps: int | None = None, to: str | None =
                 from minnoctl.safety import production_reason
 
                 approve([a.id for a in victims], production_reason(runner.conn))
+            runner.ensure_bookkeeping()  # the record it writes is in minnoctl's own tables, which it never drops
             remaining = {a.id for a in order}
             done = []
             for a in victims:
