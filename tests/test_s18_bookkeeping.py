@@ -416,7 +416,7 @@ def test_db_init_force_builds_minnoctls_tables_again_and_records_the_set(cli, mi
 def test_the_wheel_carries_the_set_and_an_installed_copy_reads_it(tmp_path):
     # built from a copy of the sources: an in-tree build/ keeps what an earlier build put there
     source = tmp_path / "source"
-    for name in ("minnoctl", "migrations", "seeds"):
+    for name in ("minnoctl", "migrations"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
