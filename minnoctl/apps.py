@@ -494,7 +494,7 @@ def _apply(conn: "psycopg.Connection", role: str, mods: list[modules.Module], al
 def _record(conn: "psycopg.Connection", role: str, mods: list[modules.Module], allow_ddl: bool) -> None:
     from minnoctl import bookkeeping
 
-    bookkeeping.ensure(conn)  # creates the schema only when missing (0001_baseline says why)
+    bookkeeping.ensure(conn, ("app_roles",))  # created by the first app create
     conn.execute(
         f"INSERT INTO {BOOKKEEPING}.app_roles (role, modules, allow_ddl) VALUES (%s, %s, %s) "
         "ON CONFLICT (role) DO UPDATE SET modules = excluded.modules, allow_ddl = excluded.allow_ddl, "

@@ -165,7 +165,7 @@ def _write(conn: "psycopg.Connection", module: modules.Module, migration_id: str
 
     from minnoctl import bookkeeping
 
-    bookkeeping.ensure(conn)  # a database stock yoyo built has none of minnoctl's tables
+    bookkeeping.ensure(conn, ("schema_baseline",))  # created with the first baseline, or again
     fp = fingerprints(conn, [module.schema])[module.schema]
     conn.execute(
         f"INSERT INTO {BASELINE_TABLE} (module, migration_id, fingerprint) VALUES (%s, %s, %s) "

@@ -75,7 +75,7 @@ def record_environment(conn: "psycopg.Connection", environment: str, set_by: str
     """Mark the database as `environment` (db init --environment; kept through backup restore --clean)."""
     from minnoctl import bookkeeping
 
-    bookkeeping.ensure(conn)
+    bookkeeping.ensure(conn, ("settings",))
     conn.execute(
         f"INSERT INTO {BOOKKEEPING}.settings (name, value, set_by) VALUES ('environment', %s, %s) "
         "ON CONFLICT (name) DO UPDATE SET value = excluded.value, set_at = now(), set_by = excluded.set_by",

@@ -84,7 +84,7 @@ OLD_DDL = (
 )
 OLD_TABLES = {"migrations", "migration_log", "cleanup_runs", "settings", "app_roles", "schema_baseline"}
 
-ADD_COLUMN = ("-- a later change to one of minnoctl's tables, the ordinary way\n"
+ADD_COLUMN = ("-- table: cleanup_runs\n-- a later change to one of minnoctl's tables, the ordinary way\n"
               "ALTER TABLE minnoctl.cleanup_runs ADD COLUMN note text;\n")
 
 
@@ -129,8 +129,13 @@ def columns(url: str) -> dict[str, list[tuple]]:
         return out
 
 
-def shipped() -> list[str]:
-    return [f.id for f in bookkeeping.load()]
+def shipped(*tables: str) -> list[str]:
+    """The ids of the shipped files of the record, `tables` (CORE by default)."""
+    wanted = {bookkeeping.RECORD, *(tables or bookkeeping.CORE)}
+    return [f.id for f in bookkeeping.load() if f.table in wanted]
+
+
+DB_INIT = (*bookkeeping.CORE, "schema_baseline")  # what db init needs: app_roles waits for the first app create
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,32 +146,36 @@ def test_db_init_adopts_the_tables_an_older_minnoctl_created_and_records_the_set
     build_old(database)
     result = cli(*init_args(database), env=env_for(database))
     assert result.exit_code == 0, result.stderr
-    assert [r[0] for r in recorded(database)] == shipped()
-    assert recorded(database) == [(f.id, f.checksum) for f in bookkeeping.load()]
+    assert [r[0] for r in recorded(database)] == shipped(*DB_INIT)
+    assert recorded(database) == [(f.id, f.checksum) for f in bookkeeping.load() if f.id in shipped(*DB_INIT)]
     with psycopg.connect(database, autocommit=True) as conn:  # the rows it held are still there
         assert conn.execute("SELECT value FROM minnoctl.settings WHERE name = 'environment'").fetchone() == ("staging",)
         assert conn.execute("SELECT by_user FROM minnoctl.cleanup_runs").fetchall() == [("old",)]
-    # the baseline is exactly the old layout (plus its own record): a database built either way is the same
+    # the files build exactly the old layout (plus their record): a database built either way is the same
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('minnoctl.app_roles')").fetchone()[0] is None
+        assert bookkeeping.ensure(conn, ("app_roles",)) == ["0007_app_roles"]
     assert columns(migrated) == columns(database)
     assert set(columns(database)) == OLD_TABLES | {"bookkeeping_migrations"}
     again = cli(*init_args(database), env=env_for(database))
     assert again.exit_code == 0 and "nothing to do" in again.stderr
-    assert len(recorded(database)) == len(shipped())
+    assert len(recorded(database)) == len(shipped(*DB_INIT))
 
 
 def test_cleanup_and_app_create_adopt_a_database_an_older_minnoctl_migrated(cli, migrated):
     """An older minnoctl's migrated database: no record and, before any `app create`, no app_roles.
     cleanup (autocommit) and app create (inside its own transaction) each bring the tables up."""
     with psycopg.connect(migrated, autocommit=True) as conn:
-        conn.execute("DROP TABLE minnoctl.bookkeeping_migrations, minnoctl.app_roles")
+        conn.execute("DROP TABLE minnoctl.bookkeeping_migrations")
     result = cli("cleanup", env=env_for(migrated))
     assert result.exit_code == 0, result.stderr
     assert [r[0] for r in recorded(migrated)] == shipped()
     with psycopg.connect(migrated, autocommit=True) as conn:
-        conn.execute("DROP TABLE minnoctl.bookkeeping_migrations, minnoctl.app_roles")
+        assert conn.execute("SELECT to_regclass('minnoctl.app_roles')").fetchone()[0] is None
+        conn.execute("DROP TABLE minnoctl.bookkeeping_migrations")
     created = cli("app", "create", "chatbot", "--format", "json", env=env_for(migrated))
     assert created.exit_code == 0, created.stderr
-    assert [r[0] for r in recorded(migrated)] == shipped()
+    assert {"0001_bookkeeping_migrations", "0007_app_roles"} <= {r[0] for r in recorded(migrated)}
     listed = json.loads(cli("app", "list", "--format", "json", env=env_for(migrated)).stdout)
     assert [a["role"] for a in listed] == ["chatbot_app"]
 
@@ -212,8 +221,23 @@ def test_a_later_migration_adds_a_column_to_a_database_that_has_the_table(cli, m
     assert has_note(migrated)
 
 
+def test_a_table_dropped_by_hand_is_built_again_by_all_its_files(cli, migrated, later_set):
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        bookkeeping.ensure(conn, folder=later_set)
+        conn.execute("DROP TABLE minnoctl.cleanup_runs")
+        assert bookkeeping.ensure(conn, folder=later_set) == ["0004_cleanup_runs", "0900_cleanup_runs_note"]
+    assert has_note(migrated)
+    # schema_baseline, which drift records again from the live schema when it is gone
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("DROP TABLE minnoctl.schema_baseline")
+    result = cli("migrate", env=env_for(migrated))
+    assert result.exit_code == 0, result.stderr
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM minnoctl.schema_baseline").fetchone()[0] > 0
+
+
 def test_a_failing_migration_leaves_the_tables_and_the_record_as_they_were(migrated, later_set):
-    (later_set / "0901_broken.sql").write_text("ALTER TABLE minnoctl.cleanup_runs ADD COLUMN other text;\n"
+    (later_set / "0901_broken.sql").write_text("-- table: cleanup_runs\nALTER TABLE minnoctl.cleanup_runs ADD COLUMN other text;\n"
                                                "ALTER TABLE minnoctl.no_such_table ADD COLUMN x text;\n")
     with psycopg.connect(migrated, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.UndefinedTable):
@@ -358,11 +382,11 @@ def test_first_runs_at_once_on_a_fresh_database_all_succeed_and_apply_the_set_on
         assert p.returncode == 0, err
     applied_by = [out.strip() for out, _ in outputs[:len(procs)] if out.strip()]
     assert len(applied_by) <= 1  # one of them applied it, or db init or cleanup did
-    assert [r[0] for r in recorded(database)] == shipped()
+    assert [r[0] for r in recorded(database)] == shipped(*DB_INIT)
     with psycopg.connect(database, autocommit=True) as conn:
         tables = conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                               "WHERE n.nspname = 'minnoctl' AND c.relkind = 'r'").fetchone()[0]
-        assert tables == len(OLD_TABLES) + 1
+        assert tables == len(DB_INIT) + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,8 +417,8 @@ def test_rolling_back_every_module_keeps_minnoctls_own_tables(cli, migrated):
     before = recorded(migrated)
     result = cli("migrate", "rollback", "--steps", "1000", "--yes", env=env_for(migrated))
     assert result.exit_code == 0, result.stderr
-    assert recorded(migrated) == before == [(f.id, f.checksum) for f in bookkeeping.load()]
-    assert set(columns(migrated)) == OLD_TABLES | {"bookkeeping_migrations"}
+    assert [r[0] for r in recorded(migrated)] == [r[0] for r in before] == shipped(*DB_INIT)
+    assert set(columns(migrated)) == {*DB_INIT, "bookkeeping_migrations"}
     with psycopg.connect(migrated, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM minnoctl.migrations").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM minnoctl.migration_log WHERE operation = 'rollback'").fetchone()[0]
@@ -406,7 +430,7 @@ def test_rolling_back_every_module_keeps_minnoctls_own_tables(cli, migrated):
 def test_db_init_force_builds_minnoctls_tables_again_and_records_the_set(cli, migrated):
     result = cli(*init_args(migrated), "--force", env=env_for(migrated))
     assert result.exit_code == 0, result.stderr
-    assert [r[0] for r in recorded(migrated)] == shipped()
+    assert [r[0] for r in recorded(migrated)] == shipped(*DB_INIT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,5 +462,5 @@ def test_the_wheel_carries_the_set_and_an_installed_copy_reads_it(tmp_path):
                            env=dict(os.environ, PYTHONPATH=str(target)))
     assert shown.returncode == 0, shown.stderr
     path, ids = shown.stdout.split()
-    assert path.startswith(str(target)) and ids.split(",") == shipped()
+    assert path.startswith(str(target)) and ids.split(",") == [f.id for f in bookkeeping.load()]
     shutil.rmtree(target)
