@@ -10,7 +10,6 @@ from minnoctl.cli.options import DatabaseUrl, format_option
 from minnoctl.formats import FORMATS
 
 HealthFormat = format_option(("table", "json", "nagios", *[f for f in FORMATS if f not in ("table", "json")]))
-COLUMNS = ["name", "status", "value", "threshold", "hint"]
 
 
 def _names(values: Optional[list[str]], variable: str) -> list[str]:
@@ -58,6 +57,7 @@ def health(
     Example: minnoctl health --format nagios --skip slow_queries -t backup-age-warning=2d
     """
     from minnoctl.errors import UsageError
+    from minnoctl.health import nagios_line
 
     try:
         _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, fmt, database_url)
@@ -65,7 +65,7 @@ def health(
         if fmt != "nagios":
             raise
         # the plugin guidelines: bad arguments are UNKNOWN, one line on stdout, exit 3
-        typer.echo(f"MINNOCTL UNKNOWN - {exc.message}".replace("|", "/").replace("\n", " "))
+        typer.echo(nagios_line("UNKNOWN", exc.message))
         raise typer.Exit(3) from None
 
 
@@ -74,7 +74,7 @@ def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, 
 
     from minnoctl import health as logic
     from minnoctl import render
-    from minnoctl.cli import settings
+    from minnoctl.cli import context
     from minnoctl.errors import UsageError
 
     if live and ready:
@@ -83,20 +83,20 @@ def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, 
         raise UsageError(f"{'--live' if live else '--ready'} runs no other check: leave out --only, --skip, "
                          "--hints and --list")
     limits = logic.thresholds(threshold or [])
-    if list_checks:
-        render.table(logic.list_checks(limits), ["check", "module", "description", "thresholds"],
-                     fmt if fmt != "nagios" else "plain")
+    if list_checks:  # no database: the registry and the thresholds in effect
+        render.table(logic.list_checks(limits), logic.LIST_COLUMNS, fmt if fmt != "nagios" else "plain")
         return
+    ctx = context(database_url, fmt)
     if live:
-        report = logic.live(settings(database_url))
+        report = logic.live(ctx.settings)
     elif ready:
-        report = logic.ready(settings(database_url))
+        report = logic.ready(ctx.settings)
     else:
         chosen = _names(only, "MINNOCTL_HEALTH_ONLY")
         names = logic.select(chosen, _names(skip, "MINNOCTL_HEALTH_SKIP"))
         if not names:
             raise UsageError("--skip left no check to run")
-        report = logic.run(settings(database_url), limits=limits, names=names, backup_dir=backup_dir,
+        report = logic.run(ctx.settings, limits=limits, names=names, backup_dir=backup_dir,
                            asked=logic.asked_for(chosen, threshold or []))
     if report.error:
         render.error(report.error)
@@ -107,19 +107,14 @@ def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, 
             typer.echo("\n".join(sql) if sql else "-- nothing to do: no finding calls for maintenance SQL")
             print(f"minnoctl: health {report.summary()} — `minnoctl health` shows the checks", file=sys.stderr)
             raise typer.Exit(0)
-    elif fmt == "nagios":
+    elif fmt == "nagios":  # the one format of health's own
         typer.echo(report.nagios())
-    elif fmt == "json":
-        render.emit_json(report.as_dict())
-    elif not report.error:
-        render.table([c.as_dict() for c in report.checks], COLUMNS, fmt, styles={"status": _status_style})
-        if fmt in ("table", "plain"):
-            typer.echo(report.summary())
+    elif report.shown_as_rows(fmt):
+        ctx.render([c.as_dict() for c in report.checks], logic.COLUMNS, document=report.as_dict(),
+                   styles={"status": logic.status_style})
+        if report.footer(fmt):
+            typer.echo(report.footer(fmt))
     raise typer.Exit(int(report.status))
-
-
-def _status_style(value: str) -> str:
-    return {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red", "N/A": "dim"}.get(value, "magenta")
 
 
 def register(app: typer.Typer) -> None:

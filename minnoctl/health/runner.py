@@ -1,0 +1,191 @@
+"""Running the registered checks: the full report, and the liveness and readiness probes.
+
+Every check of the report runs in one read-only transaction, each statement under a statement and
+lock timeout, so a health check never writes, never waits long behind a lock, and one failing check
+(a missing privilege, a timeout) becomes that check's UNKNOWN with the reason instead of failing the
+report. The probes run their few checks (registry.probe) on the bare connection, as fast as a probe
+must be. The connect attempt is the runner's; the `connection` check reports it like any other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from minnoctl.config import Settings
+from minnoctl.errors import ConnectError
+from minnoctl.health import registry
+from minnoctl.health.report import Check, Report, Status
+from minnoctl.health.threshold import show
+
+STATEMENT_TIMEOUT = "5s"
+LOCK_TIMEOUT = "1s"
+
+
+@dataclass
+class Context:
+    """What a check gets: the connection, the settings and thresholds, and what the runner found."""
+
+    conn: Any
+    settings: Settings
+    limits: dict[str, float | None] = field(default_factory=dict)
+    backup_dir: str | None = None
+    now: dt.datetime | None = None
+    installed: set[str] = field(default_factory=set)
+    applied: dict[str, Any] = field(default_factory=dict)
+    privileged: bool = False  # superuser or a member of pg_read_all_stats (pg_monitor)
+    user: str = ""
+    asked: set[str] = field(default_factory=set)  # checks asked for by name or threshold (asked_for)
+    probe: str | None = None  # live | ready: a probe runs the check, which reports as that probe has it
+    connect_ms: float = 0.0  # the runner's connect attempt and its SELECT 1 (the connection check)
+    rtt_ms: float = 0.0
+    connect_error: ConnectError | None = None
+    _files: list[Any] | None = None
+
+    def t(self, name: str) -> float | None:
+        return self.limits[name]
+
+    @property
+    def files(self) -> list[Any]:
+        """The migration set, read once per report (migrations and duplicate_indexes use it)."""
+        if self._files is None:
+            from minnoctl import migrate
+
+            self._files = migrate.load_set()
+        return self._files
+
+    def pair(self, base: str, unit: str) -> tuple[float | None, float | None, str]:
+        warn, crit = self.limits[f"{base}-warning"], self.limits.get(f"{base}-critical")
+        text = f"warning {show(warn, unit)}" + (f", critical {show(crit, unit)}" if f"{base}-critical" in self.limits
+                                                  else "")
+        return warn, crit, text
+
+    def one(self, sql: str, args: Any = None) -> Any:
+        return self.conn.execute(sql, args).fetchone()
+
+    def all(self, sql: str, args: Any = None) -> list[Any]:
+        return self.conn.execute(sql, args).fetchall()
+
+    def needs_monitor(self, name: str) -> Check | None:
+        if self.privileged:
+            return None
+        return Check(name, Status.UNKNOWN, value="cannot see other users' sessions",
+                     hint=f"needs pg_monitor: GRANT pg_monitor TO {self.user}")
+
+
+def _target(settings: Settings) -> str:
+    return settings.display_url() if not settings.embedded else f"embedded PostgreSQL in {settings.minno_home}"
+
+
+def _connect(settings: Settings, probe: str | None) -> tuple[Any, Context]:
+    """The connect attempt and the round trip of SELECT 1, in the context the checks get; on a
+    ConnectError no connection, and the context says why."""
+    from minnoctl.connection import connect
+
+    started = time.perf_counter()
+    try:
+        conn = connect(settings, autocommit=True)
+    except ConnectError as exc:
+        return None, Context(None, settings, probe=probe, connect_error=exc)
+    connect_ms = (time.perf_counter() - started) * 1000
+    t0 = time.perf_counter()
+    conn.execute("SELECT 1").fetchone()
+    return conn, Context(conn, settings, probe=probe, connect_ms=connect_ms,
+                         rtt_ms=(time.perf_counter() - t0) * 1000)
+
+
+def _unreachable(ctx: Context) -> Report:
+    """The report of a server that did not answer: the connection check alone, CRITICAL."""
+    failed = registry.by_name()["connection"].run(ctx)
+    return Report([failed], _target(ctx.settings), error=failed.hint)
+
+
+def _probe(settings: Settings, name: str) -> Report:
+    conn, ctx = _connect(settings, name)
+    if conn is None:
+        return _unreachable(ctx)
+    with conn:
+        if name == "ready":
+            from minnoctl import migrate
+
+            ctx.applied = migrate.read_applied(conn)
+        checks = [spec.run(ctx) for spec in registry.probe(name)]
+    return Report(checks, _target(settings))
+
+
+def live(settings: Settings) -> Report:
+    """Connect, run SELECT 1, report the server version and the round-trip time."""
+    return _probe(settings, "live")
+
+
+def ready(settings: Settings) -> Report:
+    """For readiness probes: connected, not in recovery, initialised with no pending migration or drift."""
+    return _probe(settings, "ready")
+
+
+def run(settings: Settings, *, limits: dict[str, float | None] | None = None, names: list[str] | None = None,
+        backup_dir: str | None = None, asked: set[str] | frozenset[str] = frozenset()) -> Report:
+    """Every check (or `names`), one row each; a check that cannot look is UNKNOWN with the reason."""
+    import psycopg
+
+    from minnoctl import migrate
+    from minnoctl.health.threshold import thresholds
+
+    limits = thresholds() if limits is None else limits
+    specs = registry.by_name()
+    names = list(specs) if names is None else names
+    conn, ctx = _connect(settings, None)
+    ctx.limits = limits
+    if conn is None:
+        return _unreachable(ctx)
+    checks: list[Check] = []
+    with conn:
+        # One read-only transaction, its timeouts SET LOCAL, each check in a savepoint: a health
+        # check never writes, changes nothing of the session (through PgBouncer in transaction mode
+        # a plain SET would stay on a pooled server connection for the application), and one
+        # failing check rolls back to its savepoint instead of ending the report.
+        conn.execute("BEGIN READ ONLY")
+        conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
+        conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        ctx.user, ctx.privileged, ctx.now = conn.execute(
+            "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+            "OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), now()").fetchone()
+        ctx.applied = migrate.read_applied(conn)
+        ctx.installed = migrate.installed_modules(ctx.applied)
+        ctx.backup_dir, ctx.asked = backup_dir, set(asked)
+        for name in names:
+            spec = specs[name]
+            if spec.owner and not any(m in ctx.installed for m in spec.owner):
+                checks.append(Check(name, Status.OK, f"skipped: the {' / '.join(spec.owner)} module is not "
+                                    "installed", ""))
+                continue
+            checks.append(_run_one(ctx, spec, psycopg))
+        conn.execute("ROLLBACK")
+    return Report(checks, _target(settings))
+
+
+def _run_one(ctx: Context, spec: registry.CheckSpec, psycopg: Any) -> Check:
+    from minnoctl.connection import first_line
+
+    try:
+        ctx.conn.execute("SAVEPOINT health_check")
+        check = spec.run(ctx)
+        ctx.conn.execute("RELEASE SAVEPOINT health_check")
+        return check
+    except psycopg.errors.QueryCanceled:
+        return Check(spec.name, Status.UNKNOWN, f"timed out after {STATEMENT_TIMEOUT}", "",
+                     "the server is busy, or a lock is held on a catalog: run it again, or --skip it")
+    except psycopg.errors.LockNotAvailable:
+        return Check(spec.name, Status.UNKNOWN, f"waited more than {LOCK_TIMEOUT} for a lock", "",
+                     "a DDL statement holds a lock on a table it reads: run it again")
+    except psycopg.errors.InsufficientPrivilege as exc:
+        return Check(spec.name, Status.UNKNOWN, "permission denied", "",
+                     f"{first_line(str(exc))} — grant {ctx.user} pg_monitor, or read access to the module's tables")
+    except psycopg.Error as exc:
+        return Check(spec.name, Status.UNKNOWN, f"could not check: {first_line(str(exc))}", "", "")
+    finally:
+        if ctx.conn.info.transaction_status == 3:  # INERROR: back to the check's savepoint
+            ctx.conn.execute("ROLLBACK TO SAVEPOINT health_check")
+
