@@ -1131,12 +1131,47 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
 NEW_NAME_MAX = 80  # `migrate new NAME`: the file name stays short on every file system
 
 
+def _start_set(root: Path, module: str) -> None:
+    """`migrate new` into a MINNOCTL_MIGRATIONS_DIR that does not exist yet starts a migration set
+    there (as it did before module folders): the folders of `module` and of the modules it depends
+    on, with their entries (module.toml, retention SQL, seed data, health checks) copied from the
+    packaged set and none of its migrations, so the new set is a valid one from its first file."""
+    import shutil
+
+    from minnoctl.render_text import shown
+
+    packaged = modules.read(resources.migrations(), "minnoctl/migrations")
+    if module not in packaged.by_name:
+        raise UsageError(f"unknown module {shown(module)} — the modules are: {', '.join(packaged.by_name)}")
+    wanted: list[str] = []
+
+    def add(name: str) -> None:
+        if name not in wanted:
+            wanted.append(name)
+            for dep in packaged.by_name[name].depends:
+                add(dep)
+
+    add(module)
+    for name in wanted:
+        with resources.migrations_path(packaged.by_name[name].migrations_folder) as source:
+            target = root / name
+            target.mkdir(parents=True, exist_ok=True)
+            for item in Path(source).iterdir():
+                if item.is_dir() and item.name != "__pycache__":
+                    shutil.copytree(item, target / item.name, ignore=shutil.ignore_patterns("__pycache__"))
+                elif item.suffix not in (".sql", ".py"):
+                    shutil.copy2(item, target / item.name)
+
+
 def new_migration(name: str, module: str, folder: Path | None = None) -> tuple[Path, Path]:
     """Write the next numbered file pair of `module`; returns their paths."""
     from minnoctl import resources
 
     from minnoctl.render_text import shown
 
+    root, found = migrations_root()
+    if folder is None and found == "MINNOCTL_MIGRATIONS_DIR" and not root.exists():
+        _start_set(root, module)
     mod = modules.get(module)
     # the name becomes the file name and the file's first comment line: one printable line, bounded
     if not name.isprintable():
@@ -1149,7 +1184,6 @@ def new_migration(name: str, module: str, folder: Path | None = None) -> tuple[P
     if not slug:
         raise UsageError(f"{shown(name)} gives an empty file name — use letters and digits, e.g. add_user_index")
     if folder is None:
-        root, _ = migrations_root()
         if root is not None:
             folder = root / mod.migrations_folder
         else:
