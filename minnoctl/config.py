@@ -653,8 +653,13 @@ def report(settings: Settings, env: Mapping[str, str] | None = None, cwd: Path |
     """Every setting minnoctl reads, with its value and source (default, a variable, `.env: NAME`,
     an option); secrets masked: a password shows as ****, a master key only as its fingerprint."""
     from minnoctl import resources
-    from minnoctl.health import THRESHOLDS
+    from minnoctl.health import registry as health_registry
     from minnoctl.safety import PRODUCTION_ENV_VARS
+
+    try:
+        THRESHOLDS = tuple(health_registry.thresholds().values())
+    except ConfigError:  # an unreadable MINNOCTL_MIGRATIONS_DIR: shown below as it is, with the core thresholds
+        THRESHOLDS = tuple(health_registry.core_thresholds().values())
 
     look = environment(env, cwd)
 

@@ -171,6 +171,13 @@ def thresholds() -> dict[str, Threshold]:
     return {t.name: t for s in registered() for t in s.thresholds}
 
 
+def core_thresholds() -> dict[str, Threshold]:
+    """The thresholds of the core checks alone (no migration set read): for `config show` when the
+    configured set cannot be read, which it reports as a setting of its own."""
+    _load_core()
+    return {t.name: t for s in sorted(_core.values(), key=lambda s: (s.order, s.name)) for t in s.thresholds}
+
+
 def select(only: list[str] = (), skip: list[str] = ()) -> list[str]:
     """The checks to run, in report order; names may use - or _ and come comma-separated."""
     known = by_name()
