@@ -459,7 +459,7 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
            chosen: list[modules.Module] | None = None, label: str | None = None,
            progress: Callable[[int], None] | None = None) -> Created:
 
-    from minnoctl.connection import connect, server_version
+    from minnoctl.connection import server_version, session
 
     if fmt not in FORMATS:
         raise UsageError(f"--format {shown(fmt)} is not one of: {', '.join(FORMATS)}")
@@ -472,7 +472,7 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
     sweep_partials(folder)
     schemas = [m.schema for m in modules.with_dependencies(chosen)] if chosen else None
 
-    with connect(settings, autocommit=True) as conn:  # an unreachable server fails here, before any file
+    with session(settings, "backup") as conn:  # an unreachable server fails here, before any file
         version = server_version(conn)
         major = conn.info.server_version // 10000
         dump = find_tool("pg_dump", major)
@@ -617,9 +617,9 @@ def identity(conn: "psycopg.Connection") -> Identity:
 
 
 def identity_of(settings: "Settings") -> Identity:
-    from minnoctl.connection import connect
+    from minnoctl.connection import session
 
-    with connect(settings, autocommit=True) as conn:
+    with session(settings, "backup") as conn:
         return identity(conn)
 
 
@@ -816,11 +816,11 @@ def verify(settings: "Settings | None", text: str, *, restore_test: bool = False
 
 
 def _admin(settings: "Settings"):
-    from minnoctl.connection import connect
+    from minnoctl.connection import open_session
 
     for maintenance in ("postgres", "template1"):
         try:
-            return connect(settings, dbname=maintenance, autocommit=True)
+            return open_session(settings, "backup", dbname=maintenance)
         except MinnoctlError as exc:
             last = exc
     raise last
@@ -1036,11 +1036,11 @@ def _decompress_into(unzip_args: list[str], psql_args: list[str], env: dict[str,
 
 
 def _compare_rows(settings: "Settings", dbname: str, manifest: dict[str, Any]) -> tuple[int, list[str]]:
-    from minnoctl.connection import connect
+    from minnoctl.connection import session
 
     expected = manifest.get("rows") or {}
     mismatches = []
-    with connect(settings, dbname=dbname, autocommit=True) as conn:
+    with session(settings, "backup", dbname=dbname) as conn:
         for table, rows in expected.items():
             schema, name = table.split(".", 1)
             if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{name}"',)).fetchone()[0] is None:
@@ -1071,14 +1071,14 @@ def restore(settings: "Settings", text: str, *, into: str | None = None, clean: 
     restored into a temporary database, renamed to its name only when whole: a killed run leaves
     only that temporary database, which the next run drops (sweep_temporary)."""
     from minnoctl import migrate
-    from minnoctl.connection import connect
+    from minnoctl.connection import session
     from minnoctl.safety import production_reason
 
     if clean and into is not None:
         raise UsageError("--clean restores over the configured database; leave --into out")
     if into is not None:
         check_database_name(into)
-    with connect(settings, autocommit=True) as conn:
+    with session(settings, "backup") as conn:
         owner = identity(conn)
         reason = production_reason(conn) if clean else None
         marked = migrate.recorded_environment(conn) if clean else None
@@ -1124,10 +1124,10 @@ def _rebaseline(settings: "Settings", dbname: str | None = None) -> None:
     import psycopg
 
     from minnoctl import drift
-    from minnoctl.connection import connect
+    from minnoctl.connection import session
 
     try:
-        with connect(settings, autocommit=True, **({"dbname": dbname} if dbname else {})) as conn:
+        with session(settings, "backup", dbname=dbname) as conn:
             drift.rebaseline(conn)
     except (psycopg.Error, MinnoctlError) as exc:
         reason = exc.message if isinstance(exc, MinnoctlError) else str(exc).strip().splitlines()[0]
@@ -1143,9 +1143,9 @@ def _keep_mark(settings: "Settings", marked: str) -> None:
     import getpass
 
     from minnoctl import migrate
-    from minnoctl.connection import connect
+    from minnoctl.connection import session
 
-    with connect(settings, autocommit=True) as conn:
+    with session(settings, "backup") as conn:
         if migrate.recorded_environment(conn) != marked:
             with conn.transaction():
                 migrate.record_environment(conn, marked, f"{getpass.getuser()}@{socket.gethostname()} (kept "

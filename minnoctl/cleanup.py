@@ -261,8 +261,7 @@ def run(conn: "psycopg.Connection", plans: list[Plan], *, dry_run: bool = False,
     started = time.monotonic()
     deadline = started + max_runtime if max_runtime else None
     result = RunResult(dry_run)
-    conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("cleanup"),))
-    conn.execute("SET TimeZone = 'UTC'")
+    in_utc(conn)
     cutoffs: dict[str, Any] = {}
     with locks.advisory_lock(conn, "cleanup", timeout_s=0):
         # a dry run writes nothing, not even its record: it works on a standby and for a role that may
@@ -355,9 +354,16 @@ def _run_task(conn: "psycopg.Connection", p: Plan, cutoff: Any, tr: TaskResult, 
     tr.oldest_overdue = count_due(conn, p, cutoff)[2] if tr.status == "partial" else None
 
 
+def in_utc(conn: "psycopg.Connection") -> None:
+    """Cleanup compares the applications' UTC timestamps with its cut-offs in UTC (see the module
+    docstring): the session's time zone, for the caller's connection (cleanup runs on the one the
+    caller opened, connection.session() for the CLI)."""
+    conn.execute("SELECT set_config('TimeZone', 'UTC', false)")
+
+
 def list_tasks(conn: "psycopg.Connection", plans: list[Plan]) -> list[dict[str, Any]]:
     """Each task, its policy and how many rows are due now."""
-    conn.execute("SET TimeZone = 'UTC'")
+    in_utc(conn)
     out = []
     for p in plans:
         row = {"task": p.task.name, "module": p.module.name, "action": p.task.action, "policy": p.policy,

@@ -138,34 +138,57 @@ def connect(
     *,
     dbname: str | None = None,
     autocommit: bool = False,
+    application_name: str | None = None,
 ) -> "psycopg.Connection":
-    """Open a connection to the configured database (or to `dbname` on the same server)."""
+    """Open a connection to the configured database (or to `dbname` on the same server).
+    `application_name`: the session's name, sent when connecting (a startup parameter, not a SET:
+    a pooler keeps it with this client's connection)."""
     import psycopg
 
     settings = settings or load_settings()
     params = resolve(settings)
     kwargs = connect_kwargs(settings, params, dbname=dbname)
+    if application_name:
+        kwargs["application_name"] = application_name
     try:
         return psycopg.connect(autocommit=autocommit, prepare_threshold=None, **kwargs)
     except psycopg.OperationalError as exc:
         raise classify(exc, kwargs, settings) from None
 
 
-@contextmanager
-def session(settings: Settings, purpose: str | None = None, *, dbname: str | None = None, autocommit: bool = True,
-            lock: str | None = None, lock_timeout: float = 0.0,
-            lock_option: str | None = None) -> Iterator["psycopg.Connection"]:
-    """A working session for one command (Context.session): connected; its application_name names
-    the holder (`minnoctl <purpose> pid=… host=…`) when `purpose` is given, so a second run can say
-    who holds a lock; minnoctl's advisory lock `lock` held for the block when given; closed at the
-    end, which ends every session-level setting and lock with it (behind a pooler too: the
-    connection is never handed back with minnoctl's state on it)."""
+def open_session(settings: Settings, purpose: str | None = None, *, dbname: str | None = None,
+                 autocommit: bool = True, time_zone: str | None = None) -> "psycopg.Connection":
+    """A connection with minnoctl's session settings, for a caller that keeps it open beyond one
+    block (the migration runner, a rotation): named after `purpose` (`minnoctl <purpose> pid=…
+    host=…`, so a second run can say who holds a lock), sent as the startup application_name;
+    `time_zone` set for the session (cleanup compares the application's UTC timestamps in UTC).
+    The one place a command's session is set up; the caller closes it."""
     from minnoctl import locks
 
-    conn = connect(settings, dbname=dbname, autocommit=True)
+    conn = connect(settings, dbname=dbname, autocommit=True,
+                   application_name=locks.holder_name(purpose) if purpose else None)
     try:
-        if purpose:
-            conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name(purpose),))
+        if time_zone is not None:
+            conn.execute("SELECT set_config('TimeZone', %s, false)", (time_zone,))
+        conn.autocommit = autocommit
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def session(settings: Settings, purpose: str | None = None, *, dbname: str | None = None, autocommit: bool = True,
+            lock: str | None = None, lock_timeout: float = 0.0, lock_option: str | None = None,
+            time_zone: str | None = None) -> Iterator["psycopg.Connection"]:
+    """A working session for one command (Context.session): open_session()'s connection, with
+    minnoctl's advisory lock `lock` held for the block when given; closed at the end, which ends
+    every session-level setting and lock with it (behind a pooler too: the connection is never
+    handed back with minnoctl's state on it)."""
+    from minnoctl import locks
+
+    conn = open_session(settings, purpose, dbname=dbname, time_zone=time_zone)
+    try:
         if not autocommit:
             conn.autocommit = False
         if lock is None:

@@ -433,10 +433,10 @@ def verify(settings: Any) -> tuple[Any, SchemaReport]:
     """`migrate verify`: the file drift (migrate.Plan) and the live-schema drift, read on one
     connection without any lock and without writing."""
     from minnoctl import migrate
-    from minnoctl.connection import connect
+    from minnoctl.connection import session
 
     files = migrate.load_set()
-    with connect(settings, autocommit=True) as conn:
+    with session(settings, "migrate-verify") as conn:
         plan = migrate.make_plan(conn, files, None)
         return plan, check(conn, sorted(migrate.installed_modules(plan.applied)))
 

@@ -57,10 +57,16 @@ def advisory_lock(conn: "psycopg.Connection", purpose: str, timeout_s: float,
     key = KEYS[purpose]
     deadline = time.monotonic() + max(0.0, timeout_s)
     delay = 0.05
+    # the session carries the holder's name while it holds the lock, so a refused run can name it
+    # (describe_holder); the name it had comes back with the lock's release
+    name = holder_name(purpose)
+    before = conn.execute("SELECT current_setting('application_name'), set_config('application_name', %s, false)",
+                          (name,)).fetchone()[0]
     while True:
         if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (NAMESPACE, key)).fetchone()[0]:
             break
         if time.monotonic() >= deadline:
+            conn.execute("SELECT set_config('application_name', %s, false)", (before,))
             advice = f", or raise {option}" if option else " and run this again"
             raise LockHeldError(
                 f"the {purpose} lock is held by {describe_holder(conn, purpose)} — wait for it to finish"
@@ -73,7 +79,8 @@ def advisory_lock(conn: "psycopg.Connection", purpose: str, timeout_s: float,
     finally:
         if not conn.closed:
             try:
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (NAMESPACE, key))
+                conn.execute("SELECT pg_advisory_unlock(%s, %s), set_config('application_name', %s, false)",
+                             (NAMESPACE, key, before))
             except Exception:  # the session is going away: the server releases the lock itself
                 pass
 

@@ -340,10 +340,10 @@ class _BlockerWatch:
         self._thread.start()
 
     def _loop(self, settings: "Settings", pid: int) -> None:
-        from minnoctl.connection import connect
+        from minnoctl.connection import session
 
         try:
-            with connect(settings, autocommit=True) as conn:
+            with session(settings, "migrate-watch") as conn:
                 while not self._stop.is_set():
                     rows = conn.execute(
                         "SELECT a.pid, a.usename, a.application_name, a.state, a.query FROM pg_stat_activity a "
@@ -403,10 +403,9 @@ class Runner:
         self.yoyo_ready: bool | None = None  # yoyo's tables writable (None: not looked at yet; see adopt)
 
     def open(self, **kwargs: Any) -> "psycopg.Connection":
-        from minnoctl.connection import connect
+        from minnoctl.connection import open_session
 
-        conn = connect(self.settings, autocommit=True, **kwargs)
-        conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("migrate"),))
+        conn = open_session(self.settings, "migrate", **kwargs)
         if conn.info.server_version >= 140000:
             # a killed minnoctl's backend notices within a second, even inside a long statement
             conn.execute("SET client_connection_check_interval = '1s'")
@@ -797,10 +796,10 @@ def _create_extensions(runner: Runner, names: list[str]) -> list[str]:
 def plan_only(settings: "Settings", chosen: list[modules.Module] | None = None,
               files: list[MigrationFile] | None = None) -> Plan:
     """The plan, read without any lock and without writing anything (status, --dry-run, verify)."""
-    from minnoctl.connection import connect
+    from minnoctl.connection import session
 
     files = load_set() if files is None else files
-    with connect(settings, autocommit=True) as conn:
+    with session(settings, "migrate-plan") as conn:
         return make_plan(conn, files, chosen)
 
 
@@ -911,7 +910,7 @@ def _create_database(settings: "Settings", selected: list[modules.Module]) -> bo
     created it meanwhile."""
     import psycopg
 
-    from minnoctl.connection import connect
+    from minnoctl.connection import session
     from minnoctl.errors import ConnectError
 
     params = settings.params
@@ -922,7 +921,7 @@ def _create_database(settings: "Settings", selected: list[modules.Module]) -> bo
     last: Exception | None = None
     for maintenance in ("postgres", "template1"):
         try:
-            with connect(settings, dbname=maintenance, autocommit=True) as conn:
+            with session(settings, "db-init", dbname=maintenance) as conn:
                 allowed = conn.execute(
                     "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user").fetchone()[0]
                 _check_available(conn, selected)

@@ -529,7 +529,6 @@ def load(conn: "psycopg.Connection", target: Target, kek: "crypto.MasterKey | No
     check_scenario(scenario)
     files = [read_file(m, scenario) for m in target.seeded]  # every file parsed before anything changes
     result = LoadResult([m.name for m in target.seeded], scenario)
-    conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("seed"),))
     with locks.advisory_lock(conn, "seed", lock_timeout, option="--lock-timeout"):
         ring = None
         try:
@@ -874,7 +873,6 @@ def scale(conn: "psycopg.Connection", n: int, random_seed: int, chosen: list[mod
         raise UsageError("--scale must be at least 1")
     started = time.monotonic()
     result = ScaleResult(random_seed)
-    conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("seed"),))
     with locks.advisory_lock(conn, "seed", lock_timeout, option="--lock-timeout"):
         try:
             with conn.transaction():

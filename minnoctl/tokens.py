@@ -145,8 +145,7 @@ def _bounded_wait(conn: "psycopg.Connection") -> None:
 @contextmanager
 def keyring_lock(conn: "psycopg.Connection") -> Iterator[None]:
     """The one lock of every key change (rotate, rotate --master, retire), taken at once or
-    LockHeldError; the session carries the holder's name so the refused run can name it."""
-    conn.execute("SELECT set_config('application_name', %s, false)", (locks.holder_name("token-rotate"),))
+    LockHeldError (the lock names its holder, so the refused run can name it)."""
     with locks.advisory_lock(conn, "token-rotate", timeout_s=0):
         yield
 
@@ -524,11 +523,11 @@ class RotateResult:
 def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 1000, max_runtime: float | None = None,
            dry_run: bool = False, progress: Callable[[str, int, int], None] | None = None) -> RotateResult:
     """Rotate the data key and re-encrypt every encrypted field (see the module docstring)."""
-    from minnoctl.connection import connect
+    from minnoctl.connection import open_session
 
     started = time.monotonic()
     deadline = started + max_runtime if max_runtime else None
-    conn = connect(settings, autocommit=True)
+    conn = open_session(settings, "token-rotate")
     try:
         _require_core(conn)
         with keyring_lock(conn):

@@ -82,11 +82,11 @@ def _target(settings: Settings) -> str:
 def _connect(settings: Settings, probe: str | None) -> tuple[Any, Context]:
     """The connect attempt and the round trip of SELECT 1, in the context the checks get; on a
     ConnectError no connection, and the context says why."""
-    from minnoctl.connection import connect
+    from minnoctl.connection import open_session
 
     started = time.perf_counter()
     try:
-        conn = connect(settings, autocommit=True)
+        conn = open_session(settings, "health")
     except ConnectError as exc:
         return None, Context(None, settings, probe=probe, connect_error=exc)
     connect_ms = (time.perf_counter() - started) * 1000
