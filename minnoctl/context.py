@@ -64,14 +64,16 @@ class Context:
 
     @contextmanager
     def session(self, purpose: str | None = None, *, dbname: str | None = None, autocommit: bool = True,
-                lock: str | None = None, lock_timeout: float = 0.0) -> Iterator["psycopg.Connection"]:
-        """A working session: connected, named after `purpose` (so a lock's holder can be named),
-        holding minnoctl's advisory lock `lock` (locks.KEYS) for the whole block when given; closed
-        at the end, which ends every session setting and lock with it."""
+                lock: str | None = None, lock_timeout: float = 0.0,
+                time_zone: str | None = None) -> Iterator["psycopg.Connection"]:
+        """A working session: connected, named after `purpose` (`minnoctl <purpose> pid=… host=…`
+        in pg_stat_activity, and as a lock's holder), in `time_zone` when given, holding minnoctl's
+        advisory lock `lock` (locks.KEYS) for the whole block when given; closed at the end, which
+        ends every session setting and lock with it (connection.session)."""
         from minnoctl import connection
 
         with connection.session(self.settings, purpose, dbname=dbname, autocommit=autocommit,
-                                lock=lock, lock_timeout=lock_timeout) as conn:
+                                lock=lock, lock_timeout=lock_timeout, time_zone=time_zone) as conn:
             yield conn
 
     # -- output ---------------------------------------------------------------------------
@@ -81,6 +83,12 @@ class Context:
         from minnoctl import render
 
         render.table(rows, columns, fmt or self.fmt, document=document, **options)
+
+    def show(self, result: Any) -> None:
+        """Show a command's render.Result in the invocation's format."""
+        from minnoctl import render
+
+        render.show(result, self.fmt)
 
     def note(self, message: str) -> None:
         """A note on stderr (left out with --quiet)."""

@@ -16,8 +16,9 @@ import logging
 import os
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from minnoctl.formats import FORMATS, TABULATE_FORMATS  # noqa: F401  (re-exported)
 
@@ -311,6 +312,80 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+@dataclass
+class Result:
+    """What a command shows on stdout, for show() to turn into the chosen format. A command builds
+    one and hands it over; the formats' differences live here, not in the commands.
+
+    - rows/columns: the table (table, plain, simple, csv, tsv, the tabulate formats);
+    - document: what JSON prints when it has a richer documented shape than the rows;
+    - value: what `--format plain` prints alone, for `X=$(minnoctl ... --format plain)`;
+    - cells: column -> function giving its text in every format but JSON (which keeps the value);
+    - before: tables shown first in the text formats (JSON carries them in `document`);
+    - listing: (rule, comment, SQL) blocks: in a terminal table each SQL highlighted under its rule,
+      in place of the table; in table/plain/simple after the table, each after a `-- comment` line;
+    - text: False when the text formats show nothing (an empty result: the stderr note says it);
+    - nagios: the one line of `--format nagios` (health); a result without one shows plain there;
+    - footer: a line after the table in the text formats."""
+
+    rows: Sequence[dict[str, Any]] = ()
+    columns: Sequence[str] = ()
+    document: Any = None
+    value: Any = None
+    cells: dict[str, Callable[[Any], str]] | None = None
+    before: Sequence["Result"] = ()
+    listing: Sequence[tuple[str, str, str]] = ()
+    title: str | None = None
+    styles: dict[str, Any] | None = None
+    text: bool = True
+    nagios: str | None = None
+    footer: str | None = None
+
+
+def show(result: Result, fmt: str = "table", out: Any = None) -> None:
+    """Render a command's Result in `fmt` (see Result for what each field does in which format)."""
+    out = out or sys.stdout
+    if fmt == "nagios":
+        if result.nagios is not None:
+            out.write(result.nagios + "\n")
+            return
+        fmt = "plain"
+    if fmt == "json":
+        table(result.rows, result.columns, "json", document=result.document, out=out)
+        return
+    if fmt == "plain" and result.value is not None:
+        out.write(f"{text(result.value)}\n")
+        return
+    if not result.text:
+        return
+    rows = result.rows
+    if result.cells:
+        rows = [{c: (result.cells[c](v) if c in result.cells and v is not None else v) for c, v in row.items()}
+                for row in rows]
+    for part in result.before:
+        show(part, fmt, out)
+    if result.listing and fmt == "table" and is_terminal(out):
+        _rich_listing(result.listing)
+    else:
+        table(rows, result.columns, "simple" if result.listing and fmt == "table" else fmt, title=result.title,
+              styles=result.styles, out=out)
+        if result.listing and fmt in ("table", "plain", "simple"):
+            for _rule, comment, sql in result.listing:
+                out.write(f"\n-- {comment}\n{sql.rstrip()}\n")
+    if result.footer:
+        out.write(result.footer + "\n")
+
+
+def _rich_listing(listing: Sequence[tuple[str, str, str]]) -> None:
+    from rich.markup import escape
+    from rich.syntax import Syntax
+
+    printer = console()
+    for rule, _comment, sql in listing:
+        printer.rule(escape(rule))
+        printer.print(Syntax(sql, "sql", theme="ansi_dark", background_color="default", word_wrap=True))
 
 
 def records(rows: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:

@@ -17,12 +17,10 @@ CREATE_COLUMNS = ["role", "modules", "search_path", "url", "env_file", "password
 LIST_COLUMNS = ["role", "modules", "search_path", "allow_ddl", "status", "missing", "extra"]
 
 
-def _connect(database_url: str | None):
-    from minnoctl.cli import settings
-    from minnoctl.connection import connect
+def _context(database_url: str | None, fmt: str):
+    from minnoctl.cli import context
 
-    s = settings(database_url)
-    return s, connect(s, autocommit=True)
+    return context(database_url, fmt)
 
 
 def _read_password() -> str:
@@ -73,12 +71,13 @@ def create(
     if role is not None:
         apps.check_role_name(role)  # before anything connects
     password = _read_password() if password_stdin else None
-    s, conn = _connect(database_url)
-    with conn:
+    ctx = _context(database_url, fmt)
+    with ctx.session("app-create") as conn:
         created = apps.create(conn, module or [], role=role, password=password, new_password=new_password,
-                              env_file=Path(env_file) if env_file is not None else None, allow_ddl=allow_ddl, sslmode=s.params.get("sslmode"))
+                              env_file=Path(env_file) if env_file is not None else None, allow_ddl=allow_ddl,
+                              sslmode=ctx.settings.params.get("sslmode"))
     records = [c.record() for c in created]
-    render.table(records, CREATE_COLUMNS, fmt, document=records)
+    ctx.show(render.Result(records, CREATE_COLUMNS, document=records))
 
 
 @app_app.command("list")
@@ -91,12 +90,12 @@ def list_(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
     from minnoctl import apps, render
     from minnoctl.errors import ExitCode
 
-    _s, conn = _connect(database_url)
-    with conn:
+    ctx = _context(database_url, fmt)
+    with ctx.session("app-list") as conn:
         listed = apps.list_roles(conn)
     records = [item.record() for item in listed]
-    render.table(records, LIST_COLUMNS, fmt, document=records,
-                 styles={"status": lambda v: "green" if v == "complete" else "red"})
+    ctx.show(render.Result(records, LIST_COLUMNS, document=records,
+                           styles={"status": lambda v: "green" if v == "complete" else "red"}))
     if any(item.status != "complete" for item in listed):
         raise typer.Exit(int(ExitCode.FAILURE))
 
@@ -117,11 +116,11 @@ def drop(
     from minnoctl import apps, render
 
     apps.check_role_name(role)
-    s, conn = _connect(database_url)
-    with conn:
+    ctx = _context(database_url, fmt)
+    with ctx.session("app-drop") as conn:
         result = apps.drop(conn, role, approve=lambda: confirm(
-            f"Revoke every privilege of role {role} in {s.label()} and drop it?", yes))
-    render.table([result.record()], ["role", "revoked", "dropped", "note"], fmt)
+            f"Revoke every privilege of role {role} in {ctx.settings.label()} and drop it?", yes))
+    ctx.show(render.Result([result.record()], ["role", "revoked", "dropped", "note"]))
 
 
 def register(app: typer.Typer) -> None:

@@ -22,10 +22,14 @@ All = Annotated[bool, typer.Option("--all", help="Every database's backups in th
 
 
 
-def _settings(database_url: str | None):
-    from minnoctl.cli import settings
+def _context(database_url: str | None, fmt: str = "table"):
+    from minnoctl.cli import context
 
-    return settings(database_url)
+    return context(database_url, fmt)
+
+
+def _settings(database_url: str | None):
+    return _context(database_url).settings
 
 
 @backup_app.command("create")
@@ -60,10 +64,11 @@ def create(
     if out not in render.FORMATS:
         raise UsageError(f"unknown --output-format {shown(out)} — use one of: {', '.join(render.FORMATS)}")
     chosen = registry.parse_list(modules)
+    ctx = _context(database_url, out)
     bar = render.progress_bar("bytes")
     try:
         with backup.stopping_on_signals("backup create", "a backup is whole or absent: no half-written one is kept"):
-            made = backup.create(_settings(database_url), output_dir=output_dir, fmt=fmt_, jobs=jobs,
+            made = backup.create(ctx.settings, output_dir=output_dir, fmt=fmt_, jobs=jobs,
                                  compress=compress, schema_only=schema_only, data_only=data_only, chosen=chosen,
                                  label=label, progress=(lambda n: bar.update("pg_dump", n)) if bar else None)
     finally:
@@ -72,7 +77,7 @@ def create(
     m = made.manifest
     row = {"file": str(made.path), "format": m["format"], "compress": m["compress"], "size_bytes": m["size"],
            "tables": len(m["rows"]), "rows": sum(m["rows"].values()), "sha256": m["sha256"]}
-    render.table([row], list(row), out, document={**m, "file": str(made.path)})
+    ctx.show(render.Result([row], list(row), document={**m, "file": str(made.path)}))
 
 
 @backup_app.command("list")
@@ -85,9 +90,11 @@ def list_(output_dir: OutputDir = None, fmt: Format = "table", all_: All = False
     """
     from minnoctl import backup, render
 
-    owner = None if all_ else backup.identity_of(_settings(database_url))
-    render.table(backup.list_backups(output_dir, owner), ["file", "created_at", "size_bytes", "format", "label",
-                                                          "database", "verified_at", "restore_tested_at", "status"], fmt)
+    ctx = _context(database_url, fmt)
+    owner = None if all_ else backup.identity_of(ctx.settings)
+    ctx.show(render.Result(backup.list_backups(output_dir, owner), ["file", "created_at", "size_bytes", "format",
+                                                                    "label", "database", "verified_at",
+                                                                    "restore_tested_at", "status"]))
 
 
 @backup_app.command("verify")
@@ -172,14 +179,15 @@ def prune(
     """
     from minnoctl import backup, render
 
-    owner = None if all_ else backup.identity_of(_settings(database_url))
+    ctx = _context(database_url, fmt)
+    owner = None if all_ else backup.identity_of(ctx.settings)
     kept, deleted = backup.prune_plan(output_dir, keep_last, keep_days, owner)
     rows = [{"file": r["file"], "created_at": r["created_at"], "database": r["database"], "action": action}
             for action, chosen in (("delete", deleted), ("keep", kept)) for r in chosen]
     if deleted and not dry_run:
         confirm(f"Delete {len(deleted)} backup(s)?", yes)
         backup.prune(output_dir, deleted)
-    render.table(rows, ["file", "created_at", "database", "action"], fmt)
+    ctx.show(render.Result(rows, ["file", "created_at", "database", "action"]))
     _note("%s %d backup(s), kept %d", "would delete" if dry_run else "deleted", len(deleted), len(kept))
 
 

@@ -46,20 +46,18 @@ def cleanup(
 
     from minnoctl import cleanup as logic
     from minnoctl import render
-    from minnoctl.cli import settings
-    from minnoctl.connection import connect
-
-    from minnoctl.cli import _state
+    from minnoctl.cli import _state, context
 
     quiet = quiet or _state.quiet  # the same option before or after the command
     if quiet:
         logging.getLogger("minnoctl").setLevel(logging.WARNING)
     ages = logic.parse_ages(older_than or [])
-    with connect(settings(database_url), autocommit=True) as conn:
+    ctx = context(database_url, fmt)
+    with ctx.session("cleanup", time_zone="UTC") as conn:
         plans = logic.plan(conn, only=only or [], skip=skip or [], ages=ages)
         if list_tasks:
             rows = logic.list_tasks(conn, plans)
-            render.table(rows, ["task", "module", "action", "policy", "due_now", "oldest_due", "description"], fmt)
+            ctx.show(render.Result(rows, ["task", "module", "action", "policy", "due_now", "oldest_due", "description"]))
             return
         bar = render.progress_bar("rows") if not dry_run else None
         try:
@@ -71,11 +69,11 @@ def cleanup(
     if quiet and result.rows == 0 and result.status == "ok":
         return
     docs = [t.document() for t in result.tasks]
-    render.table(docs, ["task", "action", "status", "rows", "archived", "batches", "longest_transaction_ms",
-                        "oldest_overdue", "note"], fmt,
-                 document={"status": result.status, "dry_run": result.dry_run, "run_id": result.run_id,
-                           "rows": result.rows, "seconds": round(result.seconds, 3),
-                           "longest_transaction_ms": round(result.longest_ms, 1), "tasks": docs})
+    ctx.show(render.Result(docs, ["task", "action", "status", "rows", "archived", "batches", "longest_transaction_ms",
+                                  "oldest_overdue", "note"],
+                           document={"status": result.status, "dry_run": result.dry_run, "run_id": result.run_id,
+                                     "rows": result.rows, "seconds": round(result.seconds, 3),
+                                     "longest_transaction_ms": round(result.longest_ms, 1), "tasks": docs}))
     raise typer.Exit(int(result.exit_code))
 
 

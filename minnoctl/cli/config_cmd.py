@@ -23,9 +23,10 @@ def show(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
     Example: minnoctl config show --format json
     """
     from minnoctl import config, render
-    from minnoctl.cli import settings as load
+    from minnoctl.cli import context
 
-    render.table(config.report(load(database_url)), ["setting", "value", "source"], fmt)
+    ctx = context(database_url, fmt)
+    ctx.show(render.Result(config.report(ctx.settings), ["setting", "value", "source"]))
 
 
 def register(app: typer.Typer) -> None:

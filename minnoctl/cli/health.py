@@ -83,8 +83,8 @@ def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, 
         raise UsageError(f"{'--live' if live else '--ready'} runs no other check: leave out --only, --skip, "
                          "--hints and --list")
     limits = logic.thresholds(threshold or [])
-    if list_checks:  # no database: the registry and the thresholds in effect
-        render.table(logic.list_checks(limits), logic.LIST_COLUMNS, fmt if fmt != "nagios" else "plain")
+    if list_checks:  # no database: the registry and the thresholds in effect (nagios: shown plain)
+        render.show(render.Result(logic.list_checks(limits), logic.LIST_COLUMNS), fmt)
         return
     ctx = context(database_url, fmt)
     if live:
@@ -107,13 +107,10 @@ def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, 
             typer.echo("\n".join(sql) if sql else "-- nothing to do: no finding calls for maintenance SQL")
             print(f"minnoctl: health {report.summary()} — `minnoctl health` shows the checks", file=sys.stderr)
             raise typer.Exit(0)
-    elif fmt == "nagios":  # the one format of health's own
-        typer.echo(report.nagios())
-    elif report.shown_as_rows(fmt):
-        ctx.render([c.as_dict() for c in report.checks], logic.COLUMNS, document=report.as_dict(),
-                   styles={"status": logic.status_style})
-        if report.footer(fmt):
-            typer.echo(report.footer(fmt))
+    else:  # nagios: the plugin's one line; the rows only when the server answered (JSON: always)
+        ctx.show(render.Result([c.as_dict() for c in report.checks], logic.COLUMNS, document=report.as_dict(),
+                               styles={"status": logic.status_style}, nagios=report.nagios(),
+                               text=report.shown_as_rows(fmt), footer=report.footer(fmt)))
     raise typer.Exit(int(report.status))
 
 

@@ -36,7 +36,7 @@ def _show(info, fmt: str) -> None:
     from minnoctl import render
 
     rows = _info_rows(info)
-    render.table(render.records(rows), ["setting", "value"], fmt, document=dict(rows))
+    render.show(render.Result(render.records(rows), ["setting", "value"], document=dict(rows)), fmt)
 
 
 def _embedded():

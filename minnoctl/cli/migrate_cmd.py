@@ -38,10 +38,17 @@ migrate_app = typer.Typer(help="Apply, plan, verify and roll back schema migrati
                           "Example: minnoctl migrate --dry-run", invoke_without_command=True)
 
 
-def _settings(database_url: str | None):
-    from minnoctl.cli import settings
+def _context(database_url: str | None, fmt: str = "table"):
+    from minnoctl.cli import context
 
-    return settings(database_url)
+    return context(database_url, fmt)
+
+
+def _applied(migrations) -> list[dict]:
+    return [{"id": f.id, "module": f.module, "transactional": f.transactional} for f in migrations]
+
+
+APPLIED_COLUMNS = ["id", "module", "transactional"]
 
 
 @db_app.command("init")
@@ -84,7 +91,8 @@ def init(
         raise UsageError("--cascade goes with --force")
     if environment is not None:
         environment = migrate.check_environment(environment)
-    settings = _settings(database_url)
+    ctx = _context(database_url, fmt)
+    settings = ctx.settings
     target = settings.label()
 
     def approve(reason: str | None, recorded: str | None) -> None:
@@ -117,12 +125,12 @@ def init(
     if result.up_to_date:
         _note("the database is already initialised and up to date; nothing to do")
         return
-    rows = [{"id": f.id, "module": f.module, "transactional": f.transactional} for f in result.applied]
+    rows = _applied(result.applied)
     if verbose:
-        render.table([{"kind": k, "name": n} for k, n in result.objects], ["kind", "name"], fmt,
-                     document={"applied": rows, "created": [{"kind": k, "name": n} for k, n in result.objects]})
+        created = [{"kind": k, "name": n} for k, n in result.objects]
+        ctx.show(render.Result(created, ["kind", "name"], document={"applied": rows, "created": created}))
     else:
-        render.table(rows, ["id", "module", "transactional"], fmt)
+        ctx.show(render.Result(rows, APPLIED_COLUMNS))
     _note("applied %d migration(s)", len(result.applied))
     _note("next: minnoctl seed for development data, or minnoctl app create <module> for an application's "
           "login role")
@@ -145,31 +153,19 @@ def _adoption_notes(plan) -> None:
         _note("%s", line)
 
 
-def _print_plan(plan, fmt: str) -> None:
+def _plan_result(plan):
+    """The dry run's plan: the pending migrations with their SQL (render.Result's listing)."""
     from minnoctl import render
 
     pending = plan.pending
-    if fmt == "json":
-        render.emit_json({"pending": [{"id": f.id, "module": f.module, "transactional": f.transactional,
-                                       "description": f.description, "sql": f.sql()} for f in pending],
-                          "drift": [d.__dict__ for d in plan.drift]})
-        return
-    if fmt != "table" or not render.is_terminal():
-        render.table([{"id": f.id, "module": f.module, "transactional": f.transactional} for f in pending],
-                     ["id", "module", "transactional"], fmt if fmt != "table" else "simple")
-        if fmt in ("table", "plain", "simple"):
-            for f in pending:
-                print(f"\n-- {f.id} ({'transactional' if f.transactional else 'NOT transactional'})\n{f.sql().rstrip()}")
-        return
-    from rich.markup import escape
-    from rich.syntax import Syntax
-
-    console = render.console()
+    listing = []
     for f in pending:
         mode = "transactional" if f.transactional else "NOT transactional"
-        console.rule(escape(f"{f.id}  [{f.module}, {mode}]"))
-        console.print(Syntax(f.sql(), "sql", theme="ansi_dark", background_color="default",
-                             word_wrap=True))
+        listing.append((f"{f.id}  [{f.module}, {mode}]", f"{f.id} ({mode})", f.sql()))
+    return render.Result(_applied(pending), APPLIED_COLUMNS, listing=listing, document={
+        "pending": [{"id": f.id, "module": f.module, "transactional": f.transactional,
+                     "description": f.description, "sql": f.sql()} for f in pending],
+        "drift": [d.__dict__ for d in plan.drift]})
 
 
 @migrate_app.callback()
@@ -201,7 +197,8 @@ def migrate_main(
     if exit_code and not dry_run:
         raise UsageError("--exit-code goes with --dry-run")
     chosen = registry.parse_list(modules)
-    settings = _settings(database_url)
+    ctx = _context(database_url, fmt)
+    settings = ctx.settings
     if dry_run:
         plan = migrate.plan_only(settings, chosen)
         _adoption_notes(plan)
@@ -210,7 +207,7 @@ def migrate_main(
         if not plan.pending:
             _note("nothing to apply: the database is up to date")
         else:
-            _print_plan(plan, fmt)
+            ctx.show(_plan_result(plan))
             _note("%d migration(s) pending; nothing was changed (dry run)", len(plan.pending))
         if exit_code and plan.pending:
             raise typer.Exit(int(ExitCode.PENDING))
@@ -221,8 +218,7 @@ def migrate_main(
     if result.up_to_date:
         _note("nothing to apply: the database is up to date")
         return
-    render.table([{"id": f.id, "module": f.module, "transactional": f.transactional} for f in result.applied],
-                 ["id", "module", "transactional"], fmt)
+    ctx.show(render.Result(_applied(result.applied), APPLIED_COLUMNS))
     _note("applied %d migration(s)", len(result.applied))
 
 
@@ -236,13 +232,14 @@ def status(modules: Modules = None, fmt: Format = "table", database_url: Databas
     from minnoctl import modules as registry
 
     chosen = registry.parse_list(modules)
-    plan = migrate.plan_only(_settings(database_url))
+    ctx = _context(database_url, fmt)
+    plan = migrate.plan_only(ctx.settings)
     rows = migrate.status_rows(plan)
     if chosen is not None:
         names = {m.name for m in chosen}
         rows = [r for r in rows if r["module"] in names]
-    render.table(rows, ["id", "module", "state", "applied_at", "applied_by", "transactional"], fmt,
-                 styles={"state": lambda v: {"applied": "green", "pending": "yellow"}.get(v, "bold red")})
+    ctx.show(render.Result(rows, ["id", "module", "state", "applied_at", "applied_by", "transactional"],
+                           styles={"state": lambda v: {"applied": "green", "pending": "yellow"}.get(v, "bold red")}))
 
 
 @migrate_app.command("verify")
@@ -256,7 +253,8 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
     from minnoctl import drift, render
     from minnoctl.errors import ExitCode
 
-    plan, schema = drift.verify(_settings(database_url))
+    ctx = _context(database_url, fmt)
+    plan, schema = drift.verify(ctx.settings)
     _adoption_notes(plan)
     for module in schema.no_baseline:
         _note("module %s: no current baseline of its schema (migrated before minnoctl recorded one, or the last "
@@ -265,13 +263,11 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
     for d in schema.unmanaged:
         _note("%s", d.detail)
     rows = [d.__dict__ for d in plan.drift] + [d.as_row() for d in schema.drift]
+    ctx.show(render.Result(rows, ["kind", "id", "detail"], document=rows, text=bool(rows)))  # JSON: [] when none
     if not rows:
         _note("no drift: %d applied migration(s) match their files, and the live schema what they built",
               len(plan.applied))
-        if fmt == "json":
-            render.emit_json([])
         return
-    render.table(rows, ["kind", "id", "detail"], fmt, document=rows)
     raise typer.Exit(int(ExitCode.DRIFT))
 
 
@@ -297,7 +293,7 @@ def rollback(
 
     if steps is not None and to is not None:
         raise UsageError("use --steps or --to, not both")
-    settings = _settings(database_url)
+    settings = _context(database_url).settings
 
     def approve(victims: list[str], reason: str | None) -> None:
         """Under the migrate lock, before anything changes: the production guard, then the question."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
@@ -28,12 +28,13 @@ Protocol = Annotated[str, typer.Option("--protocol", "-P", help="tcp or udp.")]
 
 
 @contextmanager
-def _conn(database_url: str | None) -> Iterator[object]:
-    from minnoctl.cli import settings
-    from minnoctl.connection import connect
+def _session(database_url: str | None, fmt: str = "table") -> Iterator[tuple[Any, Any]]:
+    """The command's context and a working session (named `minnoctl ports …`)."""
+    from minnoctl.cli import context
 
-    with connect(settings(database_url), autocommit=True) as conn:
-        yield conn
+    ctx = context(database_url, fmt)
+    with ctx.session("ports") as conn:
+        yield ctx, conn
 
 
 def _one_of(range_name: str | None, service_type: str | None) -> None:
@@ -73,19 +74,16 @@ def allocate(
     from minnoctl import ports, render
 
     _one_of(range_name, service_type)
-    with _conn(database_url) as conn:
+    with _session(database_url, fmt) as (ctx, conn):
         got = ports.allocate(conn, project=project, service=service, range_name=range_name,
                              service_type=service_type, hostname=hostname, protocol=protocol, port=port,
                              lease_s=lease, verify_bind=verify_bind)
     for skipped in got.skipped:
         _note("skipped port %d: bound on this host outside minnoctl", skipped)
-    if fmt == "plain":
-        typer.echo(str(got.port))
-        return
     row = {"port": got.port, "project": got.project, "service": got.service, "range": got.range,
            "hostname": got.hostname, "protocol": got.protocol, "state": got.state,
            "lease_expires_at": got.lease_expires_at}
-    render.table([row], list(row), fmt, document=row)
+    ctx.show(render.Result([row], list(row), document=row, value=got.port))  # plain: the port alone
 
 
 @ports_app.command("release")
@@ -109,12 +107,12 @@ def release(
     """
     from minnoctl import ports, render
 
-    with _conn(database_url) as conn:
+    with _session(database_url, fmt) as (ctx, conn):
         rows = ports.release(conn, port=port, hostname=hostname, protocol=protocol, project=project,
                              service=service)
     if not rows:
         _note("nothing to release: no active allocation matches")
-    render.table(rows, ["port", "protocol", "hostname", "project", "service"], fmt)
+    ctx.show(render.Result(rows, ["port", "protocol", "hostname", "project", "service"]))
 
 
 @ports_app.command("list")
@@ -132,10 +130,10 @@ def list_(
     """
     from minnoctl import ports, render
 
-    with _conn(database_url) as conn:
+    with _session(database_url, fmt) as (ctx, conn):
         rows = ports.list_allocations(conn, project=project, status=status)
-    render.table(rows, ["port", "protocol", "hostname", "project", "service", "service_type", "range", "status",
-                        "allocated_at", "lease_expires_at", "released_at"], fmt)
+    ctx.show(render.Result(rows, ["port", "protocol", "hostname", "project", "service", "service_type", "range", "status",
+                        "allocated_at", "lease_expires_at", "released_at"]))
 
 
 @ports_app.command("reserve")
@@ -159,13 +157,10 @@ def reserve(
     from minnoctl import ports, render
 
     _one_of(range_name, service_type)
-    with _conn(database_url) as conn:
+    with _session(database_url, fmt) as (ctx, conn):
         row = ports.reserve(conn, project=project, service=service, ttl_s=ttl, range_name=range_name,
                             service_type=service_type, port=port)
-    if fmt == "plain":
-        typer.echo(str(row["port"]))
-        return
-    render.table([row], list(row), fmt, document=row)
+    ctx.show(render.Result([row], list(row), document=row, value=row["port"]))  # plain: the port alone
 
 
 @ports_app.command("check")
@@ -186,12 +181,12 @@ def check(
     from minnoctl import ports, render
     from minnoctl.errors import ExitCode
 
-    with _conn(database_url) as conn:
+    with _session(database_url, fmt) as (ctx, conn):
         rows = ports.check(conn, project=project, timeout_s=timeout)
     if not rows:
         _note("no port of this host is allocated")
-    render.table(rows, ["port", "protocol", "hostname", "project", "service", "status", "response_ms", "error"],
-                 fmt, styles={"status": lambda v: "green" if v == "healthy" else "red"})
+    ctx.show(render.Result(rows, ["port", "protocol", "hostname", "project", "service", "status", "response_ms",
+                                  "error"], styles={"status": lambda v: "green" if v == "healthy" else "red"}))
     if any(r["status"] != "healthy" for r in rows):
         raise typer.Exit(int(ExitCode.FAILURE))
 
@@ -204,10 +199,10 @@ def range_list(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
     """
     from minnoctl import ports, render
 
-    with _conn(database_url) as conn:
+    with _session(database_url, fmt) as (ctx, conn):
         rows = ports.list_ranges(conn)
-    render.table(rows, ["range", "start", "end", "total", "allocated", "reserved", "utilization_percent", "active",
-                        "cooldown_s", "service_types", "description"], fmt)
+    ctx.show(render.Result(rows, ["range", "start", "end", "total", "allocated", "reserved", "utilization_percent", "active",
+                        "cooldown_s", "service_types", "description"]))
 
 
 @range_app.command("add")
@@ -233,10 +228,10 @@ def range_add(
     from minnoctl import ports, render
 
     types = [t.strip() for t in (service_types or "").split(",") if t.strip()]
-    with _conn(database_url) as conn:
+    with _session(database_url, fmt) as (ctx, conn):
         row = ports.add_range(conn, name, start, end, description=description, service_types=types,
                               cooldown_s=cooldown)
-    render.table([row], list(row), fmt, document=row)
+    ctx.show(render.Result([row], list(row), document=row))
 
 
 @range_app.command("disable")
@@ -250,7 +245,7 @@ def range_disable(
     """
     from minnoctl import ports
 
-    with _conn(database_url) as conn:
+    with _session(database_url) as (_ctx, conn):
         changed, left = ports.disable_range(conn, name)
     _note("range %s %s; %d active allocation(s) in it stay until released", name,
           "disabled" if changed else "was already disabled", left)

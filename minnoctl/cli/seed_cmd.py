@@ -56,8 +56,7 @@ def seed(
     from minnoctl import render
     from minnoctl import modules as registry
     from minnoctl import seed as seedlib
-    from minnoctl.cli import settings as load_settings
-    from minnoctl.connection import connect
+    from minnoctl.cli import context
     from minnoctl.errors import UsageError
     from minnoctl.safety import production_reason
 
@@ -67,9 +66,10 @@ def seed(
         raise UsageError("--scenario goes without --scale (a scenario adds rows to the development data)")
     seedlib.check_scenario(scenario)
     chosen = registry.parse_list(modules)
-    settings = load_settings(database_url)
+    ctx = context(database_url, fmt)
+    settings = ctx.settings
     where = settings.label()
-    with connect(settings, autocommit=True) as conn:
+    with ctx.session("seed") as conn:
         reason = production_reason(conn)
         if scale is not None:
             scaled = seedlib.scale_modules(conn, chosen)
@@ -87,9 +87,9 @@ def seed(
             finally:
                 if bar:
                     bar.close()
-            render.table(result.counts, ["table", "rows", "parent"], fmt,
-                         document={"random_seed": result.random_seed, "rows": result.rows,
-                                   "seconds": round(result.seconds, 3), "tables": result.counts})
+            ctx.show(render.Result(result.counts, ["table", "rows", "parent"],
+                                   document={"random_seed": result.random_seed, "rows": result.rows,
+                                             "seconds": round(result.seconds, 3), "tables": result.counts}))
             _note("added %d synthetic rows (and %d parent rows) in %.1f s", result.rows,
                   sum(c["rows"] for c in result.counts) - result.rows, result.seconds)
             return
@@ -103,14 +103,14 @@ def seed(
             names = ", ".join(m.name for m in target.seeded)
             confirm(f"Replace the data of {names} at {where} ({len(target.nonempty)} table(s) hold rows)?", yes)
         result = seedlib.load(conn, target, kek, lock_timeout=lock_timeout, verbose=verbose, scenario=scenario)
-    if verbose and result.workspaces and fmt != "json":  # in JSON they are part of the document
-        render.table(result.workspaces, ["slack_team_id", "name", "notion_workspace_id", "tokens"], fmt,
-                     title="workspaces")
-        render.table(result.sessions, ["workspace", "channel", "thread_ts", "status", "messages"], fmt,
-                     title="sessions")
-    render.table(result.counts, ["module", "table", "rows"], fmt,
-                 document={"modules": result.modules, "scenario": result.scenario, "tables": result.counts,
-                           **({"workspaces": result.workspaces, "sessions": result.sessions} if verbose else {})})
+    before = [render.Result(result.workspaces, ["slack_team_id", "name", "notion_workspace_id", "tokens"],
+                            title="workspaces"),
+              render.Result(result.sessions, ["workspace", "channel", "thread_ts", "status", "messages"],
+                            title="sessions")] if verbose and result.workspaces else []
+    ctx.show(render.Result(result.counts, ["module", "table", "rows"], before=before,  # JSON: in the document
+                           document={"modules": result.modules, "scenario": result.scenario, "tables": result.counts,
+                                     **({"workspaces": result.workspaces, "sessions": result.sessions}
+                                        if verbose else {})}))
     _note("seeded %s%s: %d rows in %d tables (%.1f s)", ", ".join(result.modules),
           f" with scenario {result.scenario}" if result.scenario else "",
           sum(c["rows"] for c in result.counts), len(result.counts), result.seconds)

@@ -16,14 +16,20 @@ token_app = typer.Typer(help="Encrypted OAuth tokens and secrets; key generation
                         "Example: minnoctl token rotate --dry-run", no_args_is_help=True)
 
 
-def _context(database_url: str | None, new: bool = False):
-    """(settings, master key) for a command; the development key only for the embedded database."""
-    from minnoctl import crypto
-    from minnoctl.cli import settings as load
+def _context(database_url: str | None, fmt: str = "table"):
+    """The command's context."""
+    from minnoctl.cli import context
 
-    settings = load(database_url)
-    kek = crypto.load_master_key(embedded=settings.embedded, minno_home=settings.minno_home)
-    return settings, kek
+    return context(database_url, fmt)
+
+
+def _with_key(database_url: str | None, fmt: str = "table"):
+    """(context, master key) for a command; the development key only for the embedded database."""
+    from minnoctl import crypto
+
+    ctx = _context(database_url, fmt)
+    kek = crypto.load_master_key(embedded=ctx.settings.embedded, minno_home=ctx.settings.minno_home)
+    return ctx, kek
 
 
 def _read_secret(path: str, option: str) -> str:
@@ -87,7 +93,7 @@ def put(
     import datetime as dt
 
     from minnoctl import render, tokens
-    from minnoctl.connection import check_lengths, connect
+    from minnoctl.connection import check_lengths
     from minnoctl.errors import UsageError
 
     if (workspace is None) == (user is None):
@@ -106,20 +112,20 @@ def put(
                              "or never") from None
     access = _read_secret(access_token_file, "--access-token-file")
     refresh = _read_secret(refresh_token_file, "--refresh-token-file") if refresh_token_file else None
-    settings, kek = _context(database_url)
+    ctx, kek = _with_key(database_url, fmt)
     listed = [s.strip() for s in (scopes or "").split(",") if s.strip()]
-    with connect(settings, autocommit=True) as conn:
+    with ctx.session("token-put") as conn:
         if user is not None:
             check_lengths(conn, "assistant.user_tokens", {"user_id": ("--user", user)})
             row = tokens.put_user(conn, kek, user=user, provider=provider, access_token=access, refresh_token=refresh,
                                   expires_at=when, scopes=listed)
-            render.table([row], ["user", "provider", "expires_at", "scopes", "key", "updated"], fmt)
+            ctx.show(render.Result([row], ["user", "provider", "expires_at", "scopes", "key", "updated"]))
             return
         check_lengths(conn, "minno.oauth_tokens", {"provider": ("--provider", provider.strip())})
         row = tokens.put(conn, kek, workspace=workspace, provider=provider, access_token=access,
                          refresh_token=refresh, expires_at=when, scopes=listed,
                          allow_unknown_provider=allow_unknown_provider)
-    render.table([row], ["workspace", "provider", "expires_at", "scopes", "key", "updated"], fmt)
+    ctx.show(render.Result([row], ["workspace", "provider", "expires_at", "scopes", "key", "updated"]))
 
 
 @token_app.command("list")
@@ -138,12 +144,11 @@ def list_(
     Example: minnoctl token list --expiring-within 7
     """
     from minnoctl import render, tokens
-    from minnoctl.cli import settings as load
-    from minnoctl.connection import connect
 
-    with connect(load(database_url), autocommit=True) as conn:
+    ctx = _context(database_url, fmt)
+    with ctx.session("token-list") as conn:
         rows = tokens.list_tokens(conn, workspace=workspace, provider=provider, expiring_within_days=expiring_within)
-    render.table(rows, ["workspace", "provider", "expires_at", "scopes", "key", "has_refresh_token"], fmt)
+    ctx.show(render.Result(rows, ["workspace", "provider", "expires_at", "scopes", "key", "has_refresh_token"]))
 
 
 @token_app.command("keys")
@@ -153,15 +158,13 @@ def keys(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
     Example: minnoctl token keys --format json
     """
     from minnoctl import render, tokens
-    from minnoctl.cli import settings as load
-    from minnoctl.connection import connect
 
-    with connect(load(database_url), autocommit=True) as conn:
+    ctx = _context(database_url, fmt)
+    with ctx.session("token-keys") as conn:
         rows = tokens.keys(conn)
-    for row in rows:
-        row["by_column"] = ", ".join(f"{k}={v}" for k, v in row["by_column"].items()) if fmt != "json" else row["by_column"]
-    render.table(rows, ["key", "name", "status", "created_at", "activated_at", "retired_at", "master_key", "fields",
-                        "by_column"], fmt)
+    ctx.show(render.Result(rows, ["key", "name", "status", "created_at", "activated_at", "retired_at", "master_key",
+                                  "fields", "by_column"],
+                           cells={"by_column": lambda counts: ", ".join(f"{k}={v}" for k, v in counts.items())}))
 
 
 @token_app.command("verify")
@@ -174,18 +177,16 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
     Example: minnoctl token verify
     """
     from minnoctl import render, tokens
-    from minnoctl.connection import connect
     from minnoctl.errors import ExitCode
 
-    settings, kek = _context(database_url)
-    with connect(settings, autocommit=True) as conn:
+    ctx, kek = _with_key(database_url, fmt)
+    with ctx.session("token-verify") as conn:
         checked, failures = tokens.verify(conn, kek)
+    rows = [f.public() for f in failures]
+    ctx.show(render.Result(rows, ["column", "row", "reason"], document=rows, text=bool(rows)))  # JSON: [] when none
     if failures:
-        render.table([f.public() for f in failures], ["column", "row", "reason"], fmt)
         _note("%d of %d encrypted field(s) failed to decrypt", sum(f.count for f in failures), checked)
         raise typer.Exit(int(ExitCode.PARTIAL))
-    if fmt == "json":
-        render.emit_json([])
     _note("all %d encrypted field(s) decrypt", checked)
 
 
@@ -198,10 +199,8 @@ def retire(key: Annotated[int, typer.Argument(metavar="KEY", click_type=Number(1
     Example: minnoctl token retire 3
     """
     from minnoctl import tokens
-    from minnoctl.cli import settings as load
-    from minnoctl.connection import connect
 
-    with connect(load(database_url), autocommit=True) as conn:
+    with _context(database_url).session("token-retire") as conn:
         tokens.retire(conn, key)
     _note("data key %d is retired", key)
 
@@ -226,12 +225,12 @@ def rotate(
     Example: minnoctl token rotate --batch-size 500 --max-runtime 300
     """
     from minnoctl import crypto, render, tokens
-    from minnoctl.connection import connect
 
-    settings, kek = _context(database_url)
+    ctx, kek = _with_key(database_url, fmt)
+    settings = ctx.settings
     if master:
         new = crypto.load_master_key(new=True)
-        with connect(settings, autocommit=True) as conn:
+        with ctx.session("token-rotate") as conn:
             numbers = tokens.rotate_master(conn, kek, new)
         _note("re-wrapped %d data key(s) under master key %s; set MINNO_MASTER_KEY to the new key now",
               len(numbers), new.fingerprint)
@@ -244,19 +243,18 @@ def rotate(
         if bar:
             bar.close()
     if dry_run:
-        if not result.plan and fmt != "json":
+        ctx.show(render.Result(result.plan, ["column", "key", "fields"], text=bool(result.plan),
+                               document={"active": result.active, "to_reencrypt": result.plan}))
+        if not result.plan:
             _note("nothing to re-encrypt: every field uses the active key %s (a rotation would still make a new "
                   "key)", result.active)
-            return
-        render.table(result.plan, ["column", "key", "fields"], fmt,
-                     document={"active": result.active, "to_reencrypt": result.plan})
         return
     rows = [{"column": k, "reencrypted": v} for k, v in result.reencrypted.items()]
-    render.table(rows, ["column", "reencrypted"], fmt, document={
+    ctx.show(render.Result(rows, ["column", "reencrypted"], document={
         "status": result.status, "active": result.active, "old": result.old, "reencrypted": result.reencrypted,
         "retired": result.retired, "failures": [f.public() for f in result.failures],
         "longest_transaction_ms": round(result.longest_transaction_ms, 1),
-        "retire_transaction_ms": round(result.retire_ms, 1)})
+        "retire_transaction_ms": round(result.retire_ms, 1)}))
     for failure in result.failures[:20]:
         render.warn(f"{failure.column}: {failure.row} left as they are, {failure.reason}" if failure.not_a_field
                     else f"{failure.column} row {failure.row}: {failure.reason}")
