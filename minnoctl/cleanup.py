@@ -25,8 +25,9 @@ import os
 import re
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from minnoctl import locks, modules
 from minnoctl.errors import ExitCode, UsageError
@@ -261,9 +262,8 @@ def run(conn: "psycopg.Connection", plans: list[Plan], *, dry_run: bool = False,
     started = time.monotonic()
     deadline = started + max_runtime if max_runtime else None
     result = RunResult(dry_run)
-    in_utc(conn)
     cutoffs: dict[str, Any] = {}
-    with locks.advisory_lock(conn, "cleanup", timeout_s=0):
+    with in_utc(conn), locks.advisory_lock(conn, "cleanup", timeout_s=0):
         # a dry run writes nothing, not even its record: it works on a standby and for a role that may
         # only SELECT (session SETs and an advisory lock are allowed in read-only transactions)
         result.run_id = None if dry_run else _record_start(conn, dry_run)
@@ -354,23 +354,35 @@ def _run_task(conn: "psycopg.Connection", p: Plan, cutoff: Any, tr: TaskResult, 
     tr.oldest_overdue = count_due(conn, p, cutoff)[2] if tr.status == "partial" else None
 
 
-def in_utc(conn: "psycopg.Connection") -> None:
+@contextmanager
+def in_utc(conn: "psycopg.Connection") -> Iterator[None]:
     """Cleanup compares the applications' UTC timestamps with its cut-offs in UTC (see the module
-    docstring): the session's time zone, for the caller's connection (cleanup runs on the one the
-    caller opened, connection.session() for the CLI)."""
-    conn.execute("SELECT set_config('TimeZone', 'UTC', false)")
+    docstring): the session's time zone for the block, on the caller's connection (cleanup runs on
+    the one the caller opened; the CLI's is connection.session()), and the caller's own time zone
+    back afterwards, so nothing cleanup sets outlives its use of the connection."""
+    before = conn.execute("SELECT current_setting('TimeZone'), set_config('TimeZone', 'UTC', false)").fetchone()[0]
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            try:
+                conn.execute("SELECT set_config('TimeZone', %s, false)", (before,))
+            except Exception:  # the session is going away (or its transaction failed): nothing to restore
+                pass
 
 
 def list_tasks(conn: "psycopg.Connection", plans: list[Plan]) -> list[dict[str, Any]]:
     """Each task, its policy and how many rows are due now."""
-    in_utc(conn)
-    out = []
-    for p in plans:
-        row = {"task": p.task.name, "module": p.module.name, "action": p.task.action, "policy": p.policy,
-               "description": p.task.description, "due_now": None, "oldest_due": None}
-        if p.installed:
-            row["due_now"], _, row["oldest_due"] = count_due(conn, p, _cutoff(conn, p.days))
-        else:
-            row["description"] += f" (skipped: {p.skip_reason})"
-        out.append(row)
-    return out
+    with in_utc(conn):
+        return [_task_row(conn, p) for p in plans]
+
+
+def _task_row(conn: "psycopg.Connection", p: Plan) -> dict[str, Any]:
+    """list_tasks' row of one task."""
+    row = {"task": p.task.name, "module": p.module.name, "action": p.task.action, "policy": p.policy,
+           "description": p.task.description, "due_now": None, "oldest_due": None}
+    if p.installed:
+        row["due_now"], _, row["oldest_due"] = count_due(conn, p, _cutoff(conn, p.days))
+    else:
+        row["description"] += f" (skipped: {p.skip_reason})"
+    return row

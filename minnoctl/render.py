@@ -378,6 +378,17 @@ def show(result: Result, fmt: str = "table", out: Any = None) -> None:
         out.write(result.footer + "\n")
 
 
+def plugin_unknown(message: str, fmt: str, out: Any = None) -> bool:
+    """A bad argument under `--format nagios`: the plugin guidelines make it UNKNOWN, one line on
+    stdout (exit 3, the caller's). True when written; in every other format the caller raises it."""
+    if fmt != "nagios":
+        return False
+    from minnoctl.health.report import nagios_line
+
+    (out or sys.stdout).write(nagios_line("UNKNOWN", message) + "\n")
+    return True
+
+
 def _rich_listing(listing: Sequence[tuple[str, str, str]]) -> None:
     from rich.markup import escape
     from rich.syntax import Syntax

@@ -260,11 +260,6 @@ def context(database_url: str | None = None, fmt: str = "table") -> Any:
                    traceback=_state.traceback)
 
 
-def settings(database_url: str | None = None) -> Any:
-    """The effective Settings for a command (its context's): its own --database-url, else the root one."""
-    return context(database_url).settings
-
-
 from minnoctl.cli import app_cmd, backup_cmd, cleanup_cmd, config_cmd, health, local_cmd, migrate_cmd, ports_cmd, seed_cmd, token_cmd  # noqa: E402  (register)
 
 # the product's order: db, migrate, seed, backup, token, ports, cleanup, health, local, config

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from minnoctl.cli.options import (DatabaseUrl, Duration, ForceProduction, Format, Modules, Number, Yes, confirm,
-                                  guard_production, note as _note)
+                                  format_option, guard_production, note as _note)
 from minnoctl.render_text import shown
 
 backup_app = typer.Typer(help="Create, verify, list, restore and prune backups.\n\n"
@@ -17,6 +17,8 @@ backup_app = typer.Typer(help="Create, verify, list, restore and prune backups.\
 OutputDir = Annotated[Optional[str], typer.Option(
     "--output-dir", "-o", help="Where backups are (default: MINNO_BACKUP_DIR, else ./backups).", show_default=False)]
 File = Annotated[str, typer.Argument(metavar="FILE", help="The backup: a path, a name in the backup directory, or latest (the newest there of the connected database).")]
+OutputFormat = format_option(flags=("--output-format",), help="How to print the result: table, json, csv, plain, "
+                             "... (--format is the dump's format here).")
 All = Annotated[bool, typer.Option("--all", help="Every database's backups in the directory, not only those of the "
                                    "connected database (same server and database).")]
 
@@ -46,8 +48,7 @@ def create(
     modules: Modules = None,
     label: Annotated[Optional[str], typer.Option("--label", help="A note kept in the manifest and the file name.",
                                                  show_default=False)] = None,
-    out: Annotated[str, typer.Option("--output-format", help="How to print the result: table, json, csv, plain, "
-                                     "... (--format is the dump's format here).")] = "table",
+    out: OutputFormat = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
     """Back up the database (or some modules' schemas) with pg_dump, with a manifest beside it.
@@ -59,10 +60,7 @@ def create(
     """
     from minnoctl import backup, render
     from minnoctl import modules as registry
-    from minnoctl.errors import UsageError
 
-    if out not in render.FORMATS:
-        raise UsageError(f"unknown --output-format {shown(out)} — use one of: {', '.join(render.FORMATS)}")
     chosen = registry.parse_list(modules)
     ctx = _context(database_url, out)
     bar = render.progress_bar("bytes")

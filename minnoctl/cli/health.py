@@ -56,16 +56,14 @@ def health(
 
     Example: minnoctl health --format nagios --skip slow_queries -t backup-age-warning=2d
     """
+    from minnoctl import render
     from minnoctl.errors import UsageError
-    from minnoctl.health import nagios_line
 
     try:
         _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, fmt, database_url)
     except UsageError as exc:
-        if fmt != "nagios":
+        if not render.plugin_unknown(exc.message, fmt):
             raise
-        # the plugin guidelines: bad arguments are UNKNOWN, one line on stdout, exit 3
-        typer.echo(nagios_line("UNKNOWN", exc.message))
         raise typer.Exit(3) from None
 
 

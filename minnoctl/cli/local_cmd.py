@@ -41,9 +41,9 @@ def _show(info, fmt: str) -> None:
 
 def _embedded():
     from minnoctl import local
-    from minnoctl.cli import settings
+    from minnoctl.cli import context
 
-    return local.Embedded(settings().minno_home)
+    return local.Embedded(context().settings.minno_home)
 
 
 @local_app.command("status")

@@ -10,8 +10,10 @@ from minnoctl.formats import FORMATS
 from minnoctl.render_text import one_line, shown
 
 
-def format_option(choices: tuple[str, ...] = FORMATS) -> object:
-    """A --format option accepting `choices`; anything else is a usage error, never a fallback."""
+def format_option(choices: tuple[str, ...] = FORMATS, flags: tuple[str, ...] = ("--format", "-f"),
+                  help: str | None = None) -> object:
+    """A --format option accepting `choices`; anything else is a usage error, never a fallback.
+    `flags`: another name where --format means something else (backup create's --output-format)."""
 
     def check(value: str) -> str:
         if value not in choices:
@@ -21,8 +23,8 @@ def format_option(choices: tuple[str, ...] = FORMATS) -> object:
     return Annotated[
         str,
         typer.Option(
-            "--format", "-f",
-            help=f"Output format: table (Rich in a terminal), {', '.join(c for c in choices if c != 'table')}.",
+            *flags,
+            help=help or f"Output format: table (Rich in a terminal), {', '.join(c for c in choices if c != 'table')}.",
             callback=check,
         ),
     ]
