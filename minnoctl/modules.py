@@ -94,7 +94,6 @@ class Module:
     encrypted: tuple[EncryptedColumn, ...] = ()
     seed_keeps: tuple[str, ...] = ()  # tables `minnoctl seed` never empties (the keyring)
     retention: tuple[RetentionTask, ...] = ()
-    health: tuple[str, ...] = ()  # checks of minnoctl/health.py that need this module (any one of their owners)
     folder: Any = field(default=None, compare=False, repr=False)  # the module folder (a Traversable)
 
     @property
@@ -160,7 +159,7 @@ class _Entry:
 
 
 _MODULE_FIELDS = {"schema", "description", "source", "extensions", "app_extensions", "depends", "encrypted",
-                  "seed_keeps", "retention", "health"}
+                  "seed_keeps", "retention"}
 _ENCRYPTED_FIELDS = {"table", "column", "pk", "key_ref"}
 _TASK_FIELDS = {"name", "action", "description", "default_days", "table", "key", "time_column", "due", "pick",
                 "extra_count", "taken_by", "requires"}
@@ -188,8 +187,7 @@ def _read_module(name: str, folder: Any, where: str) -> Module:
                   extensions=entry.names("extensions", re.compile(r"^[a-z][a-z0-9_-]*$")),
                   app_extensions=entry.names("app_extensions", re.compile(r"^[a-z][a-z0-9_-]*$")),
                   depends=entry.names("depends"), encrypted=tuple(encrypted),
-                  seed_keeps=entry.names("seed_keeps"), retention=retention,
-                  health=entry.names("health"), folder=folder)
+                  seed_keeps=entry.names("seed_keeps"), retention=retention, folder=folder)
 
 
 def _read_task(t: _Entry, folder: Any, where: str) -> RetentionTask:
