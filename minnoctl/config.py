@@ -899,3 +899,28 @@ def report(settings: Settings, env: Mapping[str, str] | None = None, cwd: Path |
                  "source": "NO_COLOR" if plain else "default (environment only)"})
     return rows
 
+
+# ---------------------------------------------------------------------------------------------
+# The README's table of variables, generated from SETTINGS (python -m minnoctl.readme --write)
+
+README_START = "<!-- environment variables: generated from minnoctl/config.py SETTINGS (python -m minnoctl.readme --write) -->"
+README_END = "<!-- end of the generated environment variables -->"
+
+
+def markdown_table() -> str:
+    """The README's table of every variable minnoctl reads (between README_START and README_END)."""
+    from minnoctl.readme import markdown_rows
+
+    rows = []
+    for s in SETTINGS:
+        notes = [n for n, on in (("secret: never shown", s.secret), ("environment only, not `.env`",
+                                                                     not s.dotenv and s.read)) if on]
+        rows.append((f"`{s.name}`", s.purpose + (f" ({'; '.join(notes)})" if notes else ""), s.default, s.used_by))
+    return markdown_rows(("variable", "meaning", "default", "read by"), rows)
+
+
+def readme_with_table(readme: str) -> str:
+    """`readme` with the text between the markers replaced by markdown_table()."""
+    from minnoctl.readme import replace_between
+
+    return replace_between(readme, README_START, README_END, markdown_table(), "table of environment variables")
