@@ -56,6 +56,156 @@ DEFAULT_POOL_SIZE = 10
 MAX_POOL_SIZE = 1000  # DB_POOL_SIZE: more than any server's max_connections allows minnoctl
 
 
+# ---------------------------------------------------------------------------------------------
+# SETTINGS: every environment variable minnoctl reads, declared once
+#
+# Each is read through this module only: env_value(NAME) (or environment().get(NAME), ctx.value(NAME)),
+# which refuse a name not declared here (UndeclaredVariable: a programming error, never a user's);
+# a child process's environment comes from child_environment(). The README's table of variables is
+# generated from this list (python -m minnoctl.readme --write; tests/test_s18_settings.py checks it).
+# `dotenv`: the .env file in the working directory counts too (the environment wins); False: the
+# process's own variables (the terminal's, the session's), from the environment only. A `pattern`
+# entry declares a family of names (one per health threshold). libpq's other PG* variables are not
+# minnoctl's: it never reads them, libpq does (psycopg's, and the client tools' through
+# child_environment()); they are one documentation entry that env_value() refuses.
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the variable, or the family's name as documented (MINNOCTL_HEALTH_<THRESHOLD>)
+    purpose: str  # what it is for (the README's "meaning", Markdown)
+    default: str  # what applies when it is unset, in words ("" when nothing does)
+    used_by: str  # the command(s) or group that read it
+    group: str  # database | connection | keys | paths | safety | health | output | system
+    secret: bool = False  # never shown: passwords, keys, URLs that may carry a password
+    dotenv: bool = True  # False: the environment only, never the .env file
+    pattern: str | None = None  # a family: the names that match this regular expression
+    read: bool = True  # False: documented only (passed on to child processes, never read)
+
+
+_CONNECTS = "every command that connects"
+SETTINGS: tuple[Setting, ...] = (
+    # the database (the order is load_settings'; see the table above it in the README)
+    Setting("MINNO_DATABASE_URL", "the database URL (or libpq `key=value` string); beats every variable below",
+            "", _CONNECTS, "database", secret=True),
+    Setting("DATABASE_URL", "the database URL, as applications set it (spec 002)", "", _CONNECTS, "database",
+            secret=True),
+    Setting("POSTGRES_URL", "the database URL (spec 002)", "", _CONNECTS, "database", secret=True),
+    Setting("RAILWAY_DATABASE_URL", "the database URL (spec 002)", "", _CONNECTS, "database", secret=True),
+    Setting("DB_HOST", "the server's host name, address or socket directory (spec 004)", "libpq's",
+            _CONNECTS, "database"),
+    Setting("DB_PORT", "the server's port (spec 004)", "libpq's (5432)", _CONNECTS, "database"),
+    Setting("DB_NAME", "the database (spec 004)", "libpq's (the user name)", _CONNECTS, "database"),
+    Setting("DB_USER", "the role (spec 004)", "libpq's (the login name)", _CONNECTS, "database"),
+    Setting("DB_PASSWORD", "the role's password (spec 004); alone it selects no server", "~/.pgpass",
+            _CONNECTS, "database", secret=True),
+    Setting("PGHOST", "libpq's host, read by minnoctl to select the database", "", _CONNECTS, "database"),
+    Setting("PGHOSTADDR", "libpq's host address", "", _CONNECTS, "database"),
+    Setting("PGPORT", "libpq's port", "", _CONNECTS, "database"),
+    Setting("PGDATABASE", "libpq's database", "", _CONNECTS, "database"),
+    Setting("PGUSER", "libpq's role", "", _CONNECTS, "database"),
+    Setting("PGPASSWORD", "libpq's password; alone it selects no server", "", _CONNECTS, "database",
+            secret=True),
+    Setting("PGSERVICE", "libpq's service in the service file", "", _CONNECTS, "database"),
+    Setting("PG*", "libpq's other variables (`PGSSLMODE`, `PGPASSFILE`, `PGCONNECT_TIMEOUT`, ...): minnoctl "
+            "never reads them, libpq does, in minnoctl and in pg_dump, pg_restore and psql (which get "
+            "minnoctl's environment); the embedded server's initdb, pg_ctl and postgres get none",
+            "libpq's", _CONNECTS + ", backup", "database", dotenv=False, pattern=r"PG[A-Z_]*", read=False),
+    # the connection
+    Setting("DB_CONNECTION_TIMEOUT", "how long to wait for the server to answer (libpq `connect_timeout`, "
+            "at least 2 s)", "10000 (ms, spec 002)", _CONNECTS, "connection"),
+    Setting("DB_STATEMENT_TIMEOUT", "server `statement_timeout` for minnoctl's sessions",
+            "none: migrations and backups may run long", _CONNECTS, "connection"),
+    Setting("DB_QUERY_TIMEOUT", "used as the statement timeout when `DB_STATEMENT_TIMEOUT` is unset (psycopg "
+            "has no client-side query timeout)", "none", _CONNECTS, "connection"),
+    Setting("DB_IDLE_TIMEOUT", "server `idle_session_timeout` for minnoctl's sessions (PostgreSQL 14+)", "none",
+            _CONNECTS, "connection"),
+    Setting("DB_POOL_SIZE", "the most connections a parallel command opens at once (1 to 1000)", "10",
+            "parallel commands (fleet runs)", "connection"),
+    Setting("DB_SSL_MODE", "`disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`",
+            "libpq's (`prefer`)", _CONNECTS, "connection"),
+    Setting("DB_SSL_ENABLED", "spec 002's pair with `DB_SSL_REJECT_UNAUTHORIZED`: `true` means `require`; "
+            "both `true` mean `verify-full` (when `DB_SSL_MODE` is unset)", "", _CONNECTS, "connection"),
+    Setting("DB_SSL_REJECT_UNAUTHORIZED", "with `DB_SSL_ENABLED=true`: `true` verifies the server "
+            "(`verify-full`)", "", _CONNECTS, "connection"),
+    Setting("DB_SSL_CA", "CA file (`sslrootcert`)", "", _CONNECTS, "connection"),
+    Setting("DB_SSL_CERT", "client certificate (`sslcert`)", "", _CONNECTS, "connection"),
+    Setting("DB_SSL_KEY", "client certificate's key (`sslkey`)", "", _CONNECTS, "connection"),
+    # keys
+    Setting("MINNO_MASTER_KEY", "the master key (base64 of 32 bytes); `config show` shows its fingerprint only",
+            "a development key, with the embedded database only", "token, seed, config show", "keys",
+            secret=True),
+    Setting("MINNO_MASTER_KEY_FILE", "a file holding the master key (when `MINNO_MASTER_KEY` is unset)", "",
+            "token, seed, config show", "keys"),
+    Setting("MINNO_NEW_MASTER_KEY", "the next master key, for `token rotate --master`", "",
+            "token rotate, config show", "keys", secret=True),
+    Setting("MINNO_NEW_MASTER_KEY_FILE", "a file holding the next master key", "", "token rotate, config show",
+            "keys"),
+    # paths
+    Setting("MINNO_HOME", "where the embedded PostgreSQL (and its development master key) lives",
+            "the platform's user data directory (`~/.local/share/minnoctl`)", "local, every command on the "
+            "embedded database", "paths"),
+    Setting("MINNOCTL_MIGRATIONS_DIR", "another copy of the migration set (developing a migration; "
+            "`migrate new` writes there)", "the checkout's `migrations/` when run in one, else the one inside "
+            "the package", "migrate, db init, seed, health, every command reading the modules", "paths"),
+    Setting("MINNO_BACKUP_DIR", "where `minnoctl backup` writes and finds backups", "`./backups`",
+            "backup, health (backup age)", "paths"),
+    Setting("MINNOCTL_PG_BINDIR", "a directory of PostgreSQL client tools (pg_dump, pg_restore, psql) for "
+            "`backup`", "the server's major version, else the embedded package's", "backup, config show",
+            "paths"),
+    Setting("MINNOCTL_SEEDS_DIR", "a folder of seed files (`<module>.json`, format in migrations/README.md) "
+            "for `minnoctl seed`", "each module folder's `seed/`", "seed", "paths"),
+    # production safety
+    Setting("MINNO_ENV", "the environment's name (one of a fixed set, else an error); `production` makes "
+            "destructive commands refuse without `--force-production`", "", "seed, db init, migrate rollback, "
+            "backup restore --clean", "safety"),
+    Setting("APP_ENV", "as `MINNO_ENV`; only production names count", "", "as MINNO_ENV", "safety"),
+    Setting("NODE_ENV", "as `MINNO_ENV`; only production names count", "", "as MINNO_ENV", "safety"),
+    # health
+    Setting("MINNOCTL_HEALTH_<THRESHOLD>", "a health threshold, as `--threshold` (`MINNOCTL_HEALTH_LONG_QUERY_"
+            "WARNING=2m`; `minnoctl health --list` names them)", "each check's", "health", "health",
+            pattern=r"MINNOCTL_HEALTH_\S+"),  # each one declared by its check (health registry, thresholds=)
+    Setting("MINNOCTL_HEALTH_ONLY", "the checks to run (comma or space separated), as `--only`", "all",
+            "health", "health"),
+    Setting("MINNOCTL_HEALTH_SKIP", "the checks to leave out, as `--skip`", "", "health", "health"),
+    # output
+    Setting("MINNOCTL_TRACEBACK", "`1`: show the traceback of user errors too (as `--traceback`)", "",
+            "every command", "output"),
+    Setting("NO_COLOR", "set (even empty): no colour even in a terminal (the terminal's setting)", "",
+            "every command", "output", dotenv=False),
+    Setting("TERM", "`dumb`: no colour", "", "every command", "output", dotenv=False),
+    # the system
+    Setting("XDG_RUNTIME_DIR", "where the embedded server's socket goes when the data directory's path is "
+            "too long for one (when private to the user)", "the temporary folder", "local, the embedded "
+            "database", "system", dotenv=False),
+)
+_DECLARED = {s.name: s for s in SETTINGS if s.pattern is None}
+_PATTERNS = [(re.compile(s.pattern), s) for s in SETTINGS if s.pattern is not None]
+
+
+class UndeclaredVariable(LookupError):
+    """A variable read without a declaration in config.SETTINGS: a programming error (not a
+    KeyError, which Mapping.get and `in` would take for "unset")."""
+
+
+def declared(name: str) -> Setting | None:
+    """The declaration of the variable `name` (its own or its family's), None if none."""
+    found = _DECLARED.get(name)
+    if found is None:
+        found = next((s for rx, s in _PATTERNS if rx.fullmatch(name)), None)
+    return found
+
+
+def _setting(name: str) -> Setting:
+    found = declared(name)
+    if found is None or not found.read:
+        raise UndeclaredVariable(
+            f"{name!r} is not declared in minnoctl.config.SETTINGS — declare it there (and document it: "
+            "python -m minnoctl.readme --write) before reading it" if found is None else
+            f"{name!r} is libpq's (config.SETTINGS: {found.name}), not minnoctl's: it is passed on, never read")
+    return found
+
+
 @dataclass(frozen=True)
 class Value:
     """One effective setting: its value and where it came from (for `config show`)."""
@@ -150,6 +300,7 @@ class _Lookup:
         self.layers = layers
 
     def get(self, name: str) -> tuple[str, str] | None:
+        _setting(name)  # declared in SETTINGS
         for label, layer in self.layers:
             value = layer.get(name)
             if value not in (None, ""):
@@ -164,13 +315,19 @@ class Environment(Mapping):
     """The process environment, then the .env file in the working directory: the one accessor of
     every variable minnoctl reads (a setting in .env works exactly like its variable; the real
     environment wins). A value set but empty in the environment gives way to .env's, as in
-    load_settings; else it stays (empty). `source(name)` says where a value came from."""
+    load_settings; else it stays (empty). `source(name)` says where a value came from.
 
-    def __init__(self, env: Mapping[str, str] | None = None, cwd: Path | None = None):
+    Only the variables declared in SETTINGS can be read (UndeclaredVariable else), and it lists
+    only those; one declared environment-only (NO_COLOR, ...) never comes from .env. `read_file`
+    False: the process environment alone (process_environment())."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, cwd: Path | None = None, *, read_file: bool = True):
         self.env = os.environ if env is None else env
-        self.file = read_env_file((cwd or Path.cwd()) / ENV_FILE)
+        self.file = read_env_file((cwd or Path.cwd()) / ENV_FILE) if read_file else {}
 
     def _layer(self, name: str) -> Mapping[str, str] | None:
+        if not _setting(name).dotenv:
+            return self.env if name in self.env else None
         if self.env.get(name):
             return self.env
         if self.file.get(name) or (name in self.file and name not in self.env):
@@ -184,10 +341,11 @@ class Environment(Mapping):
         return layer[name]
 
     def __iter__(self):
-        return iter(dict.fromkeys([*self.env, *self.file]))
+        return iter(n for n in dict.fromkeys([*self.env, *self.file]) if (s := declared(n)) and s.read
+                    and self._layer(n) is not None)
 
     def __len__(self) -> int:
-        return len(dict.fromkeys([*self.env, *self.file]))
+        return sum(1 for _ in self)
 
     def source(self, name: str) -> str | None:
         """`NAME` from the environment, `.env: NAME` from the file, None when unset."""
@@ -216,11 +374,49 @@ def environment(env: Mapping[str, str] | None = None, cwd: Path | None = None) -
     return Environment(env, cwd)
 
 
+def process_environment(env: Mapping[str, str] | None = None) -> Environment:
+    """The process environment alone, as an Environment (the declared names only): what to read
+    when the .env file cannot be (the command reports that itself)."""
+    return Environment(env, read_file=False)
+
+
 def env_value(name: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> tuple[str, str] | None:
-    """(value, source) of one variable from the environment or .env, None when unset or empty."""
+    """(value, source) of one variable from the environment or .env, None when unset or empty.
+    `name` must be declared in SETTINGS (UndeclaredVariable else); an environment-only one
+    (NO_COLOR, TERM, XDG_RUNTIME_DIR) never reads the .env file."""
+    if not _setting(name).dotenv and not isinstance(env, Environment):
+        value = _process(env).get(name)
+        return (value, name) if value else None
     look = environment(env, cwd)
     value = look.get(name)
     return (value, look.source(name)) if value else None
+
+
+def _process(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    """The process environment: `env`'s (without its .env file), else this process's."""
+    if isinstance(env, Environment):
+        return env.env
+    return os.environ if env is None else env
+
+
+def plain_terminal(env: Mapping[str, str] | None = None) -> str | None:
+    """Why output has no colour even in a terminal: NO_COLOR set (even empty, as no-color.org
+    says), or TERM=dumb; None when colour is allowed. The terminal's settings: the environment
+    only, never .env."""
+    process = _process(env)
+    if "NO_COLOR" in process:
+        return "NO_COLOR"
+    return "TERM=dumb" if process.get("TERM") == "dumb" else None
+
+
+def child_environment(*, libpq: bool = True, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of the process environment for a child process (never the .env file: its values
+    are minnoctl's settings, passed as options). `libpq` True: as it is, so pg_dump, pg_restore and
+    psql read the PG* variables psycopg's libpq reads in this process (connection.for_tools);
+    False: without any PG* variable, for the embedded server's initdb, pg_ctl and postgres, which a
+    user's PGDATA, PGPORT or PGHOST would move."""
+    process = dict(_process(env))
+    return process if libpq else {k: v for k, v in process.items() if not k.startswith("PG")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -698,7 +894,33 @@ def report(settings: Settings, env: Mapping[str, str] | None = None, cwd: Path |
             rows.append(row(f"health {name.rsplit('_', 1)[1].lower()}", name, ""))
     rows.append(row("traceback", "MINNOCTL_TRACEBACK", "0"))
     # colour is the terminal's setting: NO_COLOR and TERM=dumb count from the environment only
-    plain = "NO_COLOR" in (os.environ if env is None else env)
+    plain = plain_terminal(env) == "NO_COLOR"
     rows.append({"setting": "no_color", "value": "yes" if plain else "no",
                  "source": "NO_COLOR" if plain else "default (environment only)"})
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The README's table of variables, generated from SETTINGS (python -m minnoctl.readme --write)
+
+README_START = "<!-- environment variables: generated from minnoctl/config.py SETTINGS (python -m minnoctl.readme --write) -->"
+README_END = "<!-- end of the generated environment variables -->"
+
+
+def markdown_table() -> str:
+    """The README's table of every variable minnoctl reads (between README_START and README_END)."""
+    from minnoctl.readme import markdown_rows
+
+    rows = []
+    for s in SETTINGS:
+        notes = [n for n, on in (("secret: never shown", s.secret), ("environment only, not `.env`",
+                                                                     not s.dotenv and s.read)) if on]
+        rows.append((f"`{s.name}`", s.purpose + (f" ({'; '.join(notes)})" if notes else ""), s.default, s.used_by))
+    return markdown_rows(("variable", "meaning", "default", "read by"), rows)
+
+
+def readme_with_table(readme: str) -> str:
+    """`readme` with the text between the markers replaced by markdown_table()."""
+    from minnoctl.readme import replace_between
+
+    return replace_between(readme, README_START, README_END, markdown_table(), "table of environment variables")

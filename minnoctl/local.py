@@ -256,7 +256,9 @@ def _private_socket_dir(ids: tuple[int, int] | None) -> Path:
     random name created with O_EXCL semantics, mode 0700) in $XDG_RUNTIME_DIR when that is ours,
     else the temporary folder; never a predictable name someone else could create first."""
     base = Path(tempfile.gettempdir())
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    from minnoctl.config import env_value
+
+    runtime = (env_value("XDG_RUNTIME_DIR") or (None,))[0]  # the environment only (config.SETTINGS)
     if runtime and len(runtime) + 40 <= _SOCKET_PATH_MAX and not _UNUSABLE.search(runtime):
         try:
             st = os.lstat(runtime)
@@ -633,7 +635,9 @@ class Embedded:
         # initdb, pg_ctl and postgres run the embedded server itself and connect to no target: a
         # user's PGDATA, PGPORT or PGHOST would move it, so they see no PG* variable (the client
         # tools of `backup` get the user's, as psycopg does: connection.tool_connection)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        from minnoctl.config import child_environment
+
+        env = child_environment(libpq=False)
         env["LC_ALL"] = "C"
         try:
             return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd="/",

@@ -211,17 +211,14 @@ def list_checks(limits: dict[str, float | None]) -> list[dict[str, Any]]:
 
 def markdown_table() -> str:
     """The README's table of checks (between README_START and README_END), from the registrations."""
-    lines = ["| check | looks at | default thresholds |", "|---|---|---|"]
-    for s in checks():
-        cells = [f"`{s.name}`", s.doc, s.levels]
-        lines.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
-    return "\n".join(lines)
+    from minnoctl.readme import markdown_rows
+
+    return markdown_rows(("check", "looks at", "default thresholds"),
+                         [(f"`{s.name}`", s.doc, s.levels) for s in checks()])
 
 
 def readme_with_table(readme: str) -> str:
-    """`readme` with the text between the markers replaced by markdown_table()."""
-    start, end = readme.find(README_START), readme.find(README_END)
-    if start < 0 or end < start:
-        raise MinnoctlError(f"the README has no generated health table (the lines {README_START} and "
-                            f"{README_END} around it)")
-    return readme[:start + len(README_START)] + "\n" + markdown_table() + "\n" + readme[end:]
+    """`readme` with the text between the markers replaced by markdown_table() (minnoctl.readme)."""
+    from minnoctl.readme import replace_between
+
+    return replace_between(readme, README_START, README_END, markdown_table(), "health table")
