@@ -8,14 +8,13 @@ the very same connection from tool_connection().
 
 from __future__ import annotations
 
-import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import quote, urlencode
 
-from minnoctl.config import APPLICATION_NAME, Settings, display_url, load_settings, scrub
+from minnoctl.config import APPLICATION_NAME, Settings, child_environment, display_url, load_settings, scrub
 from minnoctl.errors import ConfigError, ConnectError, ExitCode
 from minnoctl.render_text import shown
 
@@ -117,7 +116,7 @@ def for_tools(kwargs: dict[str, str], source: str) -> ToolConnection:
     from psycopg.conninfo import make_conninfo
 
     options = {opt.keyword.decode(): opt for opt in pq.Conninfo.get_defaults()}
-    env = dict(os.environ)  # what libpq reads in this process, psycopg's libpq included
+    env = child_environment()  # what libpq reads in this process, psycopg's libpq included
     shown_keywords = {}
     for keyword, value in kwargs.items():
         option = options.get(keyword)

@@ -13,7 +13,6 @@ import decimal
 import enum
 import json
 import logging
-import os
 import sys
 import uuid
 from dataclasses import dataclass
@@ -48,7 +47,9 @@ def is_terminal(stream: Any = None) -> bool:
 
 
 def color_allowed(stream: Any = None) -> bool:
-    return is_terminal(stream) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    from minnoctl.config import plain_terminal
+
+    return is_terminal(stream) and plain_terminal() is None
 
 
 def jsonable(value: Any) -> Any:

@@ -15,14 +15,6 @@ from minnoctl import config
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 
-# The files that may still read the environment themselves. PENDING: the lead is refactoring
-# these files and replaces their reads with config's functions (see the s18-settings report);
-# then this set is emptied. It lists no other file.
-PENDING = {
-    "minnoctl/cli/__init__.py",  # return os.environ -> config.process_environment()
-    "minnoctl/connection.py",  # dict(os.environ) -> config.child_environment()
-    "minnoctl/render.py",  # NO_COLOR / TERM -> config.plain_terminal()
-}
 ALLOWED = {"minnoctl/config.py"}  # the one reader
 
 _ENV_ATTRS = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
@@ -51,7 +43,7 @@ def test_no_environment_reads_outside_config():
     offenders = []
     for path in _sources():
         rel = path.relative_to(ROOT).as_posix()
-        if rel in ALLOWED or rel in PENDING:
+        if rel in ALLOWED:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
         offenders += [f"{rel}:{line}: {what}" for line, what in _environment_uses(tree)]
@@ -61,7 +53,7 @@ def test_no_environment_reads_outside_config():
 
 
 def test_pending_files_still_exist_and_config_reads_the_environment():
-    for rel in PENDING | ALLOWED:
+    for rel in ALLOWED:
         assert (ROOT / rel).is_file(), rel
     assert _environment_uses(ast.parse((ROOT / "minnoctl/config.py").read_text(encoding="utf-8")))
 

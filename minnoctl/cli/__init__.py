@@ -42,13 +42,13 @@ _state = State()
 def _environment() -> Any:
     """The environment and the .env file (config.environment); the environment alone when the
     .env file cannot be read (the command reports that itself)."""
-    from minnoctl.config import environment
+    from minnoctl.config import environment, process_environment
     from minnoctl.errors import ConfigError
 
     try:
         return environment()
     except ConfigError:
-        return os.environ
+        return process_environment()
 
 
 def _secrets_in_environment() -> list[str]:
