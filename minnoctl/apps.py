@@ -178,7 +178,7 @@ class _EnvFile:
             # single-quoted when the shell would read a character specially (&: several parameters);
             # dotenv, python-dotenv, systemd and minnoctl's own .env reader all remove the quotes
             value = url if re.fullmatch(r"[A-Za-z0-9_.~:/?=@%+,-]*", url) else f"'{url}'"
-            os.write(fd, f"DATABASE_URL={value}\n".encode("utf-8"))
+            os.write(fd, f"DATABASE_URL={value}\n".encode())
             os.fsync(fd)
         except BaseException:
             os.close(fd)

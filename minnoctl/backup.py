@@ -47,7 +47,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
 
 from minnoctl import modules
 from minnoctl.connection import tool_connection
@@ -486,7 +487,7 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
             conn.execute("SET transaction_timeout = 0")
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        stamp = dt.datetime.now(dt.timezone.utc)
+        stamp = dt.datetime.now(dt.UTC)
         name = f"minno-{_slug(owner.database) or 'db'}-{stamp:%Y%m%dT%H%M%SZ}" + (f"-{_slug(label)}" if label else "")
         final = folder / (name + _extension(fmt, method))
         if final.exists() or manifest_path(final).exists():
@@ -701,7 +702,7 @@ def orphans(folder: Path, owner: Identity | None = None) -> list[Path]:
     return found
 
 
-_EPOCH = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def _when(text: Any) -> dt.datetime | None:
@@ -711,7 +712,7 @@ def _when(text: Any) -> dt.datetime | None:
         when = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
     except ValueError:
         return None
-    return when.replace(tzinfo=dt.timezone.utc) if when and when.tzinfo is None else when
+    return when.replace(tzinfo=dt.UTC) if when and when.tzinfo is None else when
 
 
 def list_backups(output_dir: str | None = None, owner: Identity | None = None) -> list[dict[str, Any]]:
@@ -733,7 +734,7 @@ def list_backups(output_dir: str | None = None, owner: Identity | None = None) -
     rows.sort(key=lambda r: r["created_at"] or _EPOCH, reverse=True)
     for path in orphans(folder, owner):
         stat = path.stat()
-        rows.append({"file": path.name, "created_at": dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc),
+        rows.append({"file": path.name, "created_at": dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC),
                      "size_bytes": size_of(path), "format": None, "label": None, "database": None,
                      "system_identifier": None, "verified_at": None, "restore_tested_at": None, "present": True,
                      "status": "orphan"})
@@ -803,7 +804,7 @@ def verify(settings: "Settings | None", text: str, *, restore_test: bool = False
         if result.mismatches:
             raise BackupError(f"restore test of {backup.name}: {len(result.mismatches)} table(s) differ from the "
                               f"manifest ({result.mismatches[0]}{', ...' if len(result.mismatches) > 1 else ''})")
-    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    now = dt.datetime.now(dt.UTC).isoformat()
     manifest["verified_at"] = now
     if restore_test:
         manifest["restore_tested_at"] = now
@@ -1100,7 +1101,7 @@ def restore(settings: "Settings", text: str, *, into: str | None = None, clean: 
             with _signals_held():  # restored: a SIGTERM now must not leave it restored but unmarked
                 _keep_mark(settings, marked)
         return Restored(owner.database, len(manifest.get("rows") or {}))
-    stamp = f"_restored_{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"
+    stamp = f"_restored_{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
     target = into or owner.database[: 63 - len(stamp)] + stamp
     with _admin(settings) as conn:
         sweep_temporary(conn)
@@ -1173,7 +1174,7 @@ def prune_plan(output_dir: str | None, keep_last: int, keep_days: float | None,
     for row in rows:
         if row["status"] == "ok":
             groups.setdefault((row["database"], row["system_identifier"]), []).append(row)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     kept, deleted = [], []
     for group in groups.values():
         newest_verified = next((r for r in group if r["verified_at"] or r["restore_tested_at"]), None)

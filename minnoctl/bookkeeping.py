@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from importlib.resources import files as package_files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 from minnoctl import locks, modules
 from minnoctl.errors import LockHeldError

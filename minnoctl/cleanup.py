@@ -27,7 +27,8 @@ import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
 
 from minnoctl import locks, modules
 from minnoctl.errors import ExitCode, UsageError

@@ -38,7 +38,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 from minnoctl.errors import ExitCode, MinnoctlError
 

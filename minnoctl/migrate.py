@@ -38,7 +38,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
 
 from minnoctl import locks, modules, resources
 from minnoctl.errors import (ConfigError, DriftError, ExitCode, ExtensionMissing, MigrationFailed, MinnoctlError,

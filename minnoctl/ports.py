@@ -446,7 +446,7 @@ def _probe(port: int, protocol: str, timeout_s: float) -> tuple[str, int, str | 
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
             pass
-    except socket.timeout:
+    except TimeoutError:
         return "timeout", int(timeout_s * 1000), f"no answer within {timeout_s:g} s"
     except OSError as exc:
         return "unhealthy", int((time.perf_counter() - started) * 1000), exc.strerror or exc.__class__.__name__

@@ -11,7 +11,8 @@ APP_ENV and NODE_ENV belong to other tools too, so only their production names c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 from minnoctl.errors import ConfigError, UsageError
 

@@ -26,13 +26,13 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import struct
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
 
 from minnoctl import locks, modules
 from minnoctl.config import SPAN_AMOUNT, span_seconds
@@ -162,7 +162,7 @@ def parse_time(text: str, now: dt.datetime) -> dt.datetime:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"'{text}' is not a time: use now, now-95d, now+2h or ISO 8601") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def embedding(text: str, dim: int = EMBEDDING_DIM) -> list[float]:

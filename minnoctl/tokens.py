@@ -32,7 +32,8 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
 
 from minnoctl import crypto, locks, modules
 from minnoctl.errors import ExitCode, LockHeldError, MinnoctlError, UsageError
@@ -254,7 +255,7 @@ def put(conn: "psycopg.Connection", kek: crypto.MasterKey, *, workspace: str, pr
 
 def _utc(when: dt.datetime | None) -> dt.datetime | None:
     """A TIMESTAMP column's value (UTC by this database's rule) as an aware time, for output."""
-    return when.replace(tzinfo=dt.timezone.utc) if when is not None and when.tzinfo is None else when
+    return when.replace(tzinfo=dt.UTC) if when is not None and when.tzinfo is None else when
 
 
 def _write_with_keyring(conn: "psycopg.Connection", kek: crypto.MasterKey,

@@ -38,7 +38,8 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
 
 from minnoctl.errors import MinnoctlError
 
@@ -293,9 +294,9 @@ def _yoyo_rows(conn: "psycopg.Connection") -> tuple[dict[str, Any], dict[str, tu
 
 
 def _utc_naive(value: Any) -> Any:
-    from datetime import timezone
+    from datetime import UTC
 
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if getattr(value, "tzinfo", None) else value
+    return value.astimezone(UTC).replace(tzinfo=None) if getattr(value, "tzinfo", None) else value
 
 
 def survey(conn: "psycopg.Connection", files: list["MigrationFile"], applied: dict[str, "Applied"]) -> Adoption:

@@ -17,7 +17,7 @@ import pytest
 from minnoctl import cleanup, locks
 from minnoctl.errors import ExitCode
 
-NOW = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=dt.UTC)
 
 
 def one_error_line(result) -> str:

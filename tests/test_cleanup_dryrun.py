@@ -30,7 +30,7 @@ def snapshot(url: str) -> dict[str, tuple[int, str]]:
 
 
 def add_due_rows(url: str) -> None:
-    old = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=200)
+    old = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=200)
     with psycopg.connect(url, autocommit=True) as conn:
         cid = conn.execute("INSERT INTO chatbot.conversations (user_id, created_at, updated_at) VALUES ('u', %s, %s) "
                            "RETURNING id", (old, old)).fetchone()[0]

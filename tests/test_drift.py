@@ -11,7 +11,7 @@ import pytest
 
 from minnoctl import drift, migrate
 from minnoctl.config import load_settings
-from minnoctl.errors import DriftError, ExitCode
+from minnoctl.errors import ExitCode
 
 # the damage, what verify names, and health's status
 DAMAGE = {

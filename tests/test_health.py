@@ -422,7 +422,7 @@ def test_a_token_expiring_tomorrow(cli, migrated, kek):
         import datetime as dt
 
         tokens.put(conn, kek, workspace="T1", provider="notion", access_token="not-in-output", refresh_token=None,
-                   expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1), scopes=[])
+                   expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1), scopes=[])
     code, doc = run(cli, migrated, "--only", "tokens")
     c = check(doc, "tokens")
     assert code == 1 and "minno OAuth: 1 expiring, 0 expired" in c["value"], c

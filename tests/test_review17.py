@@ -168,7 +168,7 @@ def test_a_seed_time_out_of_range_or_with_other_digits_is_a_value_error(text):
     from minnoctl.seed import parse_time
 
     with pytest.raises(ValueError, match="is not a time"):
-        parse_time(text, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+        parse_time(text, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
 
 
 @pytest.mark.parametrize("integer", [False, True])

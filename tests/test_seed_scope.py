@@ -6,9 +6,8 @@ and nothing changed. On both servers."""
 from __future__ import annotations
 
 import psycopg
-import pytest
 
-from minnoctl import migrate, seed
+from minnoctl import seed
 from minnoctl.errors import ExitCode
 
 APP_TABLES = (

@@ -27,7 +27,8 @@ import importlib.util
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from minnoctl.errors import MinnoctlError, UsageError
 from minnoctl.health.threshold import Threshold, show
