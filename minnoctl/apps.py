@@ -660,7 +660,7 @@ def create(conn: "psycopg.Connection", names: list[str], *, role: str | None = N
         raise
     for f in files:
         f.commit()
-    for result, plan in zip(results, plans):
+    for result in results:
         row = _role_row(conn, result.role)
         if row is not None and not row[1]:
             log.warning("role %s cannot log in (NOLOGIN) — ALTER ROLE %s LOGIN, if the application connects as it",

@@ -302,7 +302,7 @@ def _server_user(name: str) -> tuple[int, int]:
                                    str(SERVICE_ROOT / name), "--shell", "/usr/sbin/nologin", name],
                                   capture_output=True, text=True)
         if made.returncode != 0 and made.returncode != 9:  # 9: it exists (another process made it)
-            raise EmbeddedError(f"useradd {name} failed: {(made.stderr.strip().splitlines() or ['?'])[-1]}")
+            raise EmbeddedError(f"useradd {name} failed: {(made.stderr.strip().splitlines() or ['?'])[-1]}") from None
         entry = pwd.getpwnam(name)
     if entry.pw_uid == 0:
         raise EmbeddedError(f"the user {name} has uid 0; minnoctl does not run PostgreSQL as it")

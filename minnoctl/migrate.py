@@ -498,7 +498,7 @@ class Runner:
                     self.conn.execute(statement)
                 else:
                     self.retrying(f"{mf.id} ({direction}, statement {number} of {path.name})",
-                                  lambda: self._autocommit_statement(statement), state)
+                                  lambda statement=statement: self._autocommit_statement(statement), state)
             except psycopg.errors.LockNotAvailable:
                 raise  # the whole transactional migration is retried
             except psycopg.Error as exc:
@@ -758,7 +758,7 @@ def _app_extensions(runner: Runner, chosen: Iterable[modules.Module]) -> tuple[l
             lacking.add(ext)
             continue
         try:
-            runner.retrying(f"CREATE EXTENSION {ext}", lambda: conn.execute(
+            runner.retrying(f"CREATE EXTENSION {ext}", lambda ext=ext: conn.execute(
                 f"CREATE EXTENSION IF NOT EXISTS {_ident(ext)} WITH SCHEMA public"), "nothing was changed")
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName):
             lacking.add(ext)  # not ours to create, or this database has no schema public to hold it
@@ -778,7 +778,7 @@ def _create_extensions(runner: Runner, names: list[str]) -> list[str]:
     assert runner.conn is not None
     for ext in names:
         try:
-            runner.retrying(f"CREATE EXTENSION {ext}", lambda: runner.conn.execute(
+            runner.retrying(f"CREATE EXTENSION {ext}", lambda ext=ext: runner.conn.execute(
                 f"CREATE EXTENSION IF NOT EXISTS {_ident(ext)} WITH SCHEMA public"), "nothing was changed")
         except psycopg.errors.InsufficientPrivilege:
             raise ExtensionMissing(

@@ -199,7 +199,8 @@ def run_node(node, script: str, env: dict[str, str], tmp_path: Path, logs: list[
     try:
         out = json.loads(result.stdout)
     except json.JSONDecodeError:
-        raise AssertionError(f"node exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}")
+        raise AssertionError(
+            f"node exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}") from None
     assert result.returncode == 0, f"node failed: {out}\nstderr: {result.stderr}"
     return out
 

@@ -378,7 +378,7 @@ def test_first_runs_at_once_on_a_fresh_database_all_succeed_and_apply_the_set_on
     time.sleep(1.0)  # every process imported and waiting
     go.touch()
     outputs = [p.communicate(timeout=120) for p in procs + commands]
-    for p, (out, err) in zip(procs + commands, outputs):
+    for p, (_out, err) in zip(procs + commands, outputs):
         assert p.returncode == 0, err
     applied_by = [out.strip() for out, _ in outputs[:len(procs)] if out.strip()]
     assert len(applied_by) <= 1  # one of them applied it, or db init or cleanup did
