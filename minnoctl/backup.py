@@ -54,6 +54,7 @@ from minnoctl import modules
 from minnoctl.connection import tool_connection
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
 from minnoctl.render_text import shown
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -444,7 +445,7 @@ def _snapshot_counts(conn: "psycopg.Connection", schemas: list[str] | None) -> d
              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {where}
                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
              ORDER BY 1, 2""", (schemas,) if schemas else ()).fetchall()
-    return {f"{s}.{t}": conn.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchone()[0] for s, t in tables}
+    return {f"{s}.{t}": one(conn.execute(f'SELECT count(*) FROM "{s}"."{t}"'))[0] for s, t in tables}
 
 
 def _migration_state(conn: "psycopg.Connection") -> dict[str, Any]:
@@ -486,7 +487,7 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
         if conn.info.server_version >= 170000:
             conn.execute("SET transaction_timeout = 0")
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        snapshot = one(conn.execute("SELECT pg_export_snapshot()"))[0]
         stamp = dt.datetime.now(dt.UTC)
         name = f"minno-{_slug(owner.database) or 'db'}-{stamp:%Y%m%dT%H%M%SZ}" + (f"-{_slug(label)}" if label else "")
         final = folder / (name + _extension(fmt, method))
@@ -610,10 +611,10 @@ class Identity:
 
 def identity(conn: "psycopg.Connection") -> Identity:
     """The database `conn` really uses (current_database(): a PgBouncer alias names it otherwise)."""
-    database = conn.execute("SELECT current_database()").fetchone()[0]
+    database = one(conn.execute("SELECT current_database()"))[0]
     system = None
-    if conn.execute("SELECT has_function_privilege('pg_control_system()', 'EXECUTE')").fetchone()[0]:
-        system = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+    if one(conn.execute("SELECT has_function_privilege('pg_control_system()', 'EXECUTE')"))[0]:
+        system = str(one(conn.execute("SELECT system_identifier FROM pg_control_system()"))[0])
     return Identity(database, system)
 
 
@@ -862,8 +863,8 @@ def _create_temporary(conn: "psycopg.Connection", purpose: str) -> str:
     from psycopg import sql
 
     command = "verify --restore-test" if purpose.startswith("verify") else "restore --into"
-    allowed, role = conn.execute("SELECT rolsuper OR rolcreatedb, current_user FROM pg_roles "
-                                 "WHERE rolname = current_user").fetchone()
+    allowed, role = one(conn.execute("SELECT rolsuper OR rolcreatedb, current_user FROM pg_roles "
+                                     "WHERE rolname = current_user"))
     if not allowed:
         raise _no_createdb(command, role)
     name = f"{TMP_PREFIX}{os.getpid()}_{_host_tag()}_{uuid.uuid4().hex[:8]}"
@@ -1044,10 +1045,10 @@ def _compare_rows(settings: "Settings", dbname: str, manifest: dict[str, Any]) -
     with session(settings, "backup", dbname=dbname) as conn:
         for table, rows in expected.items():
             schema, name = table.split(".", 1)
-            if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{name}"',)).fetchone()[0] is None:
+            if one(conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{name}"',)))[0] is None:
                 mismatches.append(f"{table} is missing")
                 continue
-            got = conn.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchone()[0]
+            got = one(conn.execute(f'SELECT count(*) FROM "{schema}"."{name}"'))[0]
             if got != rows:
                 mismatches.append(f"{table}: {got} rows, expected {rows}")
     return len(expected), mismatches

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Iterable
 
 from minnoctl import locks, modules, resources
+from minnoctl.rows import one
 from minnoctl.errors import (ConfigError, DriftError, ExitCode, ExtensionMissing, MigrationFailed, MinnoctlError,
                              UsageError)
 
@@ -66,7 +67,7 @@ _DIRECTIVE = re.compile(r"^\s*--\s*(transactional|depends)\s*:\s*(.*)$")
 
 def recorded_environment(conn: "psycopg.Connection") -> str | None:
     """The environment the database was marked with by `db init --environment`, or None."""
-    if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.settings",)).fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.settings",)))[0] is None:
         return None
     row = conn.execute(f"SELECT value FROM {BOOKKEEPING}.settings WHERE name = 'environment'").fetchone()
     return row[0] if row else None
@@ -216,7 +217,7 @@ class Drift:
 
 def read_applied(conn: "psycopg.Connection") -> dict[str, Applied]:
     """The record of applied migrations, in application order. Reads only; {} before any init."""
-    exists = conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.migrations",)).fetchone()[0]
+    exists = one(conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.migrations",)))[0]
     if exists is None:
         return {}
     rows = conn.execute(
@@ -923,8 +924,8 @@ def _create_database(settings: "Settings", selected: list[modules.Module]) -> bo
     for maintenance in ("postgres", "template1"):
         try:
             with session(settings, "db-init", dbname=maintenance) as conn:
-                allowed = conn.execute(
-                    "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+                allowed = one(conn.execute(
+                    "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user"))[0]
                 _check_available(conn, selected)
                 if not allowed:
                     raise MinnoctlError(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from minnoctl.connection import check_lengths
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
 from minnoctl.render_text import shown
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -89,7 +90,7 @@ def is_local(hostname: str) -> bool:
 
 
 def require_supervisor(conn: "psycopg.Connection") -> None:
-    if conn.execute("SELECT to_regproc('supervisor.reserve_port')").fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regproc('supervisor.reserve_port')"))[0] is None:
         raise MinnoctlError("the supervisor module (ports) is not installed or not up to date in this database — "
                             "run `minnoctl db init` or `minnoctl migrate`")
 
@@ -233,11 +234,11 @@ def allocate(conn: "psycopg.Connection", *, project: str, service: str, range_na
     skipped: list[int] = []
     try:
         if not verify_bind:
-            got, state, rname, lease_at = conn.execute(call, args).fetchone()
+            got, state, rname, lease_at = one(conn.execute(call, args))
         else:
             with conn.transaction():
                 for _ in range(BIND_TRIES):
-                    got, state, rname, lease_at = conn.execute(call, args).fetchone()
+                    got, state, rname, lease_at = one(conn.execute(call, args))
                     if state == "existing" or can_bind(got, protocol):
                         break
                     if port is not None:
@@ -400,8 +401,8 @@ def disable_range(conn: "psycopg.Connection", name: str) -> tuple[bool, int]:
             raise NotFound(f"unknown port range {shown(name)} — see `minnoctl ports range list`")
         if row[1]:
             conn.execute("UPDATE supervisor.port_ranges SET is_active = false WHERE id = %s", (row[0],))
-        left = conn.execute("SELECT count(*) FROM supervisor.port_allocations WHERE port_range_id = %s "
-                            "AND status IN ('allocated', 'in_use')", (row[0],)).fetchone()[0]
+        left = one(conn.execute("SELECT count(*) FROM supervisor.port_allocations WHERE port_range_id = %s "
+                                "AND status IN ('allocated', 'in_use')", (row[0],)))[0]
     return bool(row[1]), left
 
 
@@ -420,10 +421,10 @@ def reserve(conn: "psycopg.Connection", *, project: str, service: str, ttl_s: fl
         with conn.transaction():
             pid = project_id(conn, project)
             rng = pick_range(conn, range_name, service_type)
-            got = conn.execute("SELECT supervisor.reserve_port(%s, %s, %s, %s, %s, %s)",
-                               (pid, rng.id, service, dt.timedelta(seconds=ttl_s), who, port)).fetchone()[0]
-            expires = conn.execute("SELECT max(expires_at) FROM supervisor.port_reservations WHERE project_id = %s "
-                                   "AND service_name = %s AND port_number = %s", (pid, service, got)).fetchone()[0]
+            got = one(conn.execute("SELECT supervisor.reserve_port(%s, %s, %s, %s, %s, %s)",
+                                   (pid, rng.id, service, dt.timedelta(seconds=ttl_s), who, port)))[0]
+            expires = one(conn.execute("SELECT max(expires_at) FROM supervisor.port_reservations WHERE project_id = %s "
+                                       "AND service_name = %s AND port_number = %s", (pid, service, got)))[0]
     except psycopg.errors.StringDataRightTruncation:
         check_lengths(conn, "supervisor.port_reservations", {"service_name": ("--service", service)})
         raise

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from minnoctl import locks, modules
 from minnoctl.config import SPAN_AMOUNT, span_seconds
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -379,7 +380,7 @@ def plan(conn: "psycopg.Connection", chosen: list[modules.Module] | None) -> Tar
     tables = [t for t in schema_tables(conn, [m.schema for m in seeded]) if t not in kept]
     _app_foreign_keys(conn, set(tables))
     nonempty = [f"{s}.{t}" for s, t in tables
-                if conn.execute(f'SELECT EXISTS (SELECT 1 FROM "{s}"."{t}")').fetchone()[0]]
+                if one(conn.execute(f'SELECT EXISTS (SELECT 1 FROM "{s}"."{t}")'))[0]]
     return Target(installed, seeded, added, tables, nonempty, any(m.encrypted for m in seeded))
 
 
@@ -496,7 +497,7 @@ def _insert(conn: "psycopg.Connection", schema: str, table: str, columns: dict[s
 def _reset_sequences(conn: "psycopg.Connection", schema: str, table: str, columns: dict[str, ColumnInfo]) -> None:
     """After explicit ids, move each serial / identity sequence past the largest one."""
     for col in columns.values():
-        seq = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (f'"{schema}"."{table}"', col.name)).fetchone()[0]
+        seq = one(conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (f'"{schema}"."{table}"', col.name)))[0]
         if seq:
             conn.execute(f'SELECT setval(%s, greatest((SELECT max("{col.name}") FROM "{schema}"."{table}"), 1), '
                          f'(SELECT max("{col.name}") FROM "{schema}"."{table}") IS NOT NULL)', (seq,))
@@ -541,7 +542,7 @@ def load(conn: "psycopg.Connection", target: Target, kek: "crypto.MasterKey | No
                 if target.tables:
                     names = ", ".join(f'"{s}"."{t}"' for s, t in target.tables)
                     conn.execute(f"TRUNCATE {names} RESTART IDENTITY")
-                now = conn.execute("SELECT now()").fetchone()[0]
+                now = one(conn.execute("SELECT now()"))[0]
                 for module, seed in zip(target.seeded, files):
                     for table, raw_rows in seed.tables.items():
                         if (module.schema, table) not in target.tables:
@@ -558,7 +559,7 @@ def load(conn: "psycopg.Connection", target: Target, kek: "crypto.MasterKey | No
                             raise _constraint_error(exc, table, seed.name) from None
                         _reset_sequences(conn, module.schema, table, columns)
                 for schema, table in target.tables:
-                    count = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]
+                    count = one(conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"'))[0]
                     result.counts.append({"module": next(m.name for m in target.seeded if m.schema == schema),
                                           "table": f"{schema}.{table}", "rows": count})
                 if verbose and any(m.name == "minno" for m in target.seeded):
@@ -879,7 +880,7 @@ def scale(conn: "psycopg.Connection", n: int, random_seed: int, chosen: list[mod
                 conn.execute("SET LOCAL TimeZone = 'UTC'")
                 names = {m.name for m in chosen}
                 ring = tokens.ensure_active_key(conn, kek) if "minno" in names and kek is not None else None
-                now = conn.execute("SELECT now()").fetchone()[0]
+                now = one(conn.execute("SELECT now()"))[0]
                 for job in scale_jobs(n, random_seed, now, names, ring):
                     done = 0
                     with conn.cursor() as cur, cur.copy(job.copy_sql()) as copy:

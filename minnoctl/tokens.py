@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from minnoctl import crypto, locks, modules
 from minnoctl.errors import ExitCode, LockHeldError, MinnoctlError, UsageError
 from minnoctl.render_text import shown
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -165,7 +166,7 @@ def key_rows_busy(what: str) -> Iterator[None]:
 
 
 def _require_core(conn: "psycopg.Connection") -> None:
-    if conn.execute("SELECT to_regclass('minno.key_audit_log')").fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regclass('minno.key_audit_log')"))[0] is None:
         raise MinnoctlError("the keyring is not installed in this database — run `minnoctl db init` (or "
                             "`minnoctl migrate`) first")
 
@@ -290,7 +291,7 @@ def put_user(conn: "psycopg.Connection", kek: crypto.MasterKey, *, user: str, pr
                          "tokens only")
     if not user.strip():
         raise UsageError("--user must not be empty")
-    if conn.execute("SELECT to_regclass('assistant.user_tokens')").fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regclass('assistant.user_tokens')"))[0] is None:
         raise MinnoctlError("the assistant module is not installed in this database — run `minnoctl db init "
                             "--modules assistant` first")
     p = provider
@@ -660,7 +661,7 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
             t0 = time.perf_counter()
             with conn.transaction():
                 conn.execute("SET LOCAL lock_timeout = '1s'")
-                candidates = conn.execute(f"SELECT count(*) FROM ({select}) AS w", args).fetchone()[0]
+                candidates = one(conn.execute(f"SELECT count(*) FROM ({select}) AS w", args))[0]
                 rows = conn.execute(select + " FOR UPDATE SKIP LOCKED", args).fetchall() if candidates else []
                 skipped_this_pass += candidates - len(rows)
                 updates = []
