@@ -113,8 +113,9 @@ def stopping_on_signals(what: str, outcome: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        # arg-type: 130 and 143 are the shells' codes for a signal, deliberately not ExitCode members
         raise MinnoctlError(f"{what} stopped by {signal.Signals(signum).name}; {outcome}",
-                            exit_code=EXIT_ON_SIGNAL[signum]) from None  # type: ignore[arg-type]
+                            exit_code=EXIT_ON_SIGNAL[signal.Signals(signum)]) from None  # type: ignore[arg-type]
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -794,6 +795,7 @@ def verify(settings: "Settings | None", text: str, *, restore_test: bool = False
     _restore_list(backup, manifest)
     result = Verified(backup, restore_test)
     if restore_test:
+        assert settings is not None  # a restore test connects: the command gives it the settings
         with _admin(settings) as conn:
             sweep_temporary(conn)
             scratch = _create_temporary(conn, f"verify --restore-test {backup.name}")
@@ -1012,6 +1014,7 @@ def _decompress_into(unzip_args: list[str], psql_args: list[str], env: dict[str,
             unzip = _popen(unzip_args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=unzip_err)
             psql = _popen(psql_args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err)
             psql_stopped = False
+            assert unzip.stdout is not None and psql.stdin is not None  # both are pipes (above)
             while block := unzip.stdout.read(1 << 16):
                 try:
                     psql.stdin.write(block)
@@ -1176,7 +1179,8 @@ def prune_plan(output_dir: str | None, keep_last: int, keep_days: float | None,
         if row["status"] == "ok":
             groups.setdefault((row["database"], row["system_identifier"]), []).append(row)
     now = dt.datetime.now(dt.UTC)
-    kept, deleted = [], []
+    kept: list[dict] = []
+    deleted: list[dict] = []
     for group in groups.values():
         newest_verified = next((r for r in group if r["verified_at"] or r["restore_tested_at"]), None)
         for i, row in enumerate(group):

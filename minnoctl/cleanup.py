@@ -28,7 +28,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from minnoctl import locks, modules
 from minnoctl.errors import ExitCode, UsageError
@@ -105,7 +105,7 @@ def _check_task(name: str, option: str) -> None:
                          "(minnoctl cleanup --list)")
 
 
-def plan(conn: "psycopg.Connection", *, only: list[str] = (), skip: list[str] = (),
+def plan(conn: "psycopg.Connection", *, only: Sequence[str] = (), skip: Sequence[str] = (),
          ages: dict[str, float] | None = None) -> list[Plan]:
     from minnoctl import migrate
 
@@ -381,7 +381,7 @@ def list_tasks(conn: "psycopg.Connection", plans: list[Plan]) -> list[dict[str, 
 
 def _task_row(conn: "psycopg.Connection", p: Plan) -> dict[str, Any]:
     """list_tasks' row of one task."""
-    row = {"task": p.task.name, "module": p.module.name, "action": p.task.action, "policy": p.policy,
+    row: dict[str, Any] = {"task": p.task.name, "module": p.module.name, "action": p.task.action, "policy": p.policy,
            "description": p.task.description, "due_now": None, "oldest_due": None}
     if p.installed:
         row["due_now"], _, row["oldest_due"] = count_due(conn, p, _cutoff(conn, p.days))

@@ -347,6 +347,14 @@ class Keyring:
     def active(self) -> DataKey | None:
         return next((k for k in self.keys.values() if k.status == "active"), None)
 
+    def active_number(self) -> int:
+        """The active key's number, of a ring that has one (after ensure_active_key or a rotation's switch)."""
+        key = self.active
+        if key is None:
+            raise CryptoError("there is no active data key — run `minnoctl token rotate` to create one",
+                              code="NO_ACTIVE_KEY")
+        return key.number
+
     def decrypting(self) -> dict[int, bytes]:
         return {n: k.key for n, k in self.keys.items() if k.key is not None and k.status != "pending"}
 

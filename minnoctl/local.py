@@ -60,6 +60,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from minnoctl.errors import ConfigError, EmbeddedError, LockHeldError
 
@@ -169,7 +170,7 @@ class ServerInfo:
     log_file: Path
     build: str | None = None  # the package whose binaries run (or would run) this home's server
 
-    def params(self) -> dict[str, str]:
+    def params(self) -> dict[str, Any]:
         return {"host": str(self.socket_dir), "port": str(PORT), "dbname": DBNAME, "user": SUPERUSER}
 
 

@@ -710,6 +710,7 @@ def migrate(settings: "Settings", chosen: list[modules.Module] | None = None, *,
     """Apply the pending migrations (of the installed modules, or of `chosen`)."""
     runner = Runner(settings, files, ddl_lock_timeout)
     runner.open()
+    assert runner.conn is not None  # open() set it
     try:
         with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
             runner.adopt()
@@ -814,6 +815,7 @@ def rollback(settings: "Settings", *, steps: int | None = None, to: str | None =
     CLI's production guard and confirmation); it raises to stop."""
     runner = Runner(settings, files, ddl_lock_timeout)
     runner.open()
+    assert runner.conn is not None  # open() set it
     try:
         with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
             runner.adopt()
@@ -1079,6 +1081,7 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
         result.database_created = _create_database(settings, selected)
         runner.open()
     names = {m.name for m in selected}
+    assert runner.conn is not None  # open() set it, above
     try:
         with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
             conn = runner.conn
@@ -1171,7 +1174,7 @@ def new_migration(name: str, module: str, folder: Path | None = None) -> tuple[P
     from minnoctl.render_text import shown
 
     root, found = migrations_root()
-    if folder is None and found == "MINNOCTL_MIGRATIONS_DIR" and not root.exists():
+    if folder is None and found == "MINNOCTL_MIGRATIONS_DIR" and root is not None and not root.exists():
         _start_set(root, module)
     mod = modules.get(module)
     # the name becomes the file name and the file's first comment line: one printable line, bounded

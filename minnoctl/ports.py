@@ -295,6 +295,7 @@ def release(conn: "psycopg.Connection", *, port: int | None = None, hostname: st
         if port is not None:
             where, params = "a.port_number = %s AND a.hostname = %s AND a.protocol = ANY(%s)", [port, hostname, protocols]
         else:
+            assert project is not None  # one of port and project is given (checked above)
             pid = project_id(conn, project)
             where, params = "a.project_id = %s AND a.service_name = %s", [pid, service]
             if protocol:
@@ -313,7 +314,8 @@ def list_allocations(conn: "psycopg.Connection", *, project: str | None = None, 
     if status not in STATUSES:
         raise UsageError(f"--status {shown(status)} is not one of: {', '.join(STATUSES)}")
     require_supervisor(conn)
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if project is not None:
         clauses.append("a.project_id = %s")
         params.append(project_id(conn, project))

@@ -77,7 +77,7 @@ def checked_root() -> Path | None:
     """migrations_root(), refusing a MINNOCTL_MIGRATIONS_DIR that is not a directory: a typo would
     read as an empty set (ConfigError, one line)."""
     root, found = migrations_root()
-    if found == "MINNOCTL_MIGRATIONS_DIR" and not root.is_dir():
+    if found == "MINNOCTL_MIGRATIONS_DIR" and root is not None and not root.is_dir():
         from minnoctl.config import env_value
         from minnoctl.errors import ConfigError
         from minnoctl.render_text import shown

@@ -50,7 +50,7 @@ def normalize_environment(name: str, origin: str = "--environment") -> str:
 
 
 def is_production(name: str | None) -> bool:
-    return bool(name) and ENVIRONMENTS.get(name.strip().lower()) == "production"
+    return bool(name and ENVIRONMENTS.get(name.strip().lower()) == "production")
 
 
 def production_reason(conn: "psycopg.Connection | None", env: Mapping[str, str] | None = None) -> str | None:

@@ -118,6 +118,7 @@ def read_file(module: modules.Module, scenario: str | None = None) -> SeedFile:
     """The module's default data (seed/default.json); with a scenario, its rows added to each
     table (seed/<scenario>.json, a module without one adds nothing)."""
     seed = _parse(module, *_seed_resource(module), required=True)
+    assert seed is not None  # a required file that is missing raises instead
     if scenario is not None:
         extra = _parse(module, *_seed_resource(module, scenario), required=False)
         for table, rows in (extra.tables if extra else {}).items():
@@ -205,7 +206,7 @@ def table_columns(conn: "psycopg.Connection", schema: str, table: str) -> dict[s
         (f"{schema}.{table}",)).fetchall()
     # `::character` alone means char(1) and would cut the value: cast to bpchar, and let the
     # column's own length check the value (an explicit cast to char(n) would truncate silently).
-    return {r[0]: ColumnInfo(r[0], {"character": "bpchar", "character[]": "bpchar[]"}.get(r[1], r[1]), r[2], r[3])
+    return {r[0]: ColumnInfo(r[0], {"character": "bpchar", "character[]": "bpchar[]"}.get(r[1]) or r[1], r[2], r[3])
             for r in rows}
 
 

@@ -251,7 +251,7 @@ def put(conn: "psycopg.Connection", kek: crypto.MasterKey, *, workspace: str, pr
 
     ring, updated = _write_with_keyring(conn, kek, write)
     return {"workspace": workspace, "provider": provider, "expires_at": _utc(expires_at), "scopes": ",".join(scopes),
-            "key": ring.active.number, "updated": updated}
+            "key": ring.active_number(), "updated": updated}
 
 
 def _utc(when: dt.datetime | None) -> dt.datetime | None:
@@ -312,14 +312,15 @@ def put_user(conn: "psycopg.Connection", kek: crypto.MasterKey, *, user: str, pr
 
     ring, updated = _write_with_keyring(conn, kek, write)
     return {"user": user, "provider": provider, "expires_at": _utc(expires_at), "scopes": scope or "",
-            "key": ring.active.number, "updated": updated}
+            "key": ring.active_number(), "updated": updated}
 
 
 def list_tokens(conn: "psycopg.Connection", *, workspace: str | None = None, provider: str | None = None,
                 expiring_within_days: float | None = None) -> list[dict[str, Any]]:
     """Metadata only — never a token."""
     _require_core(conn)
-    clauses, params = ["true"], []
+    clauses: list[str] = ["true"]
+    params: list[Any] = []
     if workspace and conn.execute("SELECT 1 FROM minno.workspaces WHERE slack_team_id = %s", (workspace,)).fetchone() is None:
         raise _workspace_missing(workspace)
     if workspace:
@@ -543,15 +544,16 @@ def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 100
                         if c["key"] is not None and (not resuming or c["key"] != active)]
                 return RotateResult("dry-run", active=active, plan=plan)
             if resuming:
-                log.info("resuming the rotation to data key %d", ring.active.number)
+                log.info("resuming the rotation to data key %d", ring.active_number())
             else:
                 ring = _switch_active(conn, kek, ring)
-            result = RotateResult("done", active=ring.active.number,
+            active = ring.active_number()
+            result = RotateResult("done", active=active,
                                   old=[n for n, k in ring.keys.items() if k.status == "decrypt_only"])
             for col in columns:
                 if not _rotate_column(conn, ring, col, batch_size, deadline, result, progress):
                     result.status = "partial"
-                    _audit(conn, "rotate-partial", [result.active, *result.old], reencrypted=result.reencrypted)
+                    _audit(conn, "rotate-partial", [active, *result.old], reencrypted=result.reencrypted)
                     return result
             # verify pass: every field decrypts (the old keys are still there to fall back on), and
             # what is left on old keys, per column (only the damaged fields, if all went well)
@@ -570,7 +572,7 @@ def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 100
             if result.failures:
                 result.status = "failures"
             _audit(conn, "rotate-done" if result.status == "done" else "rotate-incomplete",
-                   [result.active, *result.old], reencrypted=result.reencrypted, retired=result.retired,
+                   [active, *result.old], reencrypted=result.reencrypted, retired=result.retired,
                    failures=len(result.failures))
             return result
     finally:

@@ -318,15 +318,15 @@ def survey(conn: "psycopg.Connection", files: list["MigrationFile"], applied: di
     adoption.yoyo_state = tables_state(conn)
     for mf in files:
         h = yoyo_hash(yoyo_id(mf))
-        a = recorded.get(mf.id)
-        if a is None:
+        rec = recorded.get(mf.id)
+        if rec is None:
             if h in yoyo_applied:
                 adoption.imported.append((mf, yoyo_applied[h]))
             continue
         if h in yoyo_applied:
             continue
         op, at, who = newest.get(h, (None, None, ""))
-        if op == "rollback" and at is not None and at > _utc_naive(a.applied_at):
+        if op == "rollback" and at is not None and at > _utc_naive(rec.applied_at):
             adoption.rolled_back.append((mf, at, who))
         else:
             adoption.unmarked.append(mf)
