@@ -250,7 +250,8 @@ def _owns_managed_objects(conn: "psycopg.Connection", role: str, own: list[str])
     return bool(one(conn.execute(
         """SELECT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = ANY(%(s)s) AND n.nspowner = %(r)s::regrole)
                OR EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                           WHERE n.nspname = ANY(%(s)s) AND NOT n.nspname = ANY(%(own)s) AND c.relowner = %(r)s::regrole)
+                           WHERE n.nspname = ANY(%(s)s) AND NOT n.nspname = ANY(%(own)s)
+                             AND c.relowner = %(r)s::regrole)
                OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                            WHERE n.nspname = ANY(%(s)s) AND NOT n.nspname = ANY(%(own)s)
                                  AND p.proowner = %(r)s::regrole)""",
@@ -432,7 +433,8 @@ def _grant_statements(conn: "psycopg.Connection", role: str, mods: list[modules.
     # tables are its business, and `app list` does not expect them)
     apps = [a for a, _, _ in records(conn) if a != role]
     for kind, name in conn.execute(
-            "SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, format('%%I.%%I', n.nspname, c.relname) "
+            "SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, "
+            "format('%%I.%%I', n.nspname, c.relname) "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') "
             "AND NOT pg_get_userbyid(c.relowner) = ANY(%s) ORDER BY 1, 2", (schemas, apps)).fetchall():

@@ -766,7 +766,8 @@ def _restore_list(backup: Path, manifest: dict[str, Any], major: int | None = No
                          at_least=_dump_major(manifest))
         proc = _run([str(tool.path), "--list", str(backup)])
         if proc.returncode != 0:
-            raise BackupError(f"pg_restore cannot read {backup.name}: {proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else proc.returncode}")
+            raise BackupError(f"pg_restore cannot read {backup.name}: "
+                              f"{proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else proc.returncode}")
         return
     method = manifest.get("compress")
     if method in ("gzip", "lz4", "zstd"):
@@ -994,7 +995,8 @@ def _restore_into(settings: "Settings", backup: Path, manifest: dict[str, Any], 
         psql = find_tool("psql", major)
         args = [str(psql.path), "--no-psqlrc", "--quiet", "--single-transaction", "-v", "ON_ERROR_STOP=1",
                 "--no-password", target, "--output=/dev/null"]
-        decompress = {"gzip": ["gzip", "-dc"], "lz4": ["lz4", "-dc"], "zstd": ["zstd", "-dcq"]}.get(manifest["compress"])
+        decompress = {"gzip": ["gzip", "-dc"], "lz4": ["lz4", "-dc"],
+                      "zstd": ["zstd", "-dcq"]}.get(manifest["compress"])
         if decompress:
             proc = _decompress_into(decompress + [str(backup)], args, env, backup)
         else:
@@ -1028,7 +1030,8 @@ def _decompress_into(unzip_args: list[str], psql_args: list[str], env: dict[str,
                 _stop(psql)
                 unzip_err.seek(0)
                 detail = unzip_err.read().decode(errors="replace").strip().splitlines()
-                raise BackupError(f"{backup.name} does not decompress ({detail[0] if detail else f'exit {unzip.returncode}'}"
+                raise BackupError(f"{backup.name} does not decompress "
+                                  f"({detail[0] if detail else f'exit {unzip.returncode}'}"
                                   "); nothing was restored — do not restore it")
             with contextlib.suppress(BrokenPipeError):
                 psql.stdin.close()

@@ -298,7 +298,8 @@ def decrypt_field(keys: Mapping[int, bytes], schema: str, table: str, column: st
     dek = keys.get(number)
     if dek is None:
         raise FieldError(f"data key {number} is unknown or destroyed", code="KEY_UNKNOWN")
-    header, nonce, sealed = raw[:HEADER.size], raw[HEADER.size:HEADER.size + NONCE_BYTES], raw[HEADER.size + NONCE_BYTES:]
+    header, nonce, sealed = (raw[:HEADER.size], raw[HEADER.size:HEADER.size + NONCE_BYTES],
+                             raw[HEADER.size + NONCE_BYTES:])
     try:
         return _aesgcm(dek).decrypt(nonce, sealed, _field_aad(header, schema, table, column, pk))
     except InvalidTag:

@@ -278,7 +278,8 @@ def _service_root() -> Path:
         SERVICE_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
         st = os.lstat(SERVICE_ROOT)
     except OSError as exc:
-        raise EmbeddedError(f"cannot create {SERVICE_ROOT} for the embedded PostgreSQL's data: {exc.strerror}") from None
+        raise EmbeddedError(f"cannot create {SERVICE_ROOT} for the embedded PostgreSQL's data: "
+                            f"{exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
         raise EmbeddedError(f"{SERVICE_ROOT} is not a root-owned directory that only root may write; "
                             "minnoctl does not keep servers there — fix its owner and mode")
@@ -817,7 +818,8 @@ class Embedded:
                     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s AND NOT EXISTS (SELECT 1 "
                                     "FROM pg_available_extensions WHERE name = %s)", (PRELOAD, PRELOAD)).fetchone():
                         conn.execute(f"DROP EXTENSION {PRELOAD}")
-                elif not conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (self.build.preload,)).fetchone():
+                elif not conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s",
+                                      (self.build.preload,)).fetchone():
                     conn.execute(f"CREATE EXTENSION IF NOT EXISTS {self.build.preload}")
         except psycopg.Error as exc:  # the database works without it; health says what is missing
             log.warning("could not %s %s in the embedded `%s` database: %s",

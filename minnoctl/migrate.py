@@ -129,7 +129,8 @@ def _leading(text: str) -> tuple[dict[str, str], str]:
         match = _DIRECTIVE.match(line)
         if match:  # repeated, they add up (yoyo: `-- depends: a` twice is `a b`)
             value = match.group(2).strip()
-            directives[match.group(1)] = f"{directives[match.group(1)]} {value}" if match.group(1) in directives else value
+            directives[match.group(1)] = (f"{directives[match.group(1)]} {value}" if match.group(1) in directives
+                                          else value)
         elif re.match(r"^\s*(--.*)?$", line):
             comments.append(line.strip().lstrip("-").strip())
         else:
@@ -881,7 +882,8 @@ def _catalog(conn: "psycopg.Connection", schemas: list[str]) -> set[tuple[str, s
     return {(r[0], r[1]) for r in rows}
 
 
-def _holdable(conn: "psycopg.Connection", selected: list[modules.Module]) -> tuple[list[modules.Module], dict[str, list[str]]]:
+def _holdable(conn: "psycopg.Connection",
+              selected: list[modules.Module]) -> tuple[list[modules.Module], dict[str, list[str]]]:
     """A plain db init on a database that already holds modules: the modules the server can hold,
     and the others, not installed, with the extensions they lack (module -> names). On a new
     database nothing is left out: a module the server cannot hold is refused (exit 12)."""
@@ -994,7 +996,8 @@ placed AS (
                                         WHERE p.oid = c.objid)
       -- default privileges in one of the schemas (minnoctl app's) go with it
       WHEN 'pg_default_acl'::regclass THEN (SELECT defaclnamespace FROM pg_default_acl WHERE oid = c.objid)
-      ELSE (SELECT n.oid FROM pg_namespace n WHERE n.nspname = (pg_identify_object(c.classid, c.objid, c.objsubid)).schema)
+      ELSE (SELECT n.oid FROM pg_namespace n
+             WHERE n.nspname = (pg_identify_object(c.classid, c.objid, c.objsubid)).schema)
     END AS nsp
   FROM closure c
 )

@@ -247,7 +247,8 @@ def allocate(conn: "psycopg.Connection", *, project: str, service: str, range_na
                     skipped.append(got)
                     # not handed out: back to the pool, held out for a while, and try the next
                     conn.execute(
-                        "DELETE FROM supervisor.port_allocations a USING supervisor.projects p WHERE p.id = a.project_id "
+                        "DELETE FROM supervisor.port_allocations a USING supervisor.projects p "
+                        "WHERE p.id = a.project_id "
                         "AND p.name = %s AND a.service_name = %s AND a.hostname = %s AND a.protocol = %s "
                         "AND a.status IN ('allocated', 'in_use')", (project, service, hostname, protocol))
                     conn.execute("UPDATE supervisor.port_pool SET available_at = now() + make_interval(secs => %s) "
@@ -293,7 +294,8 @@ def release(conn: "psycopg.Connection", *, port: int | None = None, hostname: st
     require_supervisor(conn)
     with conn.transaction():
         if port is not None:
-            where, params = "a.port_number = %s AND a.hostname = %s AND a.protocol = ANY(%s)", [port, hostname, protocols]
+            where = "a.port_number = %s AND a.hostname = %s AND a.protocol = ANY(%s)"
+            params = [port, hostname, protocols]
         else:
             assert project is not None  # one of port and project is given (checked above)
             pid = project_id(conn, project)

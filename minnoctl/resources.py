@@ -40,7 +40,8 @@ def _project_checkout(start: Path) -> Path | None:
     for folder in (start, *start.parents):
         if (folder / "pyproject.toml").is_file() and (folder / "migrations").is_dir():
             try:
-                name = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8")).get("project", {}).get("name")
+                text = (folder / "pyproject.toml").read_text(encoding="utf-8")
+                name = tomllib.loads(text).get("project", {}).get("name")
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
                 continue
             if name == "minnoctl":

@@ -7,7 +7,8 @@ table that the applied migrations of those modules created is emptied (TRUNCATE 
 IDENTITY, so identities and serials start again and seeding twice gives the same rows) and the
 files' rows are inserted; a failure rolls it all back. A table an application made itself in a
 module schema (spec 002's `migrations`, spec 000's `audit_log`) keeps its rows; a foreign key
-from such a table into an emptied one stops the seed before anything changes. The keyring (minno.encryption_keys, minno.key_audit_log) is never emptied: other modules'
+from such a table into an emptied one stops the seed before anything changes. The keyring
+(minno.encryption_keys, minno.key_audit_log) is never emptied: other modules'
 encrypted fields need it. A module whose tables reference a seeded table through a foreign key is
 seeded with it, since emptying the referenced table would otherwise take its rows away.
 
@@ -735,7 +736,8 @@ def scale_jobs(n: int, random_seed: int, now: dt.datetime, module_names: set[str
             ago = s.spread("ms", i)
             when = s.ts(ago, tz=False)
             return (f"{s.uid('ms', i)}\t{s.parent('ws', i // SESSIONS_PER_WORKSPACE)}\tC{tag}{i // 100:07d}\t"
-                    f"{1700000000 + i}.{i % 1000000:06d}\t{{\"source\": \"scale\"}}\t{statuses[i % 5]}\t{when}\t{when}\n")
+                    f"{1700000000 + i}.{i % 1000000:06d}\t{{\"source\": \"scale\"}}\t{statuses[i % 5]}\t"
+                    f"{when}\t{when}\n")
         jobs.append(ScaleJob("minno", "minno_sessions", ("id", "workspace_id", "slack_channel_id", "slack_thread_ts",
                              "context", "status", "created_at", "updated_at"), n_sessions, True, session))
     if n_msgs:
@@ -814,7 +816,8 @@ def scale_jobs(n: int, random_seed: int, now: dt.datetime, module_names: set[str
             ago = s.spread("us", k) + (i % QUERIES_PER_SESSION) * 45
             state = states[i % len(states)]
             done = state == "success"
-            return (f"{s.uid('qh', i)}\t{s.parent('us', k)}\t{s.text(i)}\tSELECT count(*) FROM events WHERE day = {i % 365}\t"
+            return (f"{s.uid('qh', i)}\t{s.parent('us', k)}\t{s.text(i)}\t"
+                    f"SELECT count(*) FROM events WHERE day = {i % 365}\t"
                     f"analytics\t{state}\t{i % 5000 if done else 0}\t{i % 100000 if done else 0}\t"
                     f"{s.ts(ago)}\t{s.ts(ago - 2) if done else chr(92) + 'N'}\n")
         jobs.append(ScaleJob("slackbot", "query_history", ("id", "session_id", "original_question", "generated_query",
@@ -859,7 +862,8 @@ def scale_modules(conn: "psycopg.Connection", chosen: list[modules.Module] | Non
     names = {t.split(".")[0] for t in SCALE_WEIGHTS}
     found = [m for m in wanted if m.name in names]
     if not found:
-        raise SeedError(f"none of the chosen modules has tables that --scale fills (those of: {', '.join(sorted(names))})")
+        raise SeedError("none of the chosen modules has tables that --scale fills "
+                        f"(those of: {', '.join(sorted(names))})")
     return found
 
 

@@ -321,7 +321,8 @@ def list_tokens(conn: "psycopg.Connection", *, workspace: str | None = None, pro
     _require_core(conn)
     clauses: list[str] = ["true"]
     params: list[Any] = []
-    if workspace and conn.execute("SELECT 1 FROM minno.workspaces WHERE slack_team_id = %s", (workspace,)).fetchone() is None:
+    if workspace and conn.execute("SELECT 1 FROM minno.workspaces WHERE slack_team_id = %s",
+                                  (workspace,)).fetchone() is None:
         raise _workspace_missing(workspace)
     if workspace:
         clauses.append("w.slack_team_id = %s")

@@ -86,7 +86,8 @@ def backup(ctx: Context, verified: bool = False) -> Check:
     key = "verified_at" if verified else "created_at"
     stamps = [s for s in (_stamp(d.get(key)) for d in docs) if s is not None]
     if verified:  # the newest backup that passed `backup verify`: when that backup was taken
-        stamps = [dt.datetime.fromisoformat(d["created_at"]) for d in docs if d.get("verified_at") and d.get("created_at")]
+        stamps = [dt.datetime.fromisoformat(d["created_at"]) for d in docs
+                  if d.get("verified_at") and d.get("created_at")]
     when = max(stamps, default=None)
     name = "verified_backup" if verified else "backup"
     what = "verified backup" if verified else "backup"
