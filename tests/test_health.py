@@ -465,7 +465,8 @@ def test_backups_older_than_the_threshold(cli, migrated, tmp_path):
 def test_cleanup_age_and_never(cli, migrated):
     code, doc = run(cli, migrated, "--only", "cleanup")
     assert code == 0 and "no successful cleanup yet" in check(doc, "cleanup")["value"]
-    code, doc = run(cli, migrated, "--only", "cleanup", "-t", "cleanup-age-warning=0s", "-t", "cleanup-age-critical=off")
+    code, doc = run(cli, migrated, "--only", "cleanup", "-t", "cleanup-age-warning=0s",
+                    "-t", "cleanup-age-critical=off")
     assert code == 1 and check(doc, "cleanup")["value"] == "no successful cleanup"
     assert cli("cleanup", "--quiet", env=env_for(migrated)).exit_code == 0
     code, doc = run(cli, migrated, "--only", "cleanup", "-t", "cleanup-age-warning=0s")

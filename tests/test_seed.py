@@ -477,8 +477,10 @@ def _scaled_ids(url: str) -> dict[str, tuple]:
             schema, table = name.split(".")
             if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
                 continue
-            out[name] = conn.execute(f'SELECT count(*), md5(string_agg(id::text, \',\' ORDER BY id)) FROM {name}').fetchone()
-        out["contents"] = conn.execute("SELECT md5(string_agg(content, ',' ORDER BY id)) FROM chatbot.messages").fetchone()
+            out[name] = conn.execute(
+                f'SELECT count(*), md5(string_agg(id::text, \',\' ORDER BY id)) FROM {name}').fetchone()
+        out["contents"] = conn.execute(
+            "SELECT md5(string_agg(content, ',' ORDER BY id)) FROM chatbot.messages").fetchone()
         return out
 
 
