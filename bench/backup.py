@@ -44,8 +44,8 @@ def main() -> int:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "minnoctl", "-q", "seed", "--yes"], env=env, check=True,
                        stdout=subprocess.DEVNULL)
-        subprocess.run([sys.executable, "-m", "minnoctl", "-q", "seed", "--scale", str(args.rows), "--random-seed", "1"],
-                       env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "minnoctl", "-q", "seed", "--scale", str(args.rows),
+                        "--random-seed", "1"], env=env, check=True, stdout=subprocess.DEVNULL)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
@@ -77,13 +77,15 @@ def main() -> int:
                 raw_s.append(raw)
                 ours_s.append(ours)
                 ratios.append(ours / raw)
-                print(f"  run {i + 1}: raw pg_dump -Fc {raw:.1f} s ({raw_size / 2**20:,.0f} MB); minnoctl backup create "
-                      f"{ours:.1f} s ({ours_size / 2**20:,.0f} MB, manifest and checksum included); ratio {ours / raw:.2f}",
+                print(f"  run {i + 1}: raw pg_dump -Fc {raw:.1f} s ({raw_size / 2**20:,.0f} MB); "
+                      f"minnoctl backup create {ours:.1f} s ({ours_size / 2**20:,.0f} MB, manifest and checksum "
+                      f"included); ratio {ours / raw:.2f}",
                       flush=True)
         ratio = statistics.median(ratios)
         print(f"raw pg_dump -Fc: median {statistics.median(raw_s):.1f} s; minnoctl backup create: median "
               f"{statistics.median(ours_s):.1f} s")
-        print(f"ratio (median of same-run ratios): {ratio:.2f}  (target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'})")
+        print(f"ratio (median of same-run ratios): {ratio:.2f}  "
+              f"(target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'})")
         report("backup", f"{statistics.median(ours_s):.1f} s", f"pg_dump -Fc {statistics.median(raw_s):.1f} s",
                ratio, f"<= {TARGET}x", ratio <= TARGET)
         report("backup", f"database {size / 2**30:.2f} GB", "", None, ">= 1 GB", size >= MIN_BYTES)

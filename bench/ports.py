@@ -53,7 +53,8 @@ for i in range(count):
     elif kind == "minnoctl":
         port = ports.allocate(conn, project="bench", service=f"{tag}-{i}", range_name=os.environ["RANGE"]).port
     else:
-        port = conn.execute("SELECT supervisor.bench_allocate_port_0003(%s, %s, %s)", (pid, rid, f"{tag}-{i}")).fetchone()[0]
+        port = conn.execute("SELECT supervisor.bench_allocate_port_0003(%s, %s, %s)",
+                            (pid, rid, f"{tag}-{i}")).fetchone()[0]
     out.append([port, (time.perf_counter() - t0) * 1000])
 print(json.dumps(out))
 """
@@ -160,7 +161,8 @@ def main() -> int:
                 n = min(args.samples, int((RANGE[1] - RANGE[0] + 1) * (1 - fill)) - 1)
                 rows, _ = run(kind, rname, 1, n)
                 flat[kind][fill] = statistics.median([r[1] for r in rows])
-            print(f"   {fill:4.0%} fill: baseline {flat['baseline'][fill]:6.2f}  minnoctl {flat['minnoctl'][fill]:6.2f}",
+            print(f"   {fill:4.0%} fill: baseline {flat['baseline'][fill]:6.2f}  "
+                  f"minnoctl {flat['minnoctl'][fill]:6.2f}",
                   flush=True)
         ours, basel = conc["minnoctl"], conc["baseline"]
         growth = flat["minnoctl"][0.99] / flat["minnoctl"][0.0]

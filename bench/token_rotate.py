@@ -1,4 +1,5 @@
-"""bench/token (bench/token_rotate.py: a file named token.py would shadow the standard library): `token rotate` over N encrypted tokens (default 1,000,000), rows per second, against a
+"""bench/token (bench/token_rotate.py: a file named token.py would shadow the standard library):
+`token rotate` over N encrypted tokens (default 1,000,000), rows per second, against a
 raw SQL rewrite of the same rows in the same run: COPY of the new ciphertexts into a temporary table
 and one `UPDATE ... FROM` (its ciphertexts are computed beforehand and not timed, so the baseline is
 the database floor alone). Also the longest transaction of the rotation.
@@ -97,7 +98,8 @@ def main() -> int:
           f"{args.batch_size}")
     print(f"token: rotate {rate:,.0f} rows/s ({rotate_s:.1f} s, decrypt + encrypt + verify + retire included); "
           f"raw COPY + UPDATE ... FROM {raw_rate:,.0f} rows/s ({raw_s:.1f} s, one transaction); ratio {ratio:.2f} "
-          f"(target >= {RATE_TARGET}); longest rotation transaction {result.longest_transaction_ms:.0f} ms, writers' wait "
+          f"(target >= {RATE_TARGET}); longest rotation transaction {result.longest_transaction_ms:.0f} ms, "
+          "writers' wait "
           f"at the retire barrier {result.retire_ms:.0f} ms (target <= "
           f"{BATCH_TARGET_MS:.0f} ms): {'met' if met else 'NOT met'}")
     report("token_rotate", f"{rate:,.0f} rows/s", f"raw COPY + UPDATE {raw_rate:,.0f} rows/s", ratio,

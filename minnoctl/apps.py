@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from minnoctl import locks, modules
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
 from minnoctl.render_text import shown
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -178,7 +179,7 @@ class _EnvFile:
             # single-quoted when the shell would read a character specially (&: several parameters);
             # dotenv, python-dotenv, systemd and minnoctl's own .env reader all remove the quotes
             value = url if re.fullmatch(r"[A-Za-z0-9_.~:/?=@%+,-]*", url) else f"'{url}'"
-            os.write(fd, f"DATABASE_URL={value}\n".encode("utf-8"))
+            os.write(fd, f"DATABASE_URL={value}\n".encode())
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -246,14 +247,15 @@ def _role_row(conn: "psycopg.Connection", role: str) -> tuple[Any, ...] | None:
 def _owns_managed_objects(conn: "psycopg.Connection", role: str, own: list[str]) -> bool:
     """Whether `role` owns one of minnoctl's schemas, or objects in one outside its own `own`
     schemas (where --allow-ddl lets an app own what it creates): the migrating role, say."""
-    return bool(conn.execute(
+    return bool(one(conn.execute(
         """SELECT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = ANY(%(s)s) AND n.nspowner = %(r)s::regrole)
                OR EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                           WHERE n.nspname = ANY(%(s)s) AND NOT n.nspname = ANY(%(own)s) AND c.relowner = %(r)s::regrole)
+                           WHERE n.nspname = ANY(%(s)s) AND NOT n.nspname = ANY(%(own)s)
+                             AND c.relowner = %(r)s::regrole)
                OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                            WHERE n.nspname = ANY(%(s)s) AND NOT n.nspname = ANY(%(own)s)
-                             AND p.proowner = %(r)s::regrole)""",
-        {"s": _all_schemas(conn), "own": own, "r": _quote_ident(role)}).fetchone()[0])
+                                 AND p.proowner = %(r)s::regrole)""",
+        {"s": _all_schemas(conn), "own": own, "r": _quote_ident(role)}))[0])
 
 
 def _quote_ident(name: str) -> str:
@@ -353,8 +355,8 @@ def audit(conn: "psycopg.Connection", role: str, mods: list[modules.Module], all
     }).fetchall()
     missing = [f"{priv} on {kind} {name}" for what, kind, name, priv in rows if what == "missing"]
     extra = [f"{priv} on {kind} {name}" for what, kind, name, priv in rows if what == "extra"]
-    if not conn.execute("SELECT has_database_privilege(%s, current_database(), 'CONNECT')",
-                        (role,)).fetchone()[0]:
+    if not one(conn.execute("SELECT has_database_privilege(%s, current_database(), 'CONNECT')",
+                            (role,)))[0]:
         missing.insert(0, "CONNECT on database")
     return missing, extra
 
@@ -431,7 +433,8 @@ def _grant_statements(conn: "psycopg.Connection", role: str, mods: list[modules.
     # tables are its business, and `app list` does not expect them)
     apps = [a for a, _, _ in records(conn) if a != role]
     for kind, name in conn.execute(
-            "SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, format('%%I.%%I', n.nspname, c.relname) "
+            "SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, "
+            "format('%%I.%%I', n.nspname, c.relname) "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') "
             "AND NOT pg_get_userbyid(c.relowner) = ANY(%s) ORDER BY 1, 2", (schemas, apps)).fetchall():
@@ -454,11 +457,11 @@ def _grant_statements(conn: "psycopg.Connection", role: str, mods: list[modules.
         out.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_ident(CORE), r))
         if KEYRING_READ in keyring:
             out.append(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(CORE, KEYRING_READ), r))
-    if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.{READY_RECORD}",)).fetchone()[0] is not None:
+    if one(conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.{READY_RECORD}",)))[0] is not None:
         out.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_ident(BOOKKEEPING), r))
         out.append(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(BOOKKEEPING, READY_RECORD), r))
-    if not conn.execute("SELECT has_database_privilege(%s, current_database(), 'CONNECT')",
-                        (role,)).fetchone()[0]:
+    if not one(conn.execute("SELECT has_database_privilege(%s, current_database(), 'CONNECT')",
+                            (role,)))[0]:
         out.append(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(_ident(conn.info.dbname), r))
     return out
 
@@ -479,7 +482,7 @@ def _set_search_path(conn: "psycopg.Connection", role: str, path: list[str]) -> 
 def _apply(conn: "psycopg.Connection", role: str, mods: list[modules.Module], allow_ddl: bool) -> None:
     """Set the role's search_path and exactly its grants, then check them (inside the caller's
     transaction): anything missing is an error naming it, and the transaction rolls back."""
-    grantor = conn.execute("SELECT current_user").fetchone()[0]
+    grantor = one(conn.execute("SELECT current_user"))[0]
     _set_search_path(conn, role, search_path_for(mods))
     _run(conn, _revoke_statements(conn, role, grantor) + _grant_statements(conn, role, mods, allow_ddl, grantor))
     missing, extra = audit(conn, role, mods, allow_ddl)
@@ -660,7 +663,7 @@ def create(conn: "psycopg.Connection", names: list[str], *, role: str | None = N
         raise
     for f in files:
         f.commit()
-    for result, plan in zip(results, plans):
+    for result in results:
         row = _role_row(conn, result.role)
         if row is not None and not row[1]:
             log.warning("role %s cannot log in (NOLOGIN) — ALTER ROLE %s LOGIN, if the application connects as it",
@@ -674,7 +677,7 @@ def create(conn: "psycopg.Connection", names: list[str], *, role: str | None = N
 
 def records(conn: "psycopg.Connection") -> list[tuple[str, list[str], bool]]:
     """The recorded app roles: (role, module names, allow_ddl)."""
-    if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.app_roles",)).fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.app_roles",)))[0] is None:
         return []
     return [(r[0], list(r[1]), r[2]) for r in conn.execute(
         f"SELECT role, modules, allow_ddl FROM {BOOKKEEPING}.app_roles ORDER BY role").fetchall()]
@@ -782,17 +785,17 @@ def drop(conn: "psycopg.Connection", role: str, approve: Any = None) -> Dropped:
         if row is None:
             conn.execute(f"DELETE FROM {BOOKKEEPING}.app_roles WHERE role = %s", (role,))
             return Dropped(role, False, False, "the role no longer existed; its record is removed")
-        grantor = conn.execute("SELECT current_user").fetchone()[0]
+        grantor = one(conn.execute("SELECT current_user"))[0]
         statements = _revoke_statements(conn, role, grantor)
         statements.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(_ident(conn.info.dbname), _ident(role)))
         statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(
             _ident(role), _ident(conn.info.dbname)))
         _run(conn, statements)
         conn.execute(f"DELETE FROM {BOOKKEEPING}.app_roles WHERE role = %s", (role,))
-        others = conn.execute(
+        others = one(conn.execute(
             "SELECT string_agg(DISTINCT d.datname, ', ') FROM pg_db_role_setting s "
             "JOIN pg_database d ON d.oid = s.setdatabase JOIN pg_roles r ON r.oid = s.setrole "
-            "WHERE r.rolname = %s AND d.datname <> current_database()", (role,)).fetchone()[0]
+            "WHERE r.rolname = %s AND d.datname <> current_database()", (role,)))[0]
         if others:
             return Dropped(role, True, False, f"kept the role: it has settings in other databases ({others})")
         try:

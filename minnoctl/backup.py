@@ -47,12 +47,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
 
 from minnoctl import modules
 from minnoctl.connection import tool_connection
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
 from minnoctl.render_text import shown
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -111,8 +113,9 @@ def stopping_on_signals(what: str, outcome: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        # arg-type: 130 and 143 are the shells' codes for a signal, deliberately not ExitCode members
         raise MinnoctlError(f"{what} stopped by {signal.Signals(signum).name}; {outcome}",
-                            exit_code=EXIT_ON_SIGNAL[signum]) from None  # type: ignore[arg-type]
+                            exit_code=EXIT_ON_SIGNAL[signal.Signals(signum)]) from None  # type: ignore[arg-type]
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -443,7 +446,7 @@ def _snapshot_counts(conn: "psycopg.Connection", schemas: list[str] | None) -> d
              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {where}
                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
              ORDER BY 1, 2""", (schemas,) if schemas else ()).fetchall()
-    return {f"{s}.{t}": conn.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchone()[0] for s, t in tables}
+    return {f"{s}.{t}": one(conn.execute(f'SELECT count(*) FROM "{s}"."{t}"'))[0] for s, t in tables}
 
 
 def _migration_state(conn: "psycopg.Connection") -> dict[str, Any]:
@@ -485,8 +488,8 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
         if conn.info.server_version >= 170000:
             conn.execute("SET transaction_timeout = 0")
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        stamp = dt.datetime.now(dt.timezone.utc)
+        snapshot = one(conn.execute("SELECT pg_export_snapshot()"))[0]
+        stamp = dt.datetime.now(dt.UTC)
         name = f"minno-{_slug(owner.database) or 'db'}-{stamp:%Y%m%dT%H%M%SZ}" + (f"-{_slug(label)}" if label else "")
         final = folder / (name + _extension(fmt, method))
         if final.exists() or manifest_path(final).exists():
@@ -609,10 +612,10 @@ class Identity:
 
 def identity(conn: "psycopg.Connection") -> Identity:
     """The database `conn` really uses (current_database(): a PgBouncer alias names it otherwise)."""
-    database = conn.execute("SELECT current_database()").fetchone()[0]
+    database = one(conn.execute("SELECT current_database()"))[0]
     system = None
-    if conn.execute("SELECT has_function_privilege('pg_control_system()', 'EXECUTE')").fetchone()[0]:
-        system = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+    if one(conn.execute("SELECT has_function_privilege('pg_control_system()', 'EXECUTE')"))[0]:
+        system = str(one(conn.execute("SELECT system_identifier FROM pg_control_system()"))[0])
     return Identity(database, system)
 
 
@@ -701,7 +704,7 @@ def orphans(folder: Path, owner: Identity | None = None) -> list[Path]:
     return found
 
 
-_EPOCH = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def _when(text: Any) -> dt.datetime | None:
@@ -711,7 +714,7 @@ def _when(text: Any) -> dt.datetime | None:
         when = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
     except ValueError:
         return None
-    return when.replace(tzinfo=dt.timezone.utc) if when and when.tzinfo is None else when
+    return when.replace(tzinfo=dt.UTC) if when and when.tzinfo is None else when
 
 
 def list_backups(output_dir: str | None = None, owner: Identity | None = None) -> list[dict[str, Any]]:
@@ -733,7 +736,7 @@ def list_backups(output_dir: str | None = None, owner: Identity | None = None) -
     rows.sort(key=lambda r: r["created_at"] or _EPOCH, reverse=True)
     for path in orphans(folder, owner):
         stat = path.stat()
-        rows.append({"file": path.name, "created_at": dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc),
+        rows.append({"file": path.name, "created_at": dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC),
                      "size_bytes": size_of(path), "format": None, "label": None, "database": None,
                      "system_identifier": None, "verified_at": None, "restore_tested_at": None, "present": True,
                      "status": "orphan"})
@@ -763,7 +766,8 @@ def _restore_list(backup: Path, manifest: dict[str, Any], major: int | None = No
                          at_least=_dump_major(manifest))
         proc = _run([str(tool.path), "--list", str(backup)])
         if proc.returncode != 0:
-            raise BackupError(f"pg_restore cannot read {backup.name}: {proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else proc.returncode}")
+            raise BackupError(f"pg_restore cannot read {backup.name}: "
+                              f"{proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else proc.returncode}")
         return
     method = manifest.get("compress")
     if method in ("gzip", "lz4", "zstd"):
@@ -792,6 +796,7 @@ def verify(settings: "Settings | None", text: str, *, restore_test: bool = False
     _restore_list(backup, manifest)
     result = Verified(backup, restore_test)
     if restore_test:
+        assert settings is not None  # a restore test connects: the command gives it the settings
         with _admin(settings) as conn:
             sweep_temporary(conn)
             scratch = _create_temporary(conn, f"verify --restore-test {backup.name}")
@@ -803,7 +808,7 @@ def verify(settings: "Settings | None", text: str, *, restore_test: bool = False
         if result.mismatches:
             raise BackupError(f"restore test of {backup.name}: {len(result.mismatches)} table(s) differ from the "
                               f"manifest ({result.mismatches[0]}{', ...' if len(result.mismatches) > 1 else ''})")
-    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    now = dt.datetime.now(dt.UTC).isoformat()
     manifest["verified_at"] = now
     if restore_test:
         manifest["restore_tested_at"] = now
@@ -861,8 +866,8 @@ def _create_temporary(conn: "psycopg.Connection", purpose: str) -> str:
     from psycopg import sql
 
     command = "verify --restore-test" if purpose.startswith("verify") else "restore --into"
-    allowed, role = conn.execute("SELECT rolsuper OR rolcreatedb, current_user FROM pg_roles "
-                                 "WHERE rolname = current_user").fetchone()
+    allowed, role = one(conn.execute("SELECT rolsuper OR rolcreatedb, current_user FROM pg_roles "
+                                     "WHERE rolname = current_user"))
     if not allowed:
         raise _no_createdb(command, role)
     name = f"{TMP_PREFIX}{os.getpid()}_{_host_tag()}_{uuid.uuid4().hex[:8]}"
@@ -990,7 +995,8 @@ def _restore_into(settings: "Settings", backup: Path, manifest: dict[str, Any], 
         psql = find_tool("psql", major)
         args = [str(psql.path), "--no-psqlrc", "--quiet", "--single-transaction", "-v", "ON_ERROR_STOP=1",
                 "--no-password", target, "--output=/dev/null"]
-        decompress = {"gzip": ["gzip", "-dc"], "lz4": ["lz4", "-dc"], "zstd": ["zstd", "-dcq"]}.get(manifest["compress"])
+        decompress = {"gzip": ["gzip", "-dc"], "lz4": ["lz4", "-dc"],
+                      "zstd": ["zstd", "-dcq"]}.get(manifest["compress"])
         if decompress:
             proc = _decompress_into(decompress + [str(backup)], args, env, backup)
         else:
@@ -1010,6 +1016,7 @@ def _decompress_into(unzip_args: list[str], psql_args: list[str], env: dict[str,
             unzip = _popen(unzip_args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=unzip_err)
             psql = _popen(psql_args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err)
             psql_stopped = False
+            assert unzip.stdout is not None and psql.stdin is not None  # both are pipes (above)
             while block := unzip.stdout.read(1 << 16):
                 try:
                     psql.stdin.write(block)
@@ -1023,7 +1030,8 @@ def _decompress_into(unzip_args: list[str], psql_args: list[str], env: dict[str,
                 _stop(psql)
                 unzip_err.seek(0)
                 detail = unzip_err.read().decode(errors="replace").strip().splitlines()
-                raise BackupError(f"{backup.name} does not decompress ({detail[0] if detail else f'exit {unzip.returncode}'}"
+                raise BackupError(f"{backup.name} does not decompress "
+                                  f"({detail[0] if detail else f'exit {unzip.returncode}'}"
                                   "); nothing was restored — do not restore it")
             with contextlib.suppress(BrokenPipeError):
                 psql.stdin.close()
@@ -1043,10 +1051,10 @@ def _compare_rows(settings: "Settings", dbname: str, manifest: dict[str, Any]) -
     with session(settings, "backup", dbname=dbname) as conn:
         for table, rows in expected.items():
             schema, name = table.split(".", 1)
-            if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{name}"',)).fetchone()[0] is None:
+            if one(conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{name}"',)))[0] is None:
                 mismatches.append(f"{table} is missing")
                 continue
-            got = conn.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchone()[0]
+            got = one(conn.execute(f'SELECT count(*) FROM "{schema}"."{name}"'))[0]
             if got != rows:
                 mismatches.append(f"{table}: {got} rows, expected {rows}")
     return len(expected), mismatches
@@ -1100,7 +1108,7 @@ def restore(settings: "Settings", text: str, *, into: str | None = None, clean: 
             with _signals_held():  # restored: a SIGTERM now must not leave it restored but unmarked
                 _keep_mark(settings, marked)
         return Restored(owner.database, len(manifest.get("rows") or {}))
-    stamp = f"_restored_{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"
+    stamp = f"_restored_{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
     target = into or owner.database[: 63 - len(stamp)] + stamp
     with _admin(settings) as conn:
         sweep_temporary(conn)
@@ -1173,8 +1181,9 @@ def prune_plan(output_dir: str | None, keep_last: int, keep_days: float | None,
     for row in rows:
         if row["status"] == "ok":
             groups.setdefault((row["database"], row["system_identifier"]), []).append(row)
-    now = dt.datetime.now(dt.timezone.utc)
-    kept, deleted = [], []
+    now = dt.datetime.now(dt.UTC)
+    kept: list[dict] = []
+    deleted: list[dict] = []
     for group in groups.values():
         newest_verified = next((r for r in group if r["verified_at"] or r["restore_tested_at"]), None)
         for i, row in enumerate(group):

@@ -37,10 +37,12 @@ from dataclasses import dataclass
 from importlib.resources import files as package_files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 from minnoctl import locks, modules
 from minnoctl.errors import LockHeldError
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -128,8 +130,8 @@ def _lock(conn: "psycopg.Connection", wait_s: float) -> None:
     lock_timeout, and a wait that runs out names the holder."""
     deadline = time.monotonic() + max(0.0, wait_s)
     delay = 0.05
-    while not conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)",
-                           (locks.NAMESPACE, locks.KEYS["bookkeeping"])).fetchone()[0]:
+    while not one(conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)",
+                               (locks.NAMESPACE, locks.KEYS["bookkeeping"])))[0]:
         if time.monotonic() >= deadline:
             raise LockHeldError(
                 f"the bookkeeping lock is held by {locks.describe_holder(conn, 'bookkeeping')}, which is bringing "

@@ -27,11 +27,13 @@ import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
 
 from minnoctl import locks, modules
 from minnoctl.errors import ExitCode, UsageError
 from minnoctl.render_text import shown
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -53,7 +55,7 @@ def _apply(conn: "psycopg.Connection", task: modules.RetentionTask, tids: list[s
     otherwise its row count is the rows handled (and archived, for an archive)."""
     cur = conn.execute(task.sql, {"tids": tids, "keys": keys, "cutoff": cutoff})
     if cur.description is not None:
-        row = cur.fetchone()
+        row = one(cur)
         counts = dict(zip([c.name for c in cur.description], row))
         return {"rows": int(counts.get("rows") or 0), "archived": int(counts.get("archived") or 0)}
     n = cur.rowcount
@@ -103,7 +105,7 @@ def _check_task(name: str, option: str) -> None:
                          "(minnoctl cleanup --list)")
 
 
-def plan(conn: "psycopg.Connection", *, only: list[str] = (), skip: list[str] = (),
+def plan(conn: "psycopg.Connection", *, only: Sequence[str] = (), skip: Sequence[str] = (),
          ages: dict[str, float] | None = None) -> list[Plan]:
     from minnoctl import migrate
 
@@ -122,7 +124,7 @@ def plan(conn: "psycopg.Connection", *, only: list[str] = (), skip: list[str] = 
         reason = None
         if module.name not in installed:
             reason = f"module {module.name} is not installed"
-        elif not all(conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is not None
+        elif not all(one(conn.execute("SELECT to_regclass(%s)", (t,)))[0] is not None
                      for t in (task.table, *task.requires)):
             reason = f"module {module.name} has pending migrations (run `minnoctl migrate`)"
         plans.append(Plan(task, module, days, reason))
@@ -191,8 +193,8 @@ class RunResult:
 
 def _cutoff(conn: "psycopg.Connection", days: float | None, now: Any = None) -> Any:
     """now (the server's, unless a test fixes it) minus the age: rows older than this are due."""
-    return conn.execute("SELECT coalesce(%s::timestamptz, now()) - make_interval(secs => %s)",
-                        (now, (days or 0) * 86400)).fetchone()[0]
+    return one(conn.execute("SELECT coalesce(%s::timestamptz, now()) - make_interval(secs => %s)",
+                            (now, (days or 0) * 86400)))[0]
 
 
 def _taken(plans: list[Plan], p: Plan, cutoffs: dict[str, Any]) -> tuple[str, Any] | None:
@@ -218,12 +220,12 @@ def count_due(conn: "psycopg.Connection", p: Plan, cutoff: Any,
         params["other"] = taken[1]
     # ::timestamptz: a TIMESTAMP column holds UTC and the session's TimeZone is UTC (see the top),
     # so the oldest time carries its offset like the TIMESTAMPTZ columns' (a no-op for those)
-    n, oldest = conn.execute(f"SELECT count(*), min(t.{p.task.time_column})::timestamptz FROM {p.task.table} t "
-                             f"WHERE {due}",
-                             params).fetchone()
+    n, oldest = one(conn.execute(f"SELECT count(*), min(t.{p.task.time_column})::timestamptz FROM {p.task.table} t "
+                                 f"WHERE {due}",
+                                 params))
     extra = 0
     if p.task.extra_count and n:
-        extra = conn.execute(p.task.extra_count.format(due=due), params).fetchone()[0]
+        extra = one(conn.execute(p.task.extra_count.format(due=due), params))[0]
     return n, extra, oldest
 
 
@@ -233,10 +235,10 @@ def _record_start(conn: "psycopg.Connection", dry_run: bool) -> int:
     bookkeeping.ensure(conn)  # an older minnoctl's database may lack the table; two reads when it has it
     conn.execute(f"UPDATE {migrate.BOOKKEEPING}.cleanup_runs SET status = 'failed', finished_at = now(), "
                  "error = 'the run was killed or lost its connection' WHERE status = 'running'")
-    return conn.execute(
+    return one(conn.execute(
         f"INSERT INTO {migrate.BOOKKEEPING}.cleanup_runs (status, dry_run, by_user, host, pid) "
         "VALUES ('running', %s, %s, %s, %s) RETURNING id",
-        (dry_run, getpass.getuser(), socket.gethostname(), os.getpid())).fetchone()[0]
+        (dry_run, getpass.getuser(), socket.gethostname(), os.getpid())))[0]
 
 
 def _record_end(conn: "psycopg.Connection", result: RunResult, error: str | None = None) -> None:
@@ -360,7 +362,7 @@ def in_utc(conn: "psycopg.Connection") -> Iterator[None]:
     docstring): the session's time zone for the block, on the caller's connection (cleanup runs on
     the one the caller opened; the CLI's is connection.session()), and the caller's own time zone
     back afterwards, so nothing cleanup sets outlives its use of the connection."""
-    before = conn.execute("SELECT current_setting('TimeZone'), set_config('TimeZone', 'UTC', false)").fetchone()[0]
+    before = one(conn.execute("SELECT current_setting('TimeZone'), set_config('TimeZone', 'UTC', false)"))[0]
     try:
         yield
     finally:
@@ -379,7 +381,7 @@ def list_tasks(conn: "psycopg.Connection", plans: list[Plan]) -> list[dict[str, 
 
 def _task_row(conn: "psycopg.Connection", p: Plan) -> dict[str, Any]:
     """list_tasks' row of one task."""
-    row = {"task": p.task.name, "module": p.module.name, "action": p.task.action, "policy": p.policy,
+    row: dict[str, Any] = {"task": p.task.name, "module": p.module.name, "action": p.task.action, "policy": p.policy,
            "description": p.task.description, "due_now": None, "oldest_due": None}
     if p.installed:
         row["due_now"], _, row["oldest_due"] = count_due(conn, p, _cutoff(conn, p.days))

@@ -38,7 +38,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 from minnoctl.errors import ExitCode, MinnoctlError
 
@@ -298,7 +298,8 @@ def decrypt_field(keys: Mapping[int, bytes], schema: str, table: str, column: st
     dek = keys.get(number)
     if dek is None:
         raise FieldError(f"data key {number} is unknown or destroyed", code="KEY_UNKNOWN")
-    header, nonce, sealed = raw[:HEADER.size], raw[HEADER.size:HEADER.size + NONCE_BYTES], raw[HEADER.size + NONCE_BYTES:]
+    header, nonce, sealed = (raw[:HEADER.size], raw[HEADER.size:HEADER.size + NONCE_BYTES],
+                             raw[HEADER.size + NONCE_BYTES:])
     try:
         return _aesgcm(dek).decrypt(nonce, sealed, _field_aad(header, schema, table, column, pk))
     except InvalidTag:
@@ -346,6 +347,14 @@ class Keyring:
     @property
     def active(self) -> DataKey | None:
         return next((k for k in self.keys.values() if k.status == "active"), None)
+
+    def active_number(self) -> int:
+        """The active key's number, of a ring that has one (after ensure_active_key or a rotation's switch)."""
+        key = self.active
+        if key is None:
+            raise CryptoError("there is no active data key — run `minnoctl token rotate` to create one",
+                              code="NO_ACTIVE_KEY")
+        return key.number
 
     def decrypting(self) -> dict[int, bytes]:
         return {n: k.key for n, k in self.keys.items() if k.key is not None and k.status != "pending"}

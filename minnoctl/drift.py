@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from minnoctl import modules
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -125,7 +126,7 @@ def _with_catalog_path(conn: "psycopg.Connection", sql: str, args: Any) -> list[
     """Run `sql` with search_path = pg_catalog (so every deparsed name is schema-qualified), inside
     a transaction or savepoint of its own, and put the caller's search_path back."""
     with conn.transaction():
-        old = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+        old = one(conn.execute("SELECT current_setting('search_path')"))[0]
         conn.execute("SELECT set_config('search_path', 'pg_catalog', true)")
         try:
             return conn.execute(sql, args).fetchall()
@@ -149,7 +150,7 @@ def fingerprints(conn: "psycopg.Connection", schemas: list[str]) -> dict[str, di
 
 
 def _baseline_exists(conn: "psycopg.Connection") -> bool:
-    return conn.execute("SELECT to_regclass(%s)", (BASELINE_TABLE,)).fetchone()[0] is not None
+    return one(conn.execute("SELECT to_regclass(%s)", (BASELINE_TABLE,)))[0] is not None
 
 
 def read_baselines(conn: "psycopg.Connection") -> dict[str, tuple[str, dict[str, Any], Any]]:

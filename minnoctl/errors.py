@@ -48,17 +48,22 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.EMBEDDED: "the embedded PostgreSQL is not available on this platform or failed to start",
     ExitCode.LOCK_HELD: "another minnoctl run holds the lock this command needs",
     ExitCode.PENDING: "`migrate --dry-run --exit-code`: there are pending migrations",
-    ExitCode.DRIFT: "applied migrations were edited, removed or renamed, or the live schema no longer matches what they built (`migrate verify` lists them)",
+    ExitCode.DRIFT: "applied migrations were edited, removed or renamed, or the live schema no longer matches what "
+                    "they built (`migrate verify` lists them)",
     ExitCode.NOT_CONFIRMED: "a destructive command was declined, or run without a terminal and without `--yes`",
     ExitCode.EXTENSION: "a chosen module needs a PostgreSQL extension the server does not have",
     ExitCode.MIGRATION_FAILED: "a migration failed; the database is as it was before that migration",
     ExitCode.CRYPTO: "the master key is missing, malformed or not the one that wrapped the data keys",
     ExitCode.PARTIAL: "stopped at `--max-runtime` with work left (a rerun resumes), or some fields could not be used",
-    ExitCode.PRODUCTION: "refused: the target is production (`MINNO_ENV`, `APP_ENV` or `NODE_ENV`, or `db init --environment production`) and `--force-production` was not given",
+    ExitCode.PRODUCTION: "refused: the target is production (`MINNO_ENV`, `APP_ENV` or `NODE_ENV`, or "
+                         "`db init --environment production`) and `--force-production` was not given",
     ExitCode.RANGE_FULL: "`ports`: no free port left in the range (every port allocated, reserved or cooling down)",
-    ExitCode.PORT_TAKEN: "`ports`: the port asked for is held by another service (named), reserved, cooling down, or bound outside minnoctl",
-    ExitCode.NOT_FOUND: "a project, port range, workspace, data key or other named object does not exist (the message lists the known ones or says where to look)",
-    ExitCode.BACKUP_INVALID: "`backup`: the file is not a minnoctl backup, is truncated or changed (checksum), cannot be read, or its restore test failed",
+    ExitCode.PORT_TAKEN: "`ports`: the port asked for is held by another service (named), reserved, cooling down, "
+                         "or bound outside minnoctl",
+    ExitCode.NOT_FOUND: "a project, port range, workspace, data key or other named object does not exist (the "
+                        "message lists the known ones or says where to look)",
+    ExitCode.BACKUP_INVALID: "`backup`: the file is not a minnoctl backup, is truncated or changed (checksum), "
+                             "cannot be read, or its restore test failed",
     ExitCode.INTERNAL: "a bug in minnoctl: the traceback is printed; please report it",
 }
 

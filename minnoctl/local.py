@@ -60,6 +60,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from minnoctl.errors import ConfigError, EmbeddedError, LockHeldError
 
@@ -169,7 +170,7 @@ class ServerInfo:
     log_file: Path
     build: str | None = None  # the package whose binaries run (or would run) this home's server
 
-    def params(self) -> dict[str, str]:
+    def params(self) -> dict[str, Any]:
         return {"host": str(self.socket_dir), "port": str(PORT), "dbname": DBNAME, "user": SUPERUSER}
 
 
@@ -279,7 +280,8 @@ def _service_root() -> Path:
         SERVICE_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
         st = os.lstat(SERVICE_ROOT)
     except OSError as exc:
-        raise EmbeddedError(f"cannot create {SERVICE_ROOT} for the embedded PostgreSQL's data: {exc.strerror}") from None
+        raise EmbeddedError(f"cannot create {SERVICE_ROOT} for the embedded PostgreSQL's data: "
+                            f"{exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
         raise EmbeddedError(f"{SERVICE_ROOT} is not a root-owned directory that only root may write; "
                             "minnoctl does not keep servers there — fix its owner and mode")
@@ -304,7 +306,7 @@ def _server_user(name: str) -> tuple[int, int]:
                                    str(SERVICE_ROOT / name), "--shell", "/usr/sbin/nologin", name],
                                   capture_output=True, text=True)
         if made.returncode != 0 and made.returncode != 9:  # 9: it exists (another process made it)
-            raise EmbeddedError(f"useradd {name} failed: {(made.stderr.strip().splitlines() or ['?'])[-1]}")
+            raise EmbeddedError(f"useradd {name} failed: {(made.stderr.strip().splitlines() or ['?'])[-1]}") from None
         entry = pwd.getpwnam(name)
     if entry.pw_uid == 0:
         raise EmbeddedError(f"the user {name} has uid 0; minnoctl does not run PostgreSQL as it")
@@ -820,7 +822,8 @@ class Embedded:
                     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s AND NOT EXISTS (SELECT 1 "
                                     "FROM pg_available_extensions WHERE name = %s)", (PRELOAD, PRELOAD)).fetchone():
                         conn.execute(f"DROP EXTENSION {PRELOAD}")
-                elif not conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (self.build.preload,)).fetchone():
+                elif not conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s",
+                                      (self.build.preload,)).fetchone():
                     conn.execute(f"CREATE EXTENSION IF NOT EXISTS {self.build.preload}")
         except psycopg.Error as exc:  # the database works without it; health says what is missing
             log.warning("could not %s %s in the embedded `%s` database: %s",

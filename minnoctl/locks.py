@@ -12,9 +12,11 @@ import os
 import socket
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 from minnoctl.errors import LockHeldError
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -60,10 +62,10 @@ def advisory_lock(conn: "psycopg.Connection", purpose: str, timeout_s: float,
     # the session carries the holder's name while it holds the lock, so a refused run can name it
     # (describe_holder); the name it had comes back with the lock's release
     name = holder_name(purpose)
-    before = conn.execute("SELECT current_setting('application_name'), set_config('application_name', %s, false)",
-                          (name,)).fetchone()[0]
+    before = one(conn.execute("SELECT current_setting('application_name'), set_config('application_name', %s, false)",
+                              (name,)))[0]
     while True:
-        if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (NAMESPACE, key)).fetchone()[0]:
+        if one(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (NAMESPACE, key)))[0]:
             break
         if time.monotonic() >= deadline:
             conn.execute("SELECT set_config('application_name', %s, false)", (before,))

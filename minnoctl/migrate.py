@@ -38,9 +38,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
 
 from minnoctl import locks, modules, resources
+from minnoctl.rows import one
 from minnoctl.errors import (ConfigError, DriftError, ExitCode, ExtensionMissing, MigrationFailed, MinnoctlError,
                              UsageError)
 
@@ -65,7 +67,7 @@ _DIRECTIVE = re.compile(r"^\s*--\s*(transactional|depends)\s*:\s*(.*)$")
 
 def recorded_environment(conn: "psycopg.Connection") -> str | None:
     """The environment the database was marked with by `db init --environment`, or None."""
-    if conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.settings",)).fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.settings",)))[0] is None:
         return None
     row = conn.execute(f"SELECT value FROM {BOOKKEEPING}.settings WHERE name = 'environment'").fetchone()
     return row[0] if row else None
@@ -127,7 +129,8 @@ def _leading(text: str) -> tuple[dict[str, str], str]:
         match = _DIRECTIVE.match(line)
         if match:  # repeated, they add up (yoyo: `-- depends: a` twice is `a b`)
             value = match.group(2).strip()
-            directives[match.group(1)] = f"{directives[match.group(1)]} {value}" if match.group(1) in directives else value
+            directives[match.group(1)] = (f"{directives[match.group(1)]} {value}" if match.group(1) in directives
+                                          else value)
         elif re.match(r"^\s*(--.*)?$", line):
             comments.append(line.strip().lstrip("-").strip())
         else:
@@ -215,7 +218,7 @@ class Drift:
 
 def read_applied(conn: "psycopg.Connection") -> dict[str, Applied]:
     """The record of applied migrations, in application order. Reads only; {} before any init."""
-    exists = conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.migrations",)).fetchone()[0]
+    exists = one(conn.execute("SELECT to_regclass(%s)", (f"{BOOKKEEPING}.migrations",)))[0]
     if exists is None:
         return {}
     rows = conn.execute(
@@ -497,7 +500,7 @@ class Runner:
                     self.conn.execute(statement)
                 else:
                     self.retrying(f"{mf.id} ({direction}, statement {number} of {path.name})",
-                                  lambda: self._autocommit_statement(statement), state)
+                                  lambda statement=statement: self._autocommit_statement(statement), state)
             except psycopg.errors.LockNotAvailable:
                 raise  # the whole transactional migration is retried
             except psycopg.Error as exc:
@@ -708,6 +711,7 @@ def migrate(settings: "Settings", chosen: list[modules.Module] | None = None, *,
     """Apply the pending migrations (of the installed modules, or of `chosen`)."""
     runner = Runner(settings, files, ddl_lock_timeout)
     runner.open()
+    assert runner.conn is not None  # open() set it
     try:
         with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
             runner.adopt()
@@ -757,7 +761,7 @@ def _app_extensions(runner: Runner, chosen: Iterable[modules.Module]) -> tuple[l
             lacking.add(ext)
             continue
         try:
-            runner.retrying(f"CREATE EXTENSION {ext}", lambda: conn.execute(
+            runner.retrying(f"CREATE EXTENSION {ext}", lambda ext=ext: conn.execute(
                 f"CREATE EXTENSION IF NOT EXISTS {_ident(ext)} WITH SCHEMA public"), "nothing was changed")
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName):
             lacking.add(ext)  # not ours to create, or this database has no schema public to hold it
@@ -777,7 +781,7 @@ def _create_extensions(runner: Runner, names: list[str]) -> list[str]:
     assert runner.conn is not None
     for ext in names:
         try:
-            runner.retrying(f"CREATE EXTENSION {ext}", lambda: runner.conn.execute(
+            runner.retrying(f"CREATE EXTENSION {ext}", lambda ext=ext: runner.conn.execute(
                 f"CREATE EXTENSION IF NOT EXISTS {_ident(ext)} WITH SCHEMA public"), "nothing was changed")
         except psycopg.errors.InsufficientPrivilege:
             raise ExtensionMissing(
@@ -812,6 +816,7 @@ def rollback(settings: "Settings", *, steps: int | None = None, to: str | None =
     CLI's production guard and confirmation); it raises to stop."""
     runner = Runner(settings, files, ddl_lock_timeout)
     runner.open()
+    assert runner.conn is not None  # open() set it
     try:
         with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
             runner.adopt()
@@ -877,7 +882,8 @@ def _catalog(conn: "psycopg.Connection", schemas: list[str]) -> set[tuple[str, s
     return {(r[0], r[1]) for r in rows}
 
 
-def _holdable(conn: "psycopg.Connection", selected: list[modules.Module]) -> tuple[list[modules.Module], dict[str, list[str]]]:
+def _holdable(conn: "psycopg.Connection",
+              selected: list[modules.Module]) -> tuple[list[modules.Module], dict[str, list[str]]]:
     """A plain db init on a database that already holds modules: the modules the server can hold,
     and the others, not installed, with the extensions they lack (module -> names). On a new
     database nothing is left out: a module the server cannot hold is refused (exit 12)."""
@@ -922,8 +928,8 @@ def _create_database(settings: "Settings", selected: list[modules.Module]) -> bo
     for maintenance in ("postgres", "template1"):
         try:
             with session(settings, "db-init", dbname=maintenance) as conn:
-                allowed = conn.execute(
-                    "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+                allowed = one(conn.execute(
+                    "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user"))[0]
                 _check_available(conn, selected)
                 if not allowed:
                     raise MinnoctlError(
@@ -990,7 +996,8 @@ placed AS (
                                         WHERE p.oid = c.objid)
       -- default privileges in one of the schemas (minnoctl app's) go with it
       WHEN 'pg_default_acl'::regclass THEN (SELECT defaclnamespace FROM pg_default_acl WHERE oid = c.objid)
-      ELSE (SELECT n.oid FROM pg_namespace n WHERE n.nspname = (pg_identify_object(c.classid, c.objid, c.objsubid)).schema)
+      ELSE (SELECT n.oid FROM pg_namespace n
+             WHERE n.nspname = (pg_identify_object(c.classid, c.objid, c.objsubid)).schema)
     END AS nsp
   FROM closure c
 )
@@ -1077,6 +1084,7 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
         result.database_created = _create_database(settings, selected)
         runner.open()
     names = {m.name for m in selected}
+    assert runner.conn is not None  # open() set it, above
     try:
         with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
             conn = runner.conn
@@ -1169,7 +1177,7 @@ def new_migration(name: str, module: str, folder: Path | None = None) -> tuple[P
     from minnoctl.render_text import shown
 
     root, found = migrations_root()
-    if folder is None and found == "MINNOCTL_MIGRATIONS_DIR" and not root.exists():
+    if folder is None and found == "MINNOCTL_MIGRATIONS_DIR" and root is not None and not root.exists():
         _start_set(root, module)
     mod = modules.get(module)
     # the name becomes the file name and the file's first comment line: one printable line, bounded

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 from minnoctl.errors import ConfigError, UsageError
 from minnoctl.render_text import shown
@@ -124,8 +124,16 @@ class _Entry:
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.where}: {self.prefix}{key} {problem}")
 
+    @overload
+    def text(self, key: str, *, required: Literal[True] = ..., pattern: re.Pattern | None = None,
+             default: str | None = None) -> str: ...
+    @overload
+    def text(self, key: str, *, required: bool, pattern: re.Pattern | None = None,
+             default: str | None = None) -> str | None: ...
+
     def text(self, key: str, *, required: bool = True, pattern: re.Pattern | None = None,
              default: str | None = None) -> str | None:
+        """The string `key`; a required one is never None (missing raises)."""
         value = self.doc.get(key)
         if value is None:
             if required:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from minnoctl.connection import check_lengths
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
 from minnoctl.render_text import shown
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -89,7 +90,7 @@ def is_local(hostname: str) -> bool:
 
 
 def require_supervisor(conn: "psycopg.Connection") -> None:
-    if conn.execute("SELECT to_regproc('supervisor.reserve_port')").fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regproc('supervisor.reserve_port')"))[0] is None:
         raise MinnoctlError("the supervisor module (ports) is not installed or not up to date in this database — "
                             "run `minnoctl db init` or `minnoctl migrate`")
 
@@ -233,11 +234,11 @@ def allocate(conn: "psycopg.Connection", *, project: str, service: str, range_na
     skipped: list[int] = []
     try:
         if not verify_bind:
-            got, state, rname, lease_at = conn.execute(call, args).fetchone()
+            got, state, rname, lease_at = one(conn.execute(call, args))
         else:
             with conn.transaction():
                 for _ in range(BIND_TRIES):
-                    got, state, rname, lease_at = conn.execute(call, args).fetchone()
+                    got, state, rname, lease_at = one(conn.execute(call, args))
                     if state == "existing" or can_bind(got, protocol):
                         break
                     if port is not None:
@@ -246,7 +247,8 @@ def allocate(conn: "psycopg.Connection", *, project: str, service: str, range_na
                     skipped.append(got)
                     # not handed out: back to the pool, held out for a while, and try the next
                     conn.execute(
-                        "DELETE FROM supervisor.port_allocations a USING supervisor.projects p WHERE p.id = a.project_id "
+                        "DELETE FROM supervisor.port_allocations a USING supervisor.projects p "
+                        "WHERE p.id = a.project_id "
                         "AND p.name = %s AND a.service_name = %s AND a.hostname = %s AND a.protocol = %s "
                         "AND a.status IN ('allocated', 'in_use')", (project, service, hostname, protocol))
                     conn.execute("UPDATE supervisor.port_pool SET available_at = now() + make_interval(secs => %s) "
@@ -292,8 +294,10 @@ def release(conn: "psycopg.Connection", *, port: int | None = None, hostname: st
     require_supervisor(conn)
     with conn.transaction():
         if port is not None:
-            where, params = "a.port_number = %s AND a.hostname = %s AND a.protocol = ANY(%s)", [port, hostname, protocols]
+            where = "a.port_number = %s AND a.hostname = %s AND a.protocol = ANY(%s)"
+            params = [port, hostname, protocols]
         else:
+            assert project is not None  # one of port and project is given (checked above)
             pid = project_id(conn, project)
             where, params = "a.project_id = %s AND a.service_name = %s", [pid, service]
             if protocol:
@@ -312,7 +316,8 @@ def list_allocations(conn: "psycopg.Connection", *, project: str | None = None, 
     if status not in STATUSES:
         raise UsageError(f"--status {shown(status)} is not one of: {', '.join(STATUSES)}")
     require_supervisor(conn)
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if project is not None:
         clauses.append("a.project_id = %s")
         params.append(project_id(conn, project))
@@ -400,8 +405,8 @@ def disable_range(conn: "psycopg.Connection", name: str) -> tuple[bool, int]:
             raise NotFound(f"unknown port range {shown(name)} — see `minnoctl ports range list`")
         if row[1]:
             conn.execute("UPDATE supervisor.port_ranges SET is_active = false WHERE id = %s", (row[0],))
-        left = conn.execute("SELECT count(*) FROM supervisor.port_allocations WHERE port_range_id = %s "
-                            "AND status IN ('allocated', 'in_use')", (row[0],)).fetchone()[0]
+        left = one(conn.execute("SELECT count(*) FROM supervisor.port_allocations WHERE port_range_id = %s "
+                                "AND status IN ('allocated', 'in_use')", (row[0],)))[0]
     return bool(row[1]), left
 
 
@@ -420,10 +425,10 @@ def reserve(conn: "psycopg.Connection", *, project: str, service: str, ttl_s: fl
         with conn.transaction():
             pid = project_id(conn, project)
             rng = pick_range(conn, range_name, service_type)
-            got = conn.execute("SELECT supervisor.reserve_port(%s, %s, %s, %s, %s, %s)",
-                               (pid, rng.id, service, dt.timedelta(seconds=ttl_s), who, port)).fetchone()[0]
-            expires = conn.execute("SELECT max(expires_at) FROM supervisor.port_reservations WHERE project_id = %s "
-                                   "AND service_name = %s AND port_number = %s", (pid, service, got)).fetchone()[0]
+            got = one(conn.execute("SELECT supervisor.reserve_port(%s, %s, %s, %s, %s, %s)",
+                                   (pid, rng.id, service, dt.timedelta(seconds=ttl_s), who, port)))[0]
+            expires = one(conn.execute("SELECT max(expires_at) FROM supervisor.port_reservations WHERE project_id = %s "
+                                       "AND service_name = %s AND port_number = %s", (pid, service, got)))[0]
     except psycopg.errors.StringDataRightTruncation:
         check_lengths(conn, "supervisor.port_reservations", {"service_name": ("--service", service)})
         raise
@@ -446,7 +451,7 @@ def _probe(port: int, protocol: str, timeout_s: float) -> tuple[str, int, str | 
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
             pass
-    except socket.timeout:
+    except TimeoutError:
         return "timeout", int(timeout_s * 1000), f"no answer within {timeout_s:g} s"
     except OSError as exc:
         return "unhealthy", int((time.perf_counter() - started) * 1000), exc.strerror or exc.__class__.__name__

@@ -15,7 +15,7 @@ import logging
 from importlib.resources import as_file, files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 log = logging.getLogger("minnoctl")
 
@@ -40,7 +40,8 @@ def _project_checkout(start: Path) -> Path | None:
     for folder in (start, *start.parents):
         if (folder / "pyproject.toml").is_file() and (folder / "migrations").is_dir():
             try:
-                name = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8")).get("project", {}).get("name")
+                text = (folder / "pyproject.toml").read_text(encoding="utf-8")
+                name = tomllib.loads(text).get("project", {}).get("name")
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
                 continue
             if name == "minnoctl":
@@ -77,7 +78,7 @@ def checked_root() -> Path | None:
     """migrations_root(), refusing a MINNOCTL_MIGRATIONS_DIR that is not a directory: a typo would
     read as an empty set (ConfigError, one line)."""
     root, found = migrations_root()
-    if found == "MINNOCTL_MIGRATIONS_DIR" and not root.is_dir():
+    if found == "MINNOCTL_MIGRATIONS_DIR" and root is not None and not root.is_dir():
         from minnoctl.config import env_value
         from minnoctl.errors import ConfigError
         from minnoctl.render_text import shown

@@ -11,7 +11,8 @@ APP_ENV and NODE_ENV belong to other tools too, so only their production names c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 from minnoctl.errors import ConfigError, UsageError
 
@@ -49,7 +50,7 @@ def normalize_environment(name: str, origin: str = "--environment") -> str:
 
 
 def is_production(name: str | None) -> bool:
-    return bool(name) and ENVIRONMENTS.get(name.strip().lower()) == "production"
+    return bool(name and ENVIRONMENTS.get(name.strip().lower()) == "production")
 
 
 def production_reason(conn: "psycopg.Connection | None", env: Mapping[str, str] | None = None) -> str | None:

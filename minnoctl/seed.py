@@ -7,7 +7,8 @@ table that the applied migrations of those modules created is emptied (TRUNCATE 
 IDENTITY, so identities and serials start again and seeding twice gives the same rows) and the
 files' rows are inserted; a failure rolls it all back. A table an application made itself in a
 module schema (spec 002's `migrations`, spec 000's `audit_log`) keeps its rows; a foreign key
-from such a table into an emptied one stops the seed before anything changes. The keyring (minno.encryption_keys, minno.key_audit_log) is never emptied: other modules'
+from such a table into an emptied one stops the seed before anything changes. The keyring
+(minno.encryption_keys, minno.key_audit_log) is never emptied: other modules'
 encrypted fields need it. A module whose tables reference a seeded table through a foreign key is
 seeded with it, since emptying the referenced table would otherwise take its rows away.
 
@@ -26,17 +27,18 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import struct
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
 
 from minnoctl import locks, modules
 from minnoctl.config import SPAN_AMOUNT, span_seconds
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -117,6 +119,7 @@ def read_file(module: modules.Module, scenario: str | None = None) -> SeedFile:
     """The module's default data (seed/default.json); with a scenario, its rows added to each
     table (seed/<scenario>.json, a module without one adds nothing)."""
     seed = _parse(module, *_seed_resource(module), required=True)
+    assert seed is not None  # a required file that is missing raises instead
     if scenario is not None:
         extra = _parse(module, *_seed_resource(module, scenario), required=False)
         for table, rows in (extra.tables if extra else {}).items():
@@ -162,7 +165,7 @@ def parse_time(text: str, now: dt.datetime) -> dt.datetime:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"'{text}' is not a time: use now, now-95d, now+2h or ISO 8601") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def embedding(text: str, dim: int = EMBEDDING_DIM) -> list[float]:
@@ -204,7 +207,7 @@ def table_columns(conn: "psycopg.Connection", schema: str, table: str) -> dict[s
         (f"{schema}.{table}",)).fetchall()
     # `::character` alone means char(1) and would cut the value: cast to bpchar, and let the
     # column's own length check the value (an explicit cast to char(n) would truncate silently).
-    return {r[0]: ColumnInfo(r[0], {"character": "bpchar", "character[]": "bpchar[]"}.get(r[1], r[1]), r[2], r[3])
+    return {r[0]: ColumnInfo(r[0], {"character": "bpchar", "character[]": "bpchar[]"}.get(r[1]) or r[1], r[2], r[3])
             for r in rows}
 
 
@@ -379,7 +382,7 @@ def plan(conn: "psycopg.Connection", chosen: list[modules.Module] | None) -> Tar
     tables = [t for t in schema_tables(conn, [m.schema for m in seeded]) if t not in kept]
     _app_foreign_keys(conn, set(tables))
     nonempty = [f"{s}.{t}" for s, t in tables
-                if conn.execute(f'SELECT EXISTS (SELECT 1 FROM "{s}"."{t}")').fetchone()[0]]
+                if one(conn.execute(f'SELECT EXISTS (SELECT 1 FROM "{s}"."{t}")'))[0]]
     return Target(installed, seeded, added, tables, nonempty, any(m.encrypted for m in seeded))
 
 
@@ -496,7 +499,7 @@ def _insert(conn: "psycopg.Connection", schema: str, table: str, columns: dict[s
 def _reset_sequences(conn: "psycopg.Connection", schema: str, table: str, columns: dict[str, ColumnInfo]) -> None:
     """After explicit ids, move each serial / identity sequence past the largest one."""
     for col in columns.values():
-        seq = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (f'"{schema}"."{table}"', col.name)).fetchone()[0]
+        seq = one(conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (f'"{schema}"."{table}"', col.name)))[0]
         if seq:
             conn.execute(f'SELECT setval(%s, greatest((SELECT max("{col.name}") FROM "{schema}"."{table}"), 1), '
                          f'(SELECT max("{col.name}") FROM "{schema}"."{table}") IS NOT NULL)', (seq,))
@@ -541,7 +544,7 @@ def load(conn: "psycopg.Connection", target: Target, kek: "crypto.MasterKey | No
                 if target.tables:
                     names = ", ".join(f'"{s}"."{t}"' for s, t in target.tables)
                     conn.execute(f"TRUNCATE {names} RESTART IDENTITY")
-                now = conn.execute("SELECT now()").fetchone()[0]
+                now = one(conn.execute("SELECT now()"))[0]
                 for module, seed in zip(target.seeded, files):
                     for table, raw_rows in seed.tables.items():
                         if (module.schema, table) not in target.tables:
@@ -558,7 +561,7 @@ def load(conn: "psycopg.Connection", target: Target, kek: "crypto.MasterKey | No
                             raise _constraint_error(exc, table, seed.name) from None
                         _reset_sequences(conn, module.schema, table, columns)
                 for schema, table in target.tables:
-                    count = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]
+                    count = one(conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"'))[0]
                     result.counts.append({"module": next(m.name for m in target.seeded if m.schema == schema),
                                           "table": f"{schema}.{table}", "rows": count})
                 if verbose and any(m.name == "minno" for m in target.seeded):
@@ -733,7 +736,8 @@ def scale_jobs(n: int, random_seed: int, now: dt.datetime, module_names: set[str
             ago = s.spread("ms", i)
             when = s.ts(ago, tz=False)
             return (f"{s.uid('ms', i)}\t{s.parent('ws', i // SESSIONS_PER_WORKSPACE)}\tC{tag}{i // 100:07d}\t"
-                    f"{1700000000 + i}.{i % 1000000:06d}\t{{\"source\": \"scale\"}}\t{statuses[i % 5]}\t{when}\t{when}\n")
+                    f"{1700000000 + i}.{i % 1000000:06d}\t{{\"source\": \"scale\"}}\t{statuses[i % 5]}\t"
+                    f"{when}\t{when}\n")
         jobs.append(ScaleJob("minno", "minno_sessions", ("id", "workspace_id", "slack_channel_id", "slack_thread_ts",
                              "context", "status", "created_at", "updated_at"), n_sessions, True, session))
     if n_msgs:
@@ -812,7 +816,8 @@ def scale_jobs(n: int, random_seed: int, now: dt.datetime, module_names: set[str
             ago = s.spread("us", k) + (i % QUERIES_PER_SESSION) * 45
             state = states[i % len(states)]
             done = state == "success"
-            return (f"{s.uid('qh', i)}\t{s.parent('us', k)}\t{s.text(i)}\tSELECT count(*) FROM events WHERE day = {i % 365}\t"
+            return (f"{s.uid('qh', i)}\t{s.parent('us', k)}\t{s.text(i)}\t"
+                    f"SELECT count(*) FROM events WHERE day = {i % 365}\t"
                     f"analytics\t{state}\t{i % 5000 if done else 0}\t{i % 100000 if done else 0}\t"
                     f"{s.ts(ago)}\t{s.ts(ago - 2) if done else chr(92) + 'N'}\n")
         jobs.append(ScaleJob("slackbot", "query_history", ("id", "session_id", "original_question", "generated_query",
@@ -857,7 +862,8 @@ def scale_modules(conn: "psycopg.Connection", chosen: list[modules.Module] | Non
     names = {t.split(".")[0] for t in SCALE_WEIGHTS}
     found = [m for m in wanted if m.name in names]
     if not found:
-        raise SeedError(f"none of the chosen modules has tables that --scale fills (those of: {', '.join(sorted(names))})")
+        raise SeedError("none of the chosen modules has tables that --scale fills "
+                        f"(those of: {', '.join(sorted(names))})")
     return found
 
 
@@ -879,7 +885,7 @@ def scale(conn: "psycopg.Connection", n: int, random_seed: int, chosen: list[mod
                 conn.execute("SET LOCAL TimeZone = 'UTC'")
                 names = {m.name for m in chosen}
                 ring = tokens.ensure_active_key(conn, kek) if "minno" in names and kek is not None else None
-                now = conn.execute("SELECT now()").fetchone()[0]
+                now = one(conn.execute("SELECT now()"))[0]
                 for job in scale_jobs(n, random_seed, now, names, ring):
                     done = 0
                     with conn.cursor() as cur, cur.copy(job.copy_sql()) as copy:

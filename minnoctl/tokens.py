@@ -32,11 +32,13 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
 
 from minnoctl import crypto, locks, modules
 from minnoctl.errors import ExitCode, LockHeldError, MinnoctlError, UsageError
 from minnoctl.render_text import shown
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -164,7 +166,7 @@ def key_rows_busy(what: str) -> Iterator[None]:
 
 
 def _require_core(conn: "psycopg.Connection") -> None:
-    if conn.execute("SELECT to_regclass('minno.key_audit_log')").fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regclass('minno.key_audit_log')"))[0] is None:
         raise MinnoctlError("the keyring is not installed in this database — run `minnoctl db init` (or "
                             "`minnoctl migrate`) first")
 
@@ -249,12 +251,12 @@ def put(conn: "psycopg.Connection", kek: crypto.MasterKey, *, workspace: str, pr
 
     ring, updated = _write_with_keyring(conn, kek, write)
     return {"workspace": workspace, "provider": provider, "expires_at": _utc(expires_at), "scopes": ",".join(scopes),
-            "key": ring.active.number, "updated": updated}
+            "key": ring.active_number(), "updated": updated}
 
 
 def _utc(when: dt.datetime | None) -> dt.datetime | None:
     """A TIMESTAMP column's value (UTC by this database's rule) as an aware time, for output."""
-    return when.replace(tzinfo=dt.timezone.utc) if when is not None and when.tzinfo is None else when
+    return when.replace(tzinfo=dt.UTC) if when is not None and when.tzinfo is None else when
 
 
 def _write_with_keyring(conn: "psycopg.Connection", kek: crypto.MasterKey,
@@ -289,7 +291,7 @@ def put_user(conn: "psycopg.Connection", kek: crypto.MasterKey, *, user: str, pr
                          "tokens only")
     if not user.strip():
         raise UsageError("--user must not be empty")
-    if conn.execute("SELECT to_regclass('assistant.user_tokens')").fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regclass('assistant.user_tokens')"))[0] is None:
         raise MinnoctlError("the assistant module is not installed in this database — run `minnoctl db init "
                             "--modules assistant` first")
     p = provider
@@ -310,15 +312,17 @@ def put_user(conn: "psycopg.Connection", kek: crypto.MasterKey, *, user: str, pr
 
     ring, updated = _write_with_keyring(conn, kek, write)
     return {"user": user, "provider": provider, "expires_at": _utc(expires_at), "scopes": scope or "",
-            "key": ring.active.number, "updated": updated}
+            "key": ring.active_number(), "updated": updated}
 
 
 def list_tokens(conn: "psycopg.Connection", *, workspace: str | None = None, provider: str | None = None,
                 expiring_within_days: float | None = None) -> list[dict[str, Any]]:
     """Metadata only — never a token."""
     _require_core(conn)
-    clauses, params = ["true"], []
-    if workspace and conn.execute("SELECT 1 FROM minno.workspaces WHERE slack_team_id = %s", (workspace,)).fetchone() is None:
+    clauses: list[str] = ["true"]
+    params: list[Any] = []
+    if workspace and conn.execute("SELECT 1 FROM minno.workspaces WHERE slack_team_id = %s",
+                                  (workspace,)).fetchone() is None:
         raise _workspace_missing(workspace)
     if workspace:
         clauses.append("w.slack_team_id = %s")
@@ -541,15 +545,16 @@ def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 100
                         if c["key"] is not None and (not resuming or c["key"] != active)]
                 return RotateResult("dry-run", active=active, plan=plan)
             if resuming:
-                log.info("resuming the rotation to data key %d", ring.active.number)
+                log.info("resuming the rotation to data key %d", ring.active_number())
             else:
                 ring = _switch_active(conn, kek, ring)
-            result = RotateResult("done", active=ring.active.number,
+            active = ring.active_number()
+            result = RotateResult("done", active=active,
                                   old=[n for n, k in ring.keys.items() if k.status == "decrypt_only"])
             for col in columns:
                 if not _rotate_column(conn, ring, col, batch_size, deadline, result, progress):
                     result.status = "partial"
-                    _audit(conn, "rotate-partial", [result.active, *result.old], reencrypted=result.reencrypted)
+                    _audit(conn, "rotate-partial", [active, *result.old], reencrypted=result.reencrypted)
                     return result
             # verify pass: every field decrypts (the old keys are still there to fall back on), and
             # what is left on old keys, per column (only the damaged fields, if all went well)
@@ -568,7 +573,7 @@ def rotate(settings: "Settings", kek: crypto.MasterKey, *, batch_size: int = 100
             if result.failures:
                 result.status = "failures"
             _audit(conn, "rotate-done" if result.status == "done" else "rotate-incomplete",
-                   [result.active, *result.old], reencrypted=result.reencrypted, retired=result.retired,
+                   [active, *result.old], reencrypted=result.reencrypted, retired=result.retired,
                    failures=len(result.failures))
             return result
     finally:
@@ -659,7 +664,7 @@ def _rotate_column(conn: "psycopg.Connection", ring: crypto.Keyring, col: Column
             t0 = time.perf_counter()
             with conn.transaction():
                 conn.execute("SET LOCAL lock_timeout = '1s'")
-                candidates = conn.execute(f"SELECT count(*) FROM ({select}) AS w", args).fetchone()[0]
+                candidates = one(conn.execute(f"SELECT count(*) FROM ({select}) AS w", args))[0]
                 rows = conn.execute(select + " FOR UPDATE SKIP LOCKED", args).fetchall() if candidates else []
                 skipped_this_pass += candidates - len(rows)
                 updates = []

@@ -38,9 +38,11 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
 
 from minnoctl.errors import MinnoctlError
+from minnoctl.rows import one
 
 if TYPE_CHECKING:
     import psycopg
@@ -137,13 +139,13 @@ def current_checksum(recorded: str) -> str:
 
 
 def _exists(conn: "psycopg.Connection", table: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
+    return one(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)))[0]
 
 
 def _readable(conn: "psycopg.Connection", table: str) -> bool:
     """The table exists and this role may read it (health runs as any role)."""
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL AND has_table_privilege(to_regclass(%s), 'SELECT')",
-                        (table, table)).fetchone()[0]
+    return one(conn.execute("SELECT to_regclass(%s) IS NOT NULL AND has_table_privilege(to_regclass(%s), 'SELECT')",
+                            (table, table)))[0]
 
 
 def tables_state(conn: "psycopg.Connection") -> str:
@@ -151,15 +153,15 @@ def tables_state(conn: "psycopg.Connection") -> str:
     may create them in public), else the reason it cannot write them (one phrase)."""
     migration, version = _exists(conn, MIGRATION_TABLE), _exists(conn, VERSION_TABLE)
     if migration and version and _exists(conn, LOG_TABLE):
-        ok = conn.execute(
+        ok = one(conn.execute(
             "SELECT has_table_privilege(%s::regclass, 'INSERT, DELETE') AND has_table_privilege(%s::regclass, "
-            "'INSERT')", (MIGRATION_TABLE, LOG_TABLE)).fetchone()[0]
+            "'INSERT')", (MIGRATION_TABLE, LOG_TABLE)))[0]
         return "ready" if ok else "this role may not write yoyo's tables in schema public"
     if migration:
         return "yoyo's tables in schema public are of an older yoyo (no _yoyo_version): run stock yoyo once"
-    if conn.execute("SELECT to_regnamespace(%s)", (SCHEMA,)).fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regnamespace(%s)", (SCHEMA,)))[0] is None:
         return "this database has no schema public (where stock yoyo keeps its tables)"
-    if conn.execute("SELECT has_schema_privilege(%s, 'CREATE')", (SCHEMA,)).fetchone()[0]:
+    if one(conn.execute("SELECT has_schema_privilege(%s, 'CREATE')", (SCHEMA,)))[0]:
         return "creatable"
     return "this role may not create tables in schema public (PostgreSQL 15+ for a non-owner of the database)"
 
@@ -293,9 +295,9 @@ def _yoyo_rows(conn: "psycopg.Connection") -> tuple[dict[str, Any], dict[str, tu
 
 
 def _utc_naive(value: Any) -> Any:
-    from datetime import timezone
+    from datetime import UTC
 
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if getattr(value, "tzinfo", None) else value
+    return value.astimezone(UTC).replace(tzinfo=None) if getattr(value, "tzinfo", None) else value
 
 
 def survey(conn: "psycopg.Connection", files: list["MigrationFile"], applied: dict[str, "Applied"]) -> Adoption:
@@ -316,15 +318,15 @@ def survey(conn: "psycopg.Connection", files: list["MigrationFile"], applied: di
     adoption.yoyo_state = tables_state(conn)
     for mf in files:
         h = yoyo_hash(yoyo_id(mf))
-        a = recorded.get(mf.id)
-        if a is None:
+        rec = recorded.get(mf.id)
+        if rec is None:
             if h in yoyo_applied:
                 adoption.imported.append((mf, yoyo_applied[h]))
             continue
         if h in yoyo_applied:
             continue
         op, at, who = newest.get(h, (None, None, ""))
-        if op == "rollback" and at is not None and at > _utc_naive(a.applied_at):
+        if op == "rollback" and at is not None and at > _utc_naive(rec.applied_at):
             adoption.rolled_back.append((mf, at, who))
         else:
             adoption.unmarked.append(mf)

@@ -328,7 +328,8 @@ def test_allow_ddl_grants_create_and_leaving_it_out_takes_it_back(cli, db):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app.execute("CREATE TABLE another (x int)")
     [listed] = json.loads(cli("app", "list", "--format", "json", env=env_for(db)).stdout)
-    assert (listed["status"], listed["allow_ddl"]) == ("complete", False), listed  # its own table's rights are not extra
+    # its own table's rights are not extra
+    assert (listed["status"], listed["allow_ddl"]) == ("complete", False), listed
 
 
 def test_a_table_one_app_makes_itself_is_not_missing_from_the_other_apps_of_its_module(cli, db):
@@ -389,7 +390,8 @@ def test_drop_revokes_forgets_and_drops_the_role(cli, db, any_server):
     assert role in _roles(any_server.admin_url)
     result = cli("app", "drop", role, "--yes", "--format", "json", env=env_for(db))
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout) == [{"role": role, "revoked": True, "dropped": True, "note": "revoked and dropped"}]
+    assert json.loads(result.stdout) == [{"role": role, "revoked": True, "dropped": True,
+                                          "note": "revoked and dropped"}]
     assert role not in _roles(any_server.admin_url)
     with psycopg.connect(db, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace "

@@ -199,7 +199,8 @@ def run_node(node, script: str, env: dict[str, str], tmp_path: Path, logs: list[
     try:
         out = json.loads(result.stdout)
     except json.JSONDecodeError:
-        raise AssertionError(f"node exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}")
+        raise AssertionError(
+            f"node exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}") from None
     assert result.returncode == 0, f"node failed: {out}\nstderr: {result.stderr}"
     return out
 
@@ -415,7 +416,8 @@ def run_node_raw(node, database_service: Path, url: str, tmp_path: Path) -> subp
 def test_assistant_reads_the_tokens_minnoctl_seed_encrypted(site, node, database_service, tmp_path):
     """The seed's user_tokens are encrypted by minnoctl (Python); the document's getUserTokens reads
     them and the Node client decrypts them to the seed file's plaintext."""
-    seeded = json.loads((REPO / "migrations" / "assistant" / "seed" / "default.json").read_text())["tables"]["user_tokens"]
+    seeded = json.loads((REPO / "migrations" / "assistant" / "seed" / "default.json").read_text()
+                        )["tables"]["user_tokens"]
     row = next(r for r in seeded if isinstance(r.get("google_access_token"), dict)
                and isinstance(r.get("slack_access_token"), dict))
     out = assistant(node, site, database_service, tmp_path, "read", USER_ID=row["user_id"],
@@ -1122,7 +1124,8 @@ def test_an_apps_login_after_db_init_force_and_app_create_again(site, node, tmp_
 
 
 def test_the_apps_read_their_fields_after_minnoctl_token_rotate(site, node, database_service, tmp_path):
-    seeded = json.loads((REPO / "migrations" / "assistant" / "seed" / "default.json").read_text())["tables"]["user_tokens"]
+    seeded = json.loads((REPO / "migrations" / "assistant" / "seed" / "default.json").read_text()
+                        )["tables"]["user_tokens"]
     row = next(r for r in seeded if isinstance(r.get("google_access_token"), dict))
     rotate = site.minnoctl("token", "rotate", "--format", "json")
     assert rotate.returncode == 0, rotate.stdout + rotate.stderr

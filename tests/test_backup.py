@@ -98,7 +98,8 @@ def test_a_marker_round_trip_restores_every_table_exactly(run, seeded, args):
     backup = create(run, *args, "--label", "round trip")
     manifest = json.loads(backup.with_name(backup.name + ".manifest.json").read_text())
     assert manifest["rows"]["chatbot.conversations"] == len(json.loads(
-        (Path(__file__).parent.parent / "migrations" / "chatbot" / "seed" / "default.json").read_text())["tables"]["conversations"]) + 500
+        (Path(__file__).parent.parent / "migrations" / "chatbot" / "seed" / "default.json").read_text()
+    )["tables"]["conversations"]) + 500
     assert manifest["migrations"]["count"] > 10 and manifest["label"] == "round trip"
     target = f"r_{uuid.uuid4().hex[:10]}"
     try:
@@ -175,7 +176,8 @@ def test_a_flipped_byte_a_truncation_and_a_stranger_fail_verify(run, tmp_path):
 
 def test_kill_9_during_a_backup_leaves_nothing_under_the_final_name(run, seeded, cli):
     env = {"MINNO_DATABASE_URL": seeded, "MINNO_MASTER_KEY": KEY}
-    assert cli("seed", "--scale", "300000", "--random-seed", "5", "--modules", "chatbot,slackbot", env=env).exit_code == 0
+    assert cli("seed", "--scale", "300000", "--random-seed", "5", "--modules", "chatbot,slackbot",
+               env=env).exit_code == 0
     proc = subprocess.Popen([sys.executable, "-m", "minnoctl", "backup", "create", "--compress", "gzip:9"],
                             env=dict(os.environ, **env, MINNO_BACKUP_DIR=str(run.folder)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

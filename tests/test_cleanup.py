@@ -17,7 +17,7 @@ import pytest
 from minnoctl import cleanup, locks
 from minnoctl.errors import ExitCode
 
-NOW = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=dt.UTC)
 
 
 def one_error_line(result) -> str:
@@ -43,7 +43,8 @@ def add_conversation(conn, updated: dt.timedelta, messages: list[tuple[str, dt.t
     cid = conn.execute("INSERT INTO chatbot.conversations (user_id, created_at, updated_at) VALUES ('u', %s, %s) "
                        "RETURNING id", (ts(updated), ts(updated))).fetchone()[0]
     for role, when in messages:
-        conn.execute("INSERT INTO chatbot.messages (conversation_id, role, content, created_at) VALUES (%s, %s, %s, %s)",
+        conn.execute("INSERT INTO chatbot.messages (conversation_id, role, content, created_at) "
+                     "VALUES (%s, %s, %s, %s)",
                      (cid, role, f"{role} at {when}", ts(when)))
     return str(cid)
 
@@ -102,14 +103,17 @@ def test_archives_hold_exactly_what_was_removed(migrated):
         conv_before = conn.execute("SELECT id, user_id, created_at, updated_at FROM chatbot.conversations "
                                    "ORDER BY id").fetchall()
         conn.execute("INSERT INTO slackbot.audit_logs (event_type, event_category, event_description, event_data, "
-                     "created_at) SELECT 'e', 'c', 'd' || g, jsonb_build_object('g', g), %s FROM generate_series(1, 25) g",
+                     "created_at) SELECT 'e', 'c', 'd' || g, jsonb_build_object('g', g), %s "
+                     "FROM generate_series(1, 25) g",
                      (NOW - 100 * DAY,))
-        audit_before = conn.execute("SELECT id, event_description, event_data FROM slackbot.audit_logs ORDER BY id").fetchall()
+        audit_before = conn.execute(
+            "SELECT id, event_description, event_data FROM slackbot.audit_logs ORDER BY id").fetchall()
     result = by_task(run_fixed(migrated, batch_size=7))
     assert result["chatbot-conversations"].batches >= 3 and result["chatbot-conversations"].rows == 30
     with psycopg.connect(migrated) as conn:
         assert conn.execute("SELECT count(*) FROM chatbot.conversations").fetchone()[0] == 0
-        assert conn.execute("SELECT id, role, content, created_at FROM chatbot.messages_archive ORDER BY id").fetchall() == before
+        assert conn.execute(
+            "SELECT id, role, content, created_at FROM chatbot.messages_archive ORDER BY id").fetchall() == before
         assert conn.execute("SELECT id, user_id, created_at, updated_at FROM chatbot.conversations_archive "
                             "ORDER BY id").fetchall() == conv_before
         assert conn.execute("SELECT id, event_description, event_data FROM slackbot.audit_logs_archive "
@@ -162,8 +166,10 @@ def test_expiry_tasks_and_grace(run, migrated):
     assert done["assistant-sessions"] == 1 and done["assistant-confirmations"] == 1
     assert done["port-leases"] == 1 and done["port-reservations"] == 1
     with psycopg.connect(migrated) as conn:
-        assert [r[0] for r in conn.execute("SELECT session_id FROM assistant.sessions ORDER BY 1")] == ["live", "recent"]
-        assert sorted(r[0] for r in conn.execute("SELECT status FROM assistant.confirmations")) == ["expired", "pending"]
+        assert [r[0] for r in conn.execute("SELECT session_id FROM assistant.sessions ORDER BY 1")
+                ] == ["live", "recent"]
+        assert sorted(r[0] for r in conn.execute("SELECT status FROM assistant.confirmations")
+                      ) == ["expired", "pending"]
         assert conn.execute("SELECT port_number, status FROM supervisor.port_allocations ORDER BY 1").fetchall() == \
             [(30000, "released"), (30001, "allocated")]
 

@@ -23,14 +23,15 @@ def snapshot(url: str) -> dict[str, tuple[int, str]]:
     """Every table of minnoctl's and the modules' schemas: (row count, md5 of all rows)."""
     with psycopg.connect(url) as conn:
         tables = [r[0] for r in conn.execute(
-            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "SELECT format('%I.%I', n.nspname, c.relname) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             f"WHERE c.relkind IN ('r', 'p') AND {APP_SCHEMAS} ORDER BY 1")]
         return {t: conn.execute(f"SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') "
                                 f"FROM {t} x").fetchone() for t in tables}
 
 
 def add_due_rows(url: str) -> None:
-    old = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=200)
+    old = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=200)
     with psycopg.connect(url, autocommit=True) as conn:
         cid = conn.execute("INSERT INTO chatbot.conversations (user_id, created_at, updated_at) VALUES ('u', %s, %s) "
                            "RETURNING id", (old, old)).fetchone()[0]

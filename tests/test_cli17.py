@@ -224,7 +224,7 @@ def test_older_than_and_seed_times_take_the_same_units():
     with pytest.raises(UsageError, match="1h30m"):
         cleanup.parse_ages(["chatbot-conversations=soon"])
     import datetime as dt
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert seed.parse_time("now-5min", now) == now - dt.timedelta(minutes=5)
     assert seed.parse_time("now-1h30m+500ms", now) == now - dt.timedelta(minutes=90) + dt.timedelta(milliseconds=500)
 

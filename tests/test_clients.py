@@ -351,7 +351,8 @@ const t = (await client.query('SELECT id, access_token_encrypted, refresh_token_
                               'WHERE id = $1', [process.env.TID])).rows[0];
 const u = (await client.query("SELECT * FROM assistant.user_tokens WHERE user_id = 'U-node'")).rows[0];
 const got = { access: ring.decrypt('minno', 'oauth_tokens', 'access_token_encrypted', t.id, t.access_token_encrypted),
-              refresh: ring.decrypt('minno', 'oauth_tokens', 'refresh_token_encrypted', t.id, t.refresh_token_encrypted) };
+              refresh: ring.decrypt('minno', 'oauth_tokens', 'refresh_token_encrypted', t.id,
+                                    t.refresh_token_encrypted) };
 for (const c of JSON.parse(process.env.COLUMNS)) got[c] = ring.decrypt('assistant', 'user_tokens', c, 'U-node', u[c]);
 const keys = [t.access_token_encrypted, u.google_access_token].map((f) => ring.keyNumber(f));
 out({ got, keys, active: ring.activeKeyNumber });
@@ -396,7 +397,8 @@ let stale = null;
 try { await write(ring); } catch (e) { stale = { code: e.code, stale: fields.isStaleKeyError(e), message: e.message }; }
 const fresh = await ring.reload();
 await write(fresh);
-const v = (await client.query("SELECT slack_access_token FROM assistant.user_tokens WHERE user_id = 'U-stale'")).rows[0];
+const v = (await client.query("SELECT slack_access_token FROM assistant.user_tokens " +
+                              "WHERE user_id = 'U-stale'")).rows[0];
 let unknown = null;
 try { ring.decrypt('assistant', 'user_tokens', 'slack_access_token', 'U-stale', v.slack_access_token); }
 catch (e) { unknown = e.code; }
@@ -648,7 +650,8 @@ def test_token_put_for_a_user_is_what_spec_002_reads_and_node_decrypts(cli, migr
               env=env, input=google + "\n")
     assert put.exit_code == 0, put.stderr
     assert json.loads(put.stdout)[0] | {"key": 0} == {"user": "U-put", "provider": "google",
-                                                     "expires_at": "2030-01-01T00:00:00+00:00", "scopes": "email profile",
+                                                     "expires_at": "2030-01-01T00:00:00+00:00",
+                                                     "scopes": "email profile",
                                                      "key": 0, "updated": False}
     refresh = Path("refresh.txt")  # the test's own empty directory
     refresh.write_text("slack-refresh\n")

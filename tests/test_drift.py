@@ -11,7 +11,7 @@ import pytest
 
 from minnoctl import drift, migrate
 from minnoctl.config import load_settings
-from minnoctl.errors import DriftError, ExitCode
+from minnoctl.errors import ExitCode
 
 # the damage, what verify names, and health's status
 DAMAGE = {
@@ -26,7 +26,8 @@ DAMAGE = {
     "copy": (["CREATE TABLE public.workspaces (LIKE minno.workspaces INCLUDING ALL)"],
              "public.workspaces copies minno.workspaces", "WARNING"),
     "trigger": (["ALTER TABLE chatbot.conversations DISABLE TRIGGER update_conversations_updated_at"],
-                "trigger chatbot.conversations.update_conversations_updated_at is disabled (it was enabled)", "WARNING"),
+                "trigger chatbot.conversations.update_conversations_updated_at is disabled (it was enabled)",
+                "WARNING"),
     "function": (["CREATE OR REPLACE FUNCTION chatbot.update_updated_at_column() RETURNS trigger "
                   "LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$"],
                  "function chatbot.update_updated_at_column() differs", "WARNING"),
@@ -142,7 +143,8 @@ def test_copy_elsewhere_does_not_block_migrate(migrated):
     settings = load_settings(env=env_for(migrated))
     migrate.migrate(settings)  # no DriftError
     with psycopg.connect(migrated) as conn:
-        assert [d.detail.split(" (")[0] for d in drift.check(conn).drift] == ["public.workspaces copies minno.workspaces"]
+        assert [d.detail.split(" (")[0] for d in drift.check(conn).drift] == [
+            "public.workspaces copies minno.workspaces"]
 
 
 def test_app_tables_are_not_managed_not_drift(migrated, cli):

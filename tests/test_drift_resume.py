@@ -52,7 +52,8 @@ def test_a_run_stopped_between_two_migrations_of_a_module_is_not_drift(cli, data
         url4 = any_server.url(other)
         assert cli("db", "init", "--modules", "minno", env=env(url4, _partial_set(tmp_path, "s4", 4))).exit_code == 0
         with psycopg.connect(url4) as conn:
-            stale = conn.execute("SELECT fingerprint FROM minnoctl.schema_baseline WHERE module = 'minno'").fetchone()[0]
+            stale = conn.execute(
+                "SELECT fingerprint FROM minnoctl.schema_baseline WHERE module = 'minno'").fetchone()[0]
     finally:
         with psycopg.connect(any_server.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')

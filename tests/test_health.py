@@ -422,7 +422,7 @@ def test_a_token_expiring_tomorrow(cli, migrated, kek):
         import datetime as dt
 
         tokens.put(conn, kek, workspace="T1", provider="notion", access_token="not-in-output", refresh_token=None,
-                   expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1), scopes=[])
+                   expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1), scopes=[])
     code, doc = run(cli, migrated, "--only", "tokens")
     c = check(doc, "tokens")
     assert code == 1 and "minno OAuth: 1 expiring, 0 expired" in c["value"], c
@@ -465,7 +465,8 @@ def test_backups_older_than_the_threshold(cli, migrated, tmp_path):
 def test_cleanup_age_and_never(cli, migrated):
     code, doc = run(cli, migrated, "--only", "cleanup")
     assert code == 0 and "no successful cleanup yet" in check(doc, "cleanup")["value"]
-    code, doc = run(cli, migrated, "--only", "cleanup", "-t", "cleanup-age-warning=0s", "-t", "cleanup-age-critical=off")
+    code, doc = run(cli, migrated, "--only", "cleanup", "-t", "cleanup-age-warning=0s",
+                    "-t", "cleanup-age-critical=off")
     assert code == 1 and check(doc, "cleanup")["value"] == "no successful cleanup"
     assert cli("cleanup", "--quiet", env=env_for(migrated)).exit_code == 0
     code, doc = run(cli, migrated, "--only", "cleanup", "-t", "cleanup-age-warning=0s")

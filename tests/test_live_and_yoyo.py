@@ -38,7 +38,8 @@ def test_health_live_with_a_password_over_tcp(cli, pg15, pg18tcp):
         assert result.stdout.startswith("MINNOCTL OK - ")
         assert "rtt_ms=" in result.stdout
         assert PASSWORD not in result.stdout + result.stderr
-        verbose = cli("health", "--live", "--format", "json", env={"DATABASE_URL": cluster.url("pwdb", "pwuser", PASSWORD)})
+        verbose = cli("health", "--live", "--format", "json",
+                      env={"DATABASE_URL": cluster.url("pwdb", "pwuser", PASSWORD)})
         assert json.loads(verbose.stdout)["checks"][1]["value"].startswith(f"PostgreSQL {major}")
 
 

@@ -241,7 +241,8 @@ def test_two_migrates_at_once_one_applies_the_other_reports_the_lock(database, s
     out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     with psycopg.connect(database) as conn:
-        assert conn.execute("SELECT count(*) FROM minnoctl.migrations WHERE id = 'chatbot/0099_sleep'").fetchone()[0] == 1
+        assert conn.execute(
+            "SELECT count(*) FROM minnoctl.migrations WHERE id = 'chatbot/0099_sleep'").fetchone()[0] == 1
 
 
 def test_status_and_dry_run_take_no_lock(database, set_copy, run_minnoctl):
@@ -273,7 +274,8 @@ def test_kill_9_during_a_migration_then_a_new_migrate_completes(database, set_co
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 15  # not held up for the killed run's 30 s
     with psycopg.connect(database) as conn:
-        assert conn.execute("SELECT count(*) FROM minnoctl.migrations WHERE id = 'chatbot/0099_sleep'").fetchone()[0] == 1
+        assert conn.execute(
+            "SELECT count(*) FROM minnoctl.migrations WHERE id = 'chatbot/0099_sleep'").fetchone()[0] == 1
         assert conn.execute("SELECT to_regclass('chatbot.slow_marker')").fetchone()[0] is not None
 
 

@@ -12,14 +12,16 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from minnoctl import locks
 from minnoctl.errors import ExitCode
-from test_migrate import set_copy  # noqa: F401 - the fixture: a copy of the migration set the test may edit
+import test_migrate
+
+set_copy = test_migrate.set_copy  # the fixture: a copy of the migration set the test may edit
 
 
 def env_for(url: str, set_dir: Path | None = None, **extra: str) -> dict[str, str]:
@@ -285,7 +287,7 @@ def test_concurrent_init_of_a_new_database_creates_it_once(any_server):
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(4)]
         outs = [p.communicate(timeout=120) for p in procs]
-        for p, (out, err) in zip(procs, outs):
+        for p, (_out, err) in zip(procs, outs):
             assert p.returncode == 0, err
             assert "Traceback" not in err
         assert sum("created the database" in err for _, err in outs) == 1, [e for _, e in outs]

@@ -32,8 +32,10 @@ def test_wheel_contains_the_migration_set_and_seeds(wheel):
     wheel_sql = sorted(n[len("minnoctl/migrations/"):] for n in names
                        if n.startswith("minnoctl/migrations/") and n.endswith(".sql"))
     assert wheel_sql == repo_sql
-    repo_seeds = sorted(p.relative_to(REPO / "migrations").as_posix() for p in (REPO / "migrations").glob("*/seed/*.json"))
-    wheel_seeds = sorted(n[len("minnoctl/migrations/"):] for n in names if n.startswith("minnoctl/migrations/") and n.endswith(".json"))
+    repo_seeds = sorted(p.relative_to(REPO / "migrations").as_posix()
+                        for p in (REPO / "migrations").glob("*/seed/*.json"))
+    wheel_seeds = sorted(n[len("minnoctl/migrations/"):] for n in names
+                         if n.startswith("minnoctl/migrations/") and n.endswith(".json"))
     assert repo_seeds and wheel_seeds == repo_seeds
     assert any(n.endswith("entry_points.txt") for n in names)
 
@@ -63,7 +65,8 @@ def test_editable_install_reads_the_repository_folders():
     from minnoctl import resources
 
     assert Path(str(resources.migrations())).resolve() == (REPO / "migrations").resolve()
-    assert Path(str(resources.migrations() / "chatbot" / "seed")).resolve() == (REPO / "migrations" / "chatbot" / "seed").resolve()
+    assert (Path(str(resources.migrations() / "chatbot" / "seed")).resolve()
+            == (REPO / "migrations" / "chatbot" / "seed").resolve())
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ def db(migrated):
     with psycopg.connect(migrated, autocommit=True) as conn:
         for name in ("alpha", "beta"):
             conn.execute("INSERT INTO supervisor.projects (name, path) VALUES (%s, %s)", (name, f"/srv/{name}"))
-        conn.execute("INSERT INTO supervisor.port_ranges (range_name, start_port, end_port, cooldown_seconds, metadata) "
+        conn.execute("INSERT INTO supervisor.port_ranges (range_name, start_port, end_port, cooldown_seconds, "
+                     "metadata) "
                      "VALUES ('ci', 41000, 41009, 1, '{\"service_types\": [\"api\"]}')")
     return migrated
 
@@ -140,7 +141,8 @@ def test_allocate_is_idempotent_and_json_says_so(run, db):
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["port"] == 41000 and doc["state"] == "new" and doc["range"] == "ci"
-    again = json.loads(run("ports", "allocate", "-p", "alpha", "-s", "api", "--service-type", "api", "--format", "json").stdout)
+    again = json.loads(run("ports", "allocate", "-p", "alpha", "-s", "api", "--service-type", "api",
+                           "--format", "json").stdout)
     assert again["port"] == 41000 and again["state"] == "existing"
     assert allocate(run, "api", "--protocol", "udp") == 41000  # another protocol is another port space
     assert allocate(run, "api", "--hostname", "ci-runner-7") == 41000  # and so is another host
@@ -174,11 +176,13 @@ def test_release_is_idempotent_and_a_released_port_cools_down_first(run, db):
     # released history is kept, and a service's ports can be released by name
     assert run("ports", "release", "--project", "alpha", "--service", "b").exit_code == 0
     with psycopg.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM supervisor.port_allocations WHERE status = 'released'").fetchone()[0] == 2
+        assert conn.execute(
+            "SELECT count(*) FROM supervisor.port_allocations WHERE status = 'released'").fetchone()[0] == 2
     listed = json.loads(run("ports", "list", "--status", "all", "--format", "json").stdout)
     assert sorted((r["port"], r["status"]) for r in listed) == [
         (41000, "allocated"), (41000, "released"), (41001, "released"), (41002, "allocated")]
-    assert [r["service"] for r in json.loads(run("ports", "list", "-p", "alpha", "--format", "json").stdout)] == ["d", "c"]
+    assert [r["service"] for r in json.loads(run("ports", "list", "-p", "alpha", "--format", "json").stdout)
+            ] == ["d", "c"]
 
 
 def test_a_full_range_is_one_line_and_exit_17(run, db):
@@ -297,17 +301,23 @@ def test_port_is_an_alias_of_ports(run, db):
 
 
 @pytest.mark.parametrize("args, code, phrase", [
-    (["allocate", "-p", "nope", "-s", "x", "-r", "ci"], ExitCode.NOT_FOUND, "unknown project 'nope' — the projects are: alpha, beta"),
+    (["allocate", "-p", "nope", "-s", "x", "-r", "ci"], ExitCode.NOT_FOUND,
+     "unknown project 'nope' — the projects are: alpha, beta"),
     (["allocate", "-p", "alpha", "-s", "x", "-r", "nope"], ExitCode.NOT_FOUND, "unknown port range 'nope'"),
-    (["allocate", "-p", "alpha", "-s", "x", "--service-type", "nosuchtype"], ExitCode.NOT_FOUND, "no active port range serves"),
-    (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--service-type", "api"], ExitCode.USAGE, "--range or --service-type"),
+    (["allocate", "-p", "alpha", "-s", "x", "--service-type", "nosuchtype"], ExitCode.NOT_FOUND,
+     "no active port range serves"),
+    (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--service-type", "api"], ExitCode.USAGE,
+     "--range or --service-type"),
     (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--port", "70000"], ExitCode.USAGE, "not a port number"),
     (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--port", "0"], ExitCode.USAGE, "not a port number"),
-    (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--port", "41010"], ExitCode.USAGE, "outside range ci (41000-41009)"),
+    (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--port", "41010"], ExitCode.USAGE,
+     "outside range ci (41000-41009)"),
     (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--protocol", "sctp"], ExitCode.USAGE, "not tcp or udp"),
-    (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--lease", "soon"], ExitCode.USAGE, "--lease 'soon' is not a duration"),
+    (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--lease", "soon"], ExitCode.USAGE,
+     "--lease 'soon' is not a duration"),
     (["allocate", "-p", "alpha", "-s", "x", "-r", "ci", "--lease", "0s"], ExitCode.USAGE, "more than zero"),
-    (["reserve", "-p", "alpha", "-s", "x", "-r", "ci", "--ttl", "3 days"], ExitCode.USAGE, "--ttl '3 days' is not a duration"),
+    (["reserve", "-p", "alpha", "-s", "x", "-r", "ci", "--ttl", "3 days"], ExitCode.USAGE,
+     "--ttl '3 days' is not a duration"),
     (["release", "70000"], ExitCode.USAGE, "not a port number"),
     (["release"], ExitCode.USAGE, "say what to release"),
     (["release", "41000", "--protocol", "icmp"], ExitCode.USAGE, "not tcp or udp"),

@@ -61,7 +61,7 @@ def test_every_offered_tabulate_format_exists():
 
 
 def test_json_is_a_list_of_dicts_with_stable_types():
-    when = dt.datetime(2024, 5, 1, 12, 30, 15, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2024, 5, 1, 12, 30, 15, tzinfo=dt.UTC)
     ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
     rows = [
         {"name": "a", "when": when, "amount": decimal.Decimal("1.10"), "id": ident, "n": 3, "none": None,

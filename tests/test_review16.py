@@ -126,7 +126,8 @@ def test_every_encrypted_column_of_the_registry_is_guarded(migrated):
                 WHERE t.tgfoid = 'minno.reject_retired_field_keys'::regproc AND NOT t.tgisinternal""").fetchall()
     guarded = set()
     for schema, table, args, tgtype in rows:
-        assert tgtype & 1 and tgtype & 2 and tgtype & 4 and tgtype & 16, (schema, table, tgtype)  # row, before, ins, upd
+        # row, before, ins, upd
+        assert tgtype & 1 and tgtype & 2 and tgtype & 4 and tgtype & 16, (schema, table, tgtype)
         guarded |= {(schema, table, a.decode()) for a in args.split(b"\x00") if a}
     wanted = {(m.schema, c.table, c.column) for m in modules.MODULES if m.name in installed for c in m.encrypted}
     assert wanted <= guarded, wanted - guarded

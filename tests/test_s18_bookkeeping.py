@@ -120,7 +120,8 @@ def columns(url: str) -> dict[str, list[tuple]]:
         out: dict[str, list[tuple]] = {}
         for table, *col in conn.execute(
                 "SELECT table_name, column_name, data_type, column_default, is_nullable, is_identity "
-                "FROM information_schema.columns WHERE table_schema = 'minnoctl' ORDER BY table_name, ordinal_position"):
+                "FROM information_schema.columns WHERE table_schema = 'minnoctl' "
+                "ORDER BY table_name, ordinal_position"):
             out.setdefault(table, []).append(tuple(col))
         for table, con in conn.execute(
                 "SELECT c.conrelid::regclass::text, pg_get_constraintdef(c.oid) FROM pg_constraint c "
@@ -237,7 +238,8 @@ def test_a_table_dropped_by_hand_is_built_again_by_all_its_files(cli, migrated, 
 
 
 def test_a_failing_migration_leaves_the_tables_and_the_record_as_they_were(migrated, later_set):
-    (later_set / "0901_broken.sql").write_text("-- table: cleanup_runs\nALTER TABLE minnoctl.cleanup_runs ADD COLUMN other text;\n"
+    (later_set / "0901_broken.sql").write_text("-- table: cleanup_runs\n"
+                                               "ALTER TABLE minnoctl.cleanup_runs ADD COLUMN other text;\n"
                                                "ALTER TABLE minnoctl.no_such_table ADD COLUMN x text;\n")
     with psycopg.connect(migrated, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.UndefinedTable):
@@ -378,7 +380,7 @@ def test_first_runs_at_once_on_a_fresh_database_all_succeed_and_apply_the_set_on
     time.sleep(1.0)  # every process imported and waiting
     go.touch()
     outputs = [p.communicate(timeout=120) for p in procs + commands]
-    for p, (out, err) in zip(procs + commands, outputs):
+    for p, (_out, err) in zip(procs + commands, outputs):
         assert p.returncode == 0, err
     applied_by = [out.strip() for out, _ in outputs[:len(procs)] if out.strip()]
     assert len(applied_by) <= 1  # one of them applied it, or db init or cleanup did
@@ -451,7 +453,8 @@ def test_the_wheel_carries_the_set_and_an_installed_copy_reads_it(tmp_path):
     (wheel,) = out.glob("minnoctl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     repo = sorted(p.name for p in (REPO / "minnoctl" / bookkeeping.FOLDER).glob("*.sql"))
-    assert repo and sorted(n.rsplit("/", 1)[1] for n in names if n.startswith(f"minnoctl/{bookkeeping.FOLDER}/")) == repo
+    assert repo and sorted(n.rsplit("/", 1)[1] for n in names
+                           if n.startswith(f"minnoctl/{bookkeeping.FOLDER}/")) == repo
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)

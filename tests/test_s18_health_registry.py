@@ -28,7 +28,8 @@ def s18_probe(ctx):
     rows = ctx.one("SELECT count(*) FROM slackbot.active_sessions")[0]
     limit = ctx.t("s18-probe-warning")
     return Check("s18_probe", Status.WARNING if limit is not None and rows > limit else Status.OK,
-                 f"{rows} active sessions", f"warning above {show(limit, 'count')}", perfdata={"s18_rows": (rows, "", limit, None)})
+                 f"{rows} active sessions", f"warning above {show(limit, 'count')}",
+                 perfdata={"s18_rows": (rows, "", limit, None)})
 '''
 
 

@@ -67,7 +67,8 @@ def zebra_set(tmp_path: Path, toml: str = ZEBRA_TOML) -> Path:
     (zebra / "0001_zebra_events.rollback.sql").write_text(
         "-- Undo 0001_zebra_events.sql\n\nSET LOCAL search_path = zebra, public;\n\n"
         "DROP TABLE events;\nDROP SCHEMA IF EXISTS zebra;\n")
-    (zebra / "retention" / "zebra-events.sql").write_text("DELETE FROM zebra.events WHERE ctid = ANY(%(tids)s::tid[])\n")
+    (zebra / "retention" / "zebra-events.sql").write_text(
+        "DELETE FROM zebra.events WHERE ctid = ANY(%(tids)s::tid[])\n")
     (zebra / "seed" / "default.json").write_text(json.dumps(SEED))
     return root
 
@@ -125,8 +126,10 @@ def test_a_seventh_module_is_one_folder(cli, database, tmp_path):
     assert checks["migrations"]["value"] == f"{minno + 1} applied, none pending"  # zebra's one counted
     # a pending zebra migration is seen as pending (the check reads zebra's folder too)
     (root / "zebra" / "0002_more.sql").write_text("-- more\n-- depends: 0001_zebra_events\n\n"
-                                                  "SET LOCAL search_path = zebra, public;\nCREATE TABLE more (id int);\n")
-    (root / "zebra" / "0002_more.rollback.sql").write_text("SET LOCAL search_path = zebra, public;\nDROP TABLE more;\n")
+                                                  "SET LOCAL search_path = zebra, public;\n"
+                                                  "CREATE TABLE more (id int);\n")
+    (root / "zebra" / "0002_more.rollback.sql").write_text(
+        "SET LOCAL search_path = zebra, public;\nDROP TABLE more;\n")
     pending = {c["name"]: c for c in json.loads(cli("health", "--format", "json", env=env).stdout)["checks"]}
     assert "zebra/0002_more" in pending["migrations"]["value"], pending["migrations"]
 

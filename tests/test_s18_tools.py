@@ -168,7 +168,7 @@ def _unrelated_crl(path: Path) -> Path:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     crl = (x509.CertificateRevocationListBuilder()
            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unrelated CA")]))
            .last_update(now - dt.timedelta(days=1)).next_update(now + dt.timedelta(days=30))

@@ -120,14 +120,14 @@ def test_every_module_has_a_seed_file_that_names_real_tables_and_columns():
 
 
 def test_relative_times_parse_and_bad_ones_are_refused():
-    now = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
     assert seed.parse_time("now", now) == now
     assert seed.parse_time("now-95d", now) == now - dt.timedelta(days=95)
     assert seed.parse_time("now+2h", now) == now + dt.timedelta(hours=2)
     assert seed.parse_time("now-1d-6h", now) == now - dt.timedelta(days=1, hours=6)
     assert seed.parse_time("now+1.5w", now) == now + dt.timedelta(days=10.5)
     assert seed.parse_time("now-2d-1h45m", now) == now - dt.timedelta(days=2, hours=1, minutes=45)
-    assert seed.parse_time("2026-01-02T03:04:05Z", now) == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    assert seed.parse_time("2026-01-02T03:04:05Z", now) == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     for bad in ("yesterday", "now-5y", "now 5d", ""):
         with pytest.raises(ValueError):
             seed.parse_time(bad, now)
@@ -477,8 +477,10 @@ def _scaled_ids(url: str) -> dict[str, tuple]:
             schema, table = name.split(".")
             if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
                 continue
-            out[name] = conn.execute(f'SELECT count(*), md5(string_agg(id::text, \',\' ORDER BY id)) FROM {name}').fetchone()
-        out["contents"] = conn.execute("SELECT md5(string_agg(content, ',' ORDER BY id)) FROM chatbot.messages").fetchone()
+            out[name] = conn.execute(
+                f'SELECT count(*), md5(string_agg(id::text, \',\' ORDER BY id)) FROM {name}').fetchone()
+        out["contents"] = conn.execute(
+            "SELECT md5(string_agg(content, ',' ORDER BY id)) FROM chatbot.messages").fetchone()
         return out
 
 

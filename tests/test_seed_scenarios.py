@@ -56,7 +56,7 @@ WEEK = dt.timedelta(days=7)
 def test_the_default_seed_stays_healthy_for_weeks():
     """Every time is relative to the moment of seeding, and nothing in the default files expires,
     or falls due for rotation, within health's windows for at least a week after it."""
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     for m in modules.MODULES:
         for table, rows in seed_rows(m.name).items():
             for row in rows:

@@ -6,9 +6,8 @@ and nothing changed. On both servers."""
 from __future__ import annotations
 
 import psycopg
-import pytest
 
-from minnoctl import migrate, seed
+from minnoctl import seed
 from minnoctl.errors import ExitCode
 
 APP_TABLES = (
@@ -97,7 +96,8 @@ def test_managed_tables_follow_create_drop_and_rename(migrated, tmp_path, monkey
            "CREATE TABLE IF NOT EXISTS a (id int);\n"
            "CREATE UNLOGGED TABLE \"B\" (id int);\n"
            "CREATE TEMP TABLE scratch (id int);\n"
-           "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $body$ BEGIN CREATE TABLE inner_t (id int); END $body$;\n"
+           "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $body$ "
+           "BEGIN CREATE TABLE inner_t (id int); END $body$;\n"
            "ALTER TABLE a RENAME TO a2;\n"
            "ALTER TABLE a2 RENAME COLUMN id TO ident;\n"
            "CREATE TABLE other.elsewhere (id int);\n"

@@ -93,7 +93,8 @@ def test_put_list_keys_and_no_plaintext_anywhere(cli, migrated, kek):
         conn.execute("INSERT INTO minno.workspaces (slack_team_id, slack_team_name) VALUES ('T42', 'answer')")
     secret = "xoxb-this-is-the-secret-token"
     put = cli("token", "put", "--workspace", "T42", "--provider", "Slack", "--access-token-file", "-",
-              "--expires-at", "2030-01-01T00:00:00Z", "--scopes", "chat:write, users:read", env=env, input=secret + "\n")
+              "--expires-at", "2030-01-01T00:00:00Z", "--scopes", "chat:write, users:read", env=env,
+              input=secret + "\n")
     assert put.exit_code == 0, put.stderr
     again = cli("token", "put", "--workspace", "T42", "--provider", "slack", "--access-token-file", "-",
                 env=env, input=secret + "-2")
@@ -222,7 +223,8 @@ def test_master_rotation_rewraps_keys_and_leaves_data_byte_identical(cli, migrat
         before = conn.execute("SELECT id, access_token_encrypted, refresh_token_encrypted FROM minno.oauth_tokens "
                               "ORDER BY id").fetchall()
     new = crypto.MasterKey(crypto.generate_key(), "new")
-    result = cli("token", "rotate", "--master", env=env_for(migrated, kek, MINNO_NEW_MASTER_KEY=crypto.encode_key(new.key)))
+    result = cli("token", "rotate", "--master",
+                 env=env_for(migrated, kek, MINNO_NEW_MASTER_KEY=crypto.encode_key(new.key)))
     assert result.exit_code == 0, result.stderr
     with psycopg.connect(migrated) as conn:
         after = conn.execute("SELECT id, access_token_encrypted, refresh_token_encrypted FROM minno.oauth_tokens "

@@ -164,7 +164,8 @@ def test_rotate_and_retire_meet_a_master_rewrap_with_the_lock_held_exit(migrated
     new = crypto.MasterKey(crypto.generate_key(), "new")
     holder = psycopg.connect(migrated)  # an application transaction holding the active key's row
     holder.execute("SELECT 1 FROM minno.encryption_keys WHERE key_number = %s FOR UPDATE", (active,))
-    rewrap = run_in_background(migrated, kek, "token", "rotate", "--master", MINNO_NEW_MASTER_KEY=crypto.encode_key(new.key))
+    rewrap = run_in_background(migrated, kek, "token", "rotate", "--master",
+                               MINNO_NEW_MASTER_KEY=crypto.encode_key(new.key))
     try:
         wait_until(lambda: waiting_on_a_lock(migrated), timeout=20)  # mid-way through its transaction
         # all at once: the re-wrap waits at most 5 s for the row before it gives up
@@ -236,7 +237,8 @@ def test_kill_9_during_a_master_rewrap_leaves_every_key_under_exactly_one_master
     new = crypto.MasterKey(crypto.generate_key(), "new")
     holder = psycopg.connect(migrated)  # holds the last key's row: the re-wrap stops there, the others done
     holder.execute("SELECT 1 FROM minno.encryption_keys WHERE key_number = %s FOR SHARE", (max(numbers),))
-    victim = run_in_background(migrated, kek, "token", "rotate", "--master", MINNO_NEW_MASTER_KEY=crypto.encode_key(new.key))
+    victim = run_in_background(migrated, kek, "token", "rotate", "--master",
+                               MINNO_NEW_MASTER_KEY=crypto.encode_key(new.key))
     try:
         wait_until(lambda: waiting_on_a_lock(migrated), timeout=20)
         victim.send_signal(signal.SIGKILL)
@@ -291,7 +293,8 @@ def test_first_token_puts_at_once_make_one_data_key(migrated, kek):
         conn.execute("INSERT INTO minno.workspaces (slack_team_id, slack_team_name) VALUES ('T1', 'one')")
     env = dict(os.environ, **env_for(migrated, kek))
     puts = [subprocess.Popen([sys.executable, "-m", "minnoctl", "token", "put", "--workspace", "T1", "--provider",
-                              f"prov{i}", "--allow-unknown-provider", "--access-token-file", "-"], env=env, stdin=subprocess.PIPE,
+                              f"prov{i}", "--allow-unknown-provider", "--access-token-file", "-"], env=env,
+                             stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
     for p in puts:
         _out, err = p.communicate("token\n", timeout=60)

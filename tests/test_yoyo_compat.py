@@ -253,7 +253,7 @@ def test_a_role_that_may_not_create_in_public_gets_one_warning_and_its_migration
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {role} LOGIN")
         conn.execute(f"GRANT CREATE ON DATABASE {conn.info.dbname} TO {role}")
-        conn.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # the PostgreSQL 15+ default, made sure
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # the PostgreSQL 15+ default, made sure
     params = psycopg.conninfo.conninfo_to_dict(database)
     params["user"] = role
     params.pop("password", None)

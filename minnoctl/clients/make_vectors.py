@@ -14,6 +14,7 @@ import json
 import struct
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from minnoctl import crypto  # noqa: E402
@@ -43,7 +44,7 @@ def field_aad(number: int, schema: str, table: str, column: str, pk: str) -> byt
 def build() -> dict:
     keys = []
     for i, (number, status, dek) in enumerate(DEKS):
-        entry = {"key_number": number, "status": status}
+        entry: dict[str, Any] = {"key_number": number, "status": status}
         if dek is None:
             entry |= {"dek": None, "encrypted_key": None}
         else:
@@ -53,7 +54,7 @@ def build() -> dict:
                       "wrap_aad": (b"minnoctl dek v1" + struct.pack(">I", number) + KEK.fingerprint.encode()).hex(),
                       "encrypted_key": wrapped}
         keys.append(entry)
-    dek = dict((n, d) for n, _s, d in DEKS)
+    dek_of = {n: d for n, _s, d in DEKS if d is not None}  # the keys that encrypt
 
     fields = []
     cases = [
@@ -69,7 +70,7 @@ def build() -> dict:
     ]
     for i, (name, number, where, plain) in enumerate(cases):
         n = nonce(0xA0 + i)
-        value = crypto.encrypt_field(dek[number], number, *where, plain, nonce=n)
+        value = crypto.encrypt_field(dek_of[number], number, *where, plain, nonce=n)
         entry = {"name": name, "key_number": number, "schema": where[0], "table": where[1], "column": where[2],
                  "pk": where[3], "plaintext": plain, "nonce": n.hex(), "aad": field_aad(number, *where).hex(),
                  "field": value}
@@ -78,11 +79,12 @@ def build() -> dict:
         fields.append(entry)
 
     good = fields[0]
-    where = {k: good[k] for k in ("schema", "table", "column", "pk")}
+    good_at = {k: good[k] for k in ("schema", "table", "column", "pk")}
+    good_where: tuple[str, str, str, object] = tuple(good_at.values())
     raw = base64.b64decode(good["field"])
 
     def negative(name, error, field=good["field"], **changes):
-        return {"name": name, **where, **changes, "field": field, "error": error}
+        return {"name": name, **good_at, **changes, "field": field, "error": error}
 
     flipped = bytearray(raw)
     flipped[-20] ^= 0x01  # a ciphertext byte
@@ -92,8 +94,8 @@ def build() -> dict:
     renumbered[1:5] = struct.pack(">I", 7)  # another known key: the header is authenticated
     v2 = bytearray(raw)
     v2[0] = 2
-    unknown = crypto.encrypt_field(bytes(32), 99, *where.values(), "under key 99", nonce=nonce(0xC0))
-    retired = crypto.encrypt_field(bytes(range(0x20, 0x40)), 2, *where.values(), "under retired key 2",
+    unknown = crypto.encrypt_field(bytes(32), 99, *good_where, "under key 99", nonce=nonce(0xC0))
+    retired = crypto.encrypt_field(bytes(range(0x20, 0x40)), 2, *good_where, "under retired key 2",
                                    nonce=nonce(0xC1))
     negatives = [
         negative("wrong column", "FIELD_AUTH", column="refresh_token_encrypted"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from minnoctl.health import registry
 from minnoctl.health.registry import LIST_COLUMNS, CheckSpec, check, list_checks, markdown_table, select
 from minnoctl.health.report import COLUMNS, SEVERITY, Check, Report, Status, below, nagios_line, status_style, worst
 from minnoctl.health.runner import LOCK_TIMEOUT, STATEMENT_TIMEOUT, Context, live, ready, run

@@ -27,7 +27,8 @@ import importlib.util
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Sequence
 
 from minnoctl.errors import MinnoctlError, UsageError
 from minnoctl.health.threshold import Threshold, show
@@ -62,6 +63,9 @@ class CheckSpec:
 
 
 _core: dict[str, CheckSpec] = {}
+# a check function as written: f(ctx) -> Check, maybe with optional keyword arguments of its own
+# (jobs' backup(ctx, verified=...)), which the decorator keeps in its type
+CheckFn = TypeVar("CheckFn", bound=Callable[..., "Check"])
 _sets: dict[Path | None, dict[str, CheckSpec]] = {}  # a migration set's module checks, by its root
 _loading: list[tuple[dict[str, CheckSpec], str]] = []  # the module folder being read, while it is
 _core_loaded = False
@@ -69,10 +73,9 @@ _core_loaded = False
 
 def check(name: str, *, description: str, doc: str | None = None, levels: str = "",
           thresholds: tuple[Threshold, ...] = (), owner: tuple[str, ...] | None = None, order: int = LAST,
-          report: bool = True, probes: tuple[str, ...] = ()) -> Callable[[Callable[["Context"], "Check"]],
-                                                                        Callable[["Context"], "Check"]]:
+          report: bool = True, probes: tuple[str, ...] = ()) -> Callable[[CheckFn], CheckFn]:
     """Register `f(ctx) -> Check` as the health check `name` (see the module docstring)."""
-    def register(fn: Callable[["Context"], "Check"]) -> Callable[["Context"], "Check"]:
+    def register(fn: CheckFn) -> CheckFn:
         target, module = _loading[-1] if _loading else (_core, None)
         spec = CheckSpec(name, fn, description, tuple(thresholds),
                          tuple(owner) if owner is not None else (module,) if module else (), doc or description,
@@ -137,6 +140,7 @@ def _load_folder(target: dict[str, CheckSpec], module: str, folder: Path) -> Non
             continue
         name = f"minnoctl.health.module_checks.{module}.{path.stem}"
         spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None  # a .py file always has a spec and a loader
         loaded = importlib.util.module_from_spec(spec)
         sys.modules[name] = loaded
         _loading.append((target, module))
@@ -178,11 +182,11 @@ def core_thresholds() -> dict[str, Threshold]:
     return {t.name: t for s in sorted(_core.values(), key=lambda s: (s.order, s.name)) for t in s.thresholds}
 
 
-def select(only: list[str] = (), skip: list[str] = ()) -> list[str]:
+def select(only: Sequence[str] = (), skip: Sequence[str] = ()) -> list[str]:
     """The checks to run, in report order; names may use - or _ and come comma-separated."""
     known = by_name()
 
-    def names(items: list[str], option: str) -> list[str]:
+    def names(items: Sequence[str], option: str) -> list[str]:
         out = []
         for item in items:
             for part in item.split(","):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -45,7 +46,7 @@ class Check:
     hint: str = ""
     # nagios perfdata: label -> (value, unit, warn, crit); also the JSON's numeric "metrics". A limit
     # is the upper bound (plugin range `N`: alert above N) unless given as a range string (`99:`)
-    perfdata: dict[str, tuple[float, str, float | str | None, float | str | None]] = field(default_factory=dict)
+    perfdata: Mapping[str, tuple[float, str, float | str | None, float | str | None]] = field(default_factory=dict)
     sql: list[str] = field(default_factory=list)  # the maintenance SQL the finding calls for (--hints)
 
     def as_dict(self) -> dict[str, Any]:

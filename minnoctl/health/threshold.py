@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from minnoctl.errors import UsageError
@@ -53,7 +54,7 @@ def parse_threshold(t: Threshold, text: str, origin: str) -> float | None:
     return float(parse_number(raw, origin, maximum=MAX_COUNT, integer=True))
 
 
-def thresholds(options: list[str] = (), env: dict[str, str] | None = None) -> dict[str, float | None]:
+def thresholds(options: Sequence[str] = (), env: Mapping[str, str] | None = None) -> dict[str, float | None]:
     """Defaults, then MINNOCTL_HEALTH_<NAME> variables (the environment, else .env), then --threshold
     NAME=VALUE options."""
     from minnoctl.config import environment
@@ -77,7 +78,7 @@ def thresholds(options: list[str] = (), env: dict[str, str] | None = None) -> di
     return values
 
 
-def asked_for(only: list[str] = (), options: list[str] = (), env: dict[str, str] | None = None) -> set[str]:
+def asked_for(only: Sequence[str] = (), options: Sequence[str] = (), env: Mapping[str, str] | None = None) -> set[str]:
     """The checks the operator asked for by name (--only) or by giving one of their thresholds (an
     option or a variable): for them a missing extension is UNKNOWN, not N/A."""
     from minnoctl.config import environment

@@ -12,4 +12,5 @@ def table_stats(ctx: Context) -> Check:
     queries = ctx.one("SELECT count(*) FROM slackbot.query_history WHERE created_at > now() - interval '24 hours'")[0]
     return Check("table_stats", Status.OK, f"{sessions} active sessions, {queries} queries in the last 24 hours",
                  "information (spec 004's get_table_stats)",
-                 perfdata={"active_sessions": (sessions, "", None, None), "recent_queries_24h": (queries, "", None, None)})
+                 perfdata={"active_sessions": (sessions, "", None, None),
+                           "recent_queries_24h": (queries, "", None, None)})

@@ -6,7 +6,8 @@ from minnoctl.health import Check, Context, Status, check
 
 
 @check("secrets", order=270, description="secrets expiring or due for rotation (spec 003's views)",
-       doc="spec 003's `secrets_expiring_soon` and `secrets_needing_rotation`", levels="due: warning; expired: critical")
+       doc="spec 003's `secrets_expiring_soon` and `secrets_needing_rotation`",
+       levels="due: warning; expired: critical")
 def secrets(ctx: Context) -> Check:
     expired, expiring = ctx.one("SELECT count(*) FILTER (WHERE expires_at <= now()), count(*) FILTER (WHERE "
                                 "expires_at > now()) FROM supervisor.secrets_expiring_soon")

@@ -36,7 +36,8 @@ def invalid_indexes(ctx: Context) -> Check:
 @check("unused_indexes", order=130, description="indexes never scanned (warning)",
        doc="non-unique indexes never scanned since the statistics reset (the spec's own, which minnoctl's "
            "migrations create, are counted as information, never proposed for dropping)", levels="warning, from 1 MB",
-       thresholds=(Threshold("unused-index-size", 1024 * 1024, "bytes", "report an index never scanned from this size"),))
+       thresholds=(Threshold("unused-index-size", 1024 * 1024, "bytes",
+                             "report an index never scanned from this size"),))
 def unused_indexes(ctx: Context) -> Check:
     size = ctx.t("unused-index-size")
     text = f"never scanned, from {show(size, 'bytes')}" if size is not None else "off"
@@ -60,7 +61,8 @@ def unused_indexes(ctx: Context) -> Check:
     names = ", ".join(f"{r[0]} ({human_size(r[2])})" for r in rows[:3]) + (
         f" and {len(rows) - 3} more (--hints lists them)" if len(rows) > 3 else "")
     return Check("unused_indexes", Status.WARNING, f"{len(rows)} never scanned {since_text}, {human_size(total)}: "
-                 f"{names}{note}", text, "they cost writes and space; scans on standbys do not count here — drop the ones "
+                 f"{names}{note}", text,
+                 "they cost writes and space; scans on standbys do not count here — drop the ones "
                  "no query needs, in a migration",
                  sql=[f"-- unused_indexes: {r[0]} on {r[1]} ({human_size(r[2])}) has no scans {since_text}; "
                       f"if no query needs it: DROP INDEX CONCURRENTLY {r[0]};" for r in rows],
@@ -123,8 +125,10 @@ def duplicate_indexes(ctx: Context) -> Check:
        doc="btree indexes that are mostly empty pages, estimated from `pg_class` and `pg_stats` (like check_postgres' "
            "bloat query; no scan, no extension; a table never analyzed is not judged); `--hints` gives `REINDEX INDEX "
            "CONCURRENTLY`", levels="warning above 50% free, from 10 MB",
-       thresholds=(Threshold("index-bloat-warning", 50, "%", "estimated free space of a btree index (REINDEX reclaims it)"),
-                   Threshold("index-bloat-min-size", 10 * 1024 ** 2, "bytes", "judge index bloat from this index size")))
+       thresholds=(Threshold("index-bloat-warning", 50, "%",
+                             "estimated free space of a btree index (REINDEX reclaims it)"),
+                   Threshold("index-bloat-min-size", 10 * 1024 ** 2, "bytes",
+                             "judge index bloat from this index size")))
 def index_bloat(ctx: Context) -> Check:
     """Free space in btree indexes, estimated from the catalog and the planner's statistics (the
     index's pages against the pages its rows need: ioguix's / check_postgres' estimate, no scan and

@@ -18,10 +18,10 @@ def _age_check(ctx: Context, name: str, base: str, when: dt.datetime | None, wha
     """How long since `when`; never is fine only while the database is younger than the warning age
     (a new installation is not yet late), and as bad as the worst level after that."""
     warn, crit, text = ctx.pair(base, "s")
+    assert ctx.now is not None  # the runner reads now() before any check runs
     if when is None:
         since = _initialised_at(ctx)
-        young = since is not None and warn is not None and (ctx.now - since).total_seconds() <= warn
-        if young:
+        if since is not None and warn is not None and (ctx.now - since).total_seconds() <= warn:  # young
             return Check(name, Status.OK, f"no {what} yet{where} (database initialised "
                          f"{human_age((ctx.now - since).total_seconds())} ago)", text, never_hint)
         status = Status.CRITICAL if crit is not None else Status.WARNING if warn is not None else Status.OK
@@ -86,7 +86,8 @@ def backup(ctx: Context, verified: bool = False) -> Check:
     key = "verified_at" if verified else "created_at"
     stamps = [s for s in (_stamp(d.get(key)) for d in docs) if s is not None]
     if verified:  # the newest backup that passed `backup verify`: when that backup was taken
-        stamps = [_stamp(d["created_at"]) for d in docs if d.get("verified_at") and d.get("created_at")]
+        stamps = [dt.datetime.fromisoformat(d["created_at"]) for d in docs
+                  if d.get("verified_at") and d.get("created_at")]
     when = max(stamps, default=None)
     name = "verified_backup" if verified else "backup"
     what = "verified backup" if verified else "backup"

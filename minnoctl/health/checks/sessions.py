@@ -8,7 +8,8 @@ from minnoctl.health import Check, Context, Status, Threshold, check, count_limi
 
 @check("connections", order=60, description="client connections against max_connections",
        doc="client connections against `max_connections` less the reserved", levels="80%, 95%",
-       thresholds=(Threshold("connections-warning", 80, "%", "client connections of max_connections (less the reserved)"),
+       thresholds=(Threshold("connections-warning", 80, "%",
+                             "client connections of max_connections (less the reserved)"),
                    Threshold("connections-critical", 95, "%",
                              "client connections of max_connections (less the reserved)")))
 def connections(ctx: Context) -> Check:

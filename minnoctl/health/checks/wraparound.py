@@ -23,7 +23,8 @@ def xid_age(ctx: Context) -> Check:
     sql = []
     if status != Status.OK and name == ctx.one("SELECT current_database()")[0]:
         for (table,) in ctx.all(
-                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "SELECT format('%I.%I', n.nspname, c.relname) "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 f"WHERE c.relkind IN ('r', 'm') AND {user_schemas_sql()} ORDER BY age(c.relfrozenxid) DESC LIMIT 5"):
             sql.append(f"VACUUM (FREEZE, VERBOSE) {table};")
     return Check("xid_age", status, value, text, hint, sql=sql,
@@ -51,14 +52,17 @@ def sequences(ctx: Context) -> Check:
             "  format_type(a.atttypid, NULL) "
             "FROM pg_sequences s "
             "LEFT JOIN pg_depend d ON d.objid = format('%I.%I', s.schemaname, s.sequencename)::regclass "
-            "  AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') "
+            "  AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass "
+            "  AND d.deptype IN ('a', 'i') "
             "LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
             "LEFT JOIN pg_class t ON t.oid = a.attrelid LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace "
             "WHERE s.increment_by > 0 AND s.last_value IS NOT NULL"):
         limit = min(seq_max, TYPE_MAX.get(col_type, seq_max))
         pct = 100.0 * last / limit
-        found.append((pct, f"sequence {seq} at {last:,} of {limit:,}" + (f" ({column} is {col_type})" if column else ""),
-                      f"ALTER TABLE ... ALTER COLUMN {column.rsplit('.', 1)[1]} TYPE bigint on {column.rsplit('.', 1)[0]}"
+        found.append((pct,
+                      f"sequence {seq} at {last:,} of {limit:,}" + (f" ({column} is {col_type})" if column else ""),
+                      f"ALTER TABLE ... ALTER COLUMN {column.rsplit('.', 1)[1]} TYPE bigint "
+                      f"on {column.rsplit('.', 1)[0]}"
                       if column and col_type != "bigint" else f"ALTER SEQUENCE {seq} MAXVALUE ... or AS bigint"))
     for column, col_type, top in ctx.all(
             "SELECT format('%I.%I.%I', st.schemaname, st.tablename, st.attname), format_type(a.atttypid, NULL), "
