@@ -17,7 +17,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import quote, urlsplit
 
 from minnoctl.errors import ConfigError
@@ -389,7 +389,7 @@ def env_value(name: str, env: Mapping[str, str] | None = None, cwd: Path | None 
         return (value, name) if value else None
     look = environment(env, cwd)
     value = look.get(name)
-    return (value, look.source(name)) if value else None
+    return (value, look.source(name) or name) if value else None
 
 
 def _process(env: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -713,14 +713,15 @@ def load_settings(
     if ssl_found:
         mode = ssl_found[0].strip().lower()
         if mode not in SSL_MODES:
-            raise ConfigError(f"{ssl_found[1]}={shown(ssl_found[0])} is not an SSL mode — use one of {', '.join(SSL_MODES)}")
+            raise ConfigError(f"{ssl_found[1]}={shown(ssl_found[0])} is not an SSL mode — use one of "
+                              f"{', '.join(SSL_MODES)}")
         params.setdefault("sslmode", mode)
     else:
         enabled = look.get("DB_SSL_ENABLED")  # spec 002's boolean pair
         if enabled:
             on = enabled[0].strip().lower() in ("1", "true", "yes", "on")
             reject = look.get("DB_SSL_REJECT_UNAUTHORIZED")
-            strict = bool(reject) and reject[0].strip().lower() in ("1", "true", "yes", "on")
+            strict = reject is not None and reject[0].strip().lower() in ("1", "true", "yes", "on")
             params.setdefault("sslmode", ("verify-full" if strict else "require") if on else "disable")
             ssl_found = ("", enabled[1])
     if params.get("sslmode") and params["sslmode"] not in SSL_MODES:
@@ -737,9 +738,10 @@ def load_settings(
                 raise ConfigError(f"{found[1]}: no such file {shown(str(path))} — fix the path or unset it")
             params.setdefault(keyword, str(path))
         if params.get(keyword):  # report the value that is used and where it came from
-            values[keyword] = Value(params[keyword], source if keyword in from_url else found[1])
+            values[keyword] = Value(params[keyword], source if keyword in from_url or found is None else found[1])
     if params.get("sslmode"):
-        values["sslmode"] = Value(params["sslmode"], source if "sslmode" in from_url else ssl_found[1])
+        values["sslmode"] = Value(params["sslmode"],
+                                  source if "sslmode" in from_url or ssl_found is None else ssl_found[1])
 
     # as for SSL, a connect_timeout written in the URL wins (connection.py passes it on as it is)
     found = look.get("DB_CONNECTION_TIMEOUT")
@@ -845,7 +847,8 @@ def _tool_row(name: str, look: Environment) -> dict[str, object]:
     return {"setting": name, "value": value, "source": source}
 
 
-def report(settings: Settings, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> list[dict[str, object]]:
+def report(settings: Settings, env: Mapping[str, str] | None = None,
+           cwd: Path | None = None) -> list[dict[str, object]]:
     """Every setting minnoctl reads, with its value and source (default, a variable, `.env: NAME`,
     an option); secrets masked: a password shows as ****, a master key only as its fingerprint."""
     from minnoctl import resources
@@ -864,8 +867,9 @@ def report(settings: Settings, env: Mapping[str, str] | None = None, cwd: Path |
         return {"setting": setting, "value": found[0] if found else default,
                 "source": found[1] if found else default_source}
 
-    database = f"embedded PostgreSQL in {settings.minno_home / 'pgdata'}" if settings.embedded else settings.display_url()
-    rows = [{"setting": "database", "value": database, "source": settings.source}]
+    database = (f"embedded PostgreSQL in {settings.minno_home / 'pgdata'}" if settings.embedded
+                else settings.display_url())
+    rows: list[dict[str, object]] = [{"setting": "database", "value": database, "source": settings.source}]
     rows += [{"setting": k, "value": v.value, "source": v.source} for k, v in settings.values.items()]
     dev = (f"development key in {settings.minno_home / 'master.key'}", "default (embedded database only)") \
         if settings.embedded else ("not set", "default (needed by token commands)")
@@ -882,7 +886,8 @@ def report(settings: Settings, env: Mapping[str, str] | None = None, cwd: Path |
     rows.append(row("migrations_dir", "MINNOCTL_MIGRATIONS_DIR", str(root or resources.migrations()),
                     "default (the checkout the working directory is in)" if found == "checkout"
                     else "default (the installed package)"))
-    rows.append(row("seeds_dir", "MINNOCTL_SEEDS_DIR", str(Path(str(root or resources.migrations())) / "<module>" / "seed"),
+    rows.append(row("seeds_dir", "MINNOCTL_SEEDS_DIR",
+                    str(Path(str(root or resources.migrations())) / "<module>" / "seed"),
                     "default (each module folder's seed/)"))
     rows.append(row("pg_bindir", "MINNOCTL_PG_BINDIR", "not set"))
     rows += [_tool_row(name, look) for name in ("pg_dump", "pg_restore", "psql")]
@@ -903,7 +908,8 @@ def report(settings: Settings, env: Mapping[str, str] | None = None, cwd: Path |
 # ---------------------------------------------------------------------------------------------
 # The README's table of variables, generated from SETTINGS (python -m minnoctl.readme --write)
 
-README_START = "<!-- environment variables: generated from minnoctl/config.py SETTINGS (python -m minnoctl.readme --write) -->"
+README_START = ("<!-- environment variables: generated from minnoctl/config.py SETTINGS (python -m minnoctl.readme "
+                "--write) -->")
 README_END = "<!-- end of the generated environment variables -->"
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
 from minnoctl.config import APPLICATION_NAME, Settings, child_environment, display_url, load_settings, scrub
@@ -33,7 +34,7 @@ def resolve(settings: Settings) -> dict[str, str]:
     return info.params()
 
 
-def connect_kwargs(settings: Settings, params: dict[str, str], **overrides: str) -> dict[str, str]:
+def connect_kwargs(settings: Settings, params: dict[str, str], **overrides: str | None) -> dict[str, str]:
     """Everything passed to libpq: the target plus timeouts, application name and options."""
     kwargs = dict(params)
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
@@ -146,7 +147,7 @@ def connect(
 
     settings = settings or load_settings()
     params = resolve(settings)
-    kwargs = connect_kwargs(settings, params, dbname=dbname)
+    kwargs: dict[str, Any] = connect_kwargs(settings, params, dbname=dbname)  # psycopg's ConnParam values
     if application_name:
         kwargs["application_name"] = application_name
     try:
@@ -224,7 +225,8 @@ def classify(exc: Exception, kwargs: dict[str, str], settings: Settings) -> Conn
         return err("wrong-password", f"password authentication failed for user {shown(user)} at {target} — "
                    "check the password in that setting, PGPASSWORD or ~/.pgpass", ExitCode.AUTH)
     if "no password supplied" in text or "password is required" in text:
-        return err("no-password", f"the server asks a password for user {shown(user)} and none was given, at {target} — "
+        return err("no-password", f"the server asks a password for user {shown(user)} and none was given, at "
+                                  f"{target} — "
                    "put it in the URL's environment variable, DB_PASSWORD, PGPASSWORD or ~/.pgpass "
                    "(never on the command line)", ExitCode.AUTH)
     if sqlstate == "3D000" or re.search(r'database ".*" does not exist', text):
@@ -249,7 +251,8 @@ def classify(exc: Exception, kwargs: dict[str, str], settings: Settings) -> Conn
         return err("ssl", f"SSL negotiation failed at {target}: {first_line(raw)} — check DB_SSL_MODE "
                    "and the certificate files", ExitCode.UNREACHABLE)
     if "client certificate" in text or "certificate authentication failed" in text:
-        return err("client-cert", f"the server requires a valid client certificate for user {shown(user)}, at {target} — "
+        return err("client-cert", f"the server requires a valid client certificate for user {shown(user)}, at "
+                                  f"{target} — "
                    "set DB_SSL_CERT and DB_SSL_KEY", ExitCode.AUTH)
     if "pg_hba.conf" in text:
         return err("hba-rejected", f"the server's pg_hba.conf rejects user {shown(user)} on database {shown(dbname)} "
@@ -257,8 +260,10 @@ def classify(exc: Exception, kwargs: dict[str, str], settings: Settings) -> Conn
     if "connection refused" in text:
         return err("refused", f"connection refused by {target} — is PostgreSQL running there and accepting "
                    "connections on that host and port?", ExitCode.UNREACHABLE)
-    if "could not translate host name" in text or "failed to resolve host" in text or "name or service not known" in text:
-        return err("unknown-host", f"unknown host {shown(host)} in {target} — check the host name", ExitCode.UNREACHABLE)
+    if ("could not translate host name" in text or "failed to resolve host" in text
+            or "name or service not known" in text):
+        return err("unknown-host", f"unknown host {shown(host)} in {target} — check the host name",
+                   ExitCode.UNREACHABLE)
     if "timeout expired" in text or "timed out" in text:
         return err("timeout", f"no answer from {target} within {kwargs.get('connect_timeout')} s — check the host, "
                    "port and firewall, or raise DB_CONNECTION_TIMEOUT", ExitCode.UNREACHABLE)
@@ -319,7 +324,7 @@ def check_lengths(conn: "psycopg.Connection", table: str, values: dict[str, tupl
     naming the option and the limit, raised before anything is written."""
     from minnoctl.errors import UsageError
     schema, _, name = table.rpartition(".")
-    limits = dict(conn.execute(
+    limits: dict[str, int] = dict(conn.execute(
         "SELECT column_name, character_maximum_length FROM information_schema.columns WHERE table_schema = %s "
         "AND table_name = %s AND column_name = ANY(%s) AND character_maximum_length IS NOT NULL",
         (schema or "public", name, list(values))).fetchall())
@@ -332,4 +337,6 @@ def check_lengths(conn: "psycopg.Connection", table: str, values: dict[str, tupl
 
 def server_version(conn: "psycopg.Connection") -> str:
     """'18.1' style version of the connected server."""
-    return str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]
+    from minnoctl.rows import one
+
+    return str(one(conn.execute("SHOW server_version"))[0]).split()[0]

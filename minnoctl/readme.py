@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from minnoctl.errors import MinnoctlError
@@ -22,7 +23,7 @@ def replace_between(text: str, start: str, end: str, body: str, what: str) -> st
     return text[:first + len(start)] + "\n" + body + "\n" + text[last:]
 
 
-def markdown_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def markdown_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table; an empty cell stays one space wide."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["|" + "|".join(f" {c} " if c else " " for c in row) + "|" for row in rows]

@@ -17,7 +17,8 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 from minnoctl.formats import FORMATS, TABULATE_FORMATS  # noqa: F401  (re-exported)
 
@@ -242,7 +243,7 @@ def _rich_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: s
     heads = [header(c, "table") for c in columns]
 
     def styled(col: str, row: dict[str, Any], shown: str) -> str:
-        style = styles.get(col)(row.get(col)) if styles and col in styles and colour else None
+        style = styles[col](row.get(col)) if styles and col in styles and colour else None
         return f"[{style}]{_escape(shown)}[/]" if style else _escape(shown)
 
     # identifiers and numbers keep their width (a header longer than its values folds); times may
@@ -265,7 +266,7 @@ def _rich_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: s
              else at_words[i] for i, c in enumerate(columns)]
 
     def step(descriptive: list[int], other: list[int]) -> list[int]:
-        return [keep[i] if keep[i] is not None else descriptive[i] if c in DESCRIPTIVE else other[i]
+        return [kept if (kept := keep[i]) is not None else descriptive[i] if c in DESCRIPTIVE else other[i]
                 for i, c in enumerate(columns)]
 
     widths = _fit(longest, [step(at_words, longest), step(at_words, at_words), step(least, at_words),
@@ -275,7 +276,7 @@ def _rich_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: s
         return
     rich_table = Table(title=title, header_style="bold" if colour else None, title_style=None, box=box,
                        pad_edge=False)
-    for i, col in enumerate(columns):
+    for i in range(len(columns)):
         rich_table.add_column(heads[i], width=widths[i], overflow="fold")  # wide enough for identifiers
     for row, shown in zip(rows, cells):
         rich_table.add_row(*[styled(col, row, s) for col, s in zip(columns, shown)])

@@ -12,7 +12,8 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Annotated, Any, Optional
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -20,7 +21,7 @@ from typer.core import TyperGroup
 try:  # recent Typer vendors click as typer._click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - older Typer on real click
-    from click.exceptions import ClickException, NoArgsIsHelpError
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[import-not-found,no-redef,unused-ignore]
 
 from minnoctl import __version__
 from minnoctl.cli.options import QUIET_HELP, TRACEBACK_HELP
@@ -172,17 +173,17 @@ class MinnoctlGroup(TyperGroup):
         # the product's order in --help, whether a name is a command or a group
         return sorted(super().list_commands(ctx), key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
 
-    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         from minnoctl.cli.options import no_empty_values
 
         no_empty_values(self)  # an empty string is never "all" or "none"
         if not standalone_mode:
             return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                                standalone_mode=False, **extra)
+                                standalone_mode=False, windows_expand_args=windows_expand_args, **extra)
         try:
             rv = super().main(args=args, prog_name=prog_name or "minnoctl", complete_var=complete_var,
-                              standalone_mode=False, **extra)
+                              standalone_mode=False, windows_expand_args=windows_expand_args, **extra)
         except (Exception, KeyboardInterrupt) as exc:
             sys.exit(_report(exc))
         finally:
@@ -215,12 +216,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    database_url: Annotated[Optional[str], typer.Option(
+    database_url: Annotated[str | None, typer.Option(
         "--database-url", help="Database URL; overrides every environment variable. Keep passwords out "
         "of it (they show in `ps`): use PGPASSWORD, ~/.pgpass or MINNO_DATABASE_URL.", show_default=False)] = None,
     show_traceback: Annotated[bool, typer.Option("--traceback", help=TRACEBACK_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
-    version: Annotated[Optional[bool], typer.Option(
+    version: Annotated[bool | None, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
 ) -> None:
     """Admin tool for the PostgreSQL database behind Minno."""
@@ -260,7 +261,8 @@ def context(database_url: str | None = None, fmt: str = "table") -> Any:
                    traceback=_state.traceback)
 
 
-from minnoctl.cli import app_cmd, backup_cmd, cleanup_cmd, config_cmd, health, local_cmd, migrate_cmd, ports_cmd, seed_cmd, token_cmd  # noqa: E402  (register)
+from minnoctl.cli import (  # noqa: E402  (register)
+    app_cmd, backup_cmd, cleanup_cmd, config_cmd, health, local_cmd, migrate_cmd, ports_cmd, seed_cmd, token_cmd)
 
 # the product's order: db, migrate, seed, backup, token, ports, cleanup, health, local, config
 migrate_cmd.register(app)

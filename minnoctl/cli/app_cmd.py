@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -37,17 +37,17 @@ def _read_password() -> str:
 
 @app_app.command("create")
 def create(
-    module: Annotated[Optional[list[str]], typer.Argument(
+    module: Annotated[list[str] | None, typer.Argument(
         metavar="[MODULE]...", help="Modules the application uses (default: one role per installed module).",
         show_default=False)] = None,
-    role: Annotated[Optional[str], typer.Option(
+    role: Annotated[str | None, typer.Option(
         "--role", help="One role for all the MODULEs given, in that order (created, or an existing role "
         "updated). Default: <module>_app per module.", show_default=False)] = None,
     password_stdin: Annotated[bool, typer.Option(
         "--password-stdin", help="Read the role's password from one line of stdin (one role only).")] = False,
     new_password: Annotated[bool, typer.Option(
         "--new-password", help="Generate a new password for an existing role (a new role always gets one).")] = False,
-    env_file: Annotated[Optional[str], typer.Option(
+    env_file: Annotated[str | None, typer.Option(
         "--env-file", help="Where to write DATABASE_URL=... with the password (mode 0600; one role only). "
         "Default: ./<role>.env.", show_default=False)] = None,
     allow_ddl: Annotated[bool, typer.Option(

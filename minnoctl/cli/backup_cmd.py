@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,11 +14,12 @@ from minnoctl.render_text import shown
 backup_app = typer.Typer(help="Create, verify, list, restore and prune backups.\n\n"
                          "Example: minnoctl backup create --label before-deploy", no_args_is_help=True)
 
-OutputDir = Annotated[Optional[str], typer.Option(
+OutputDir = Annotated[str | None, typer.Option(
     "--output-dir", "-o", help="Where backups are (default: MINNO_BACKUP_DIR, else ./backups).", show_default=False)]
-File = Annotated[str, typer.Argument(metavar="FILE", help="The backup: a path, a name in the backup directory, or latest (the newest there of the connected database).")]
-OutputFormat = format_option(flags=("--output-format",), help="How to print the result: table, json, csv, plain, "
-                             "... (--format is the dump's format here).")
+File = Annotated[str, typer.Argument(metavar="FILE", help="The backup: a path, a name in the backup directory, or "
+                                                          "latest (the newest there of the connected database).")]
+OutputFormat = Annotated[str, format_option(flags=("--output-format",), help="How to print the result: table, "
+                                            "json, csv, plain, ... (--format is the dump's format here).")]
 All = Annotated[bool, typer.Option("--all", help="Every database's backups in the directory, not only those of the "
                                    "connected database (same server and database).")]
 
@@ -39,14 +40,15 @@ def create(
     output_dir: OutputDir = None,
     fmt_: Annotated[str, typer.Option("--format", "-F", help="custom (pg_restore), directory (parallel with "
                                       "--jobs) or plain (SQL, psql).")] = "custom",
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", click_type=Number(1, 64, integer=True), help="Parallel dump jobs "
-                                                "(--format directory).", show_default=False)] = None,
-    compress: Annotated[Optional[str], typer.Option("--compress", help="gzip, lz4 or zstd, optionally :LEVEL, or "
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", click_type=Number(1, 64, integer=True),
+                                             help="Parallel dump jobs (--format directory).",
+                                             show_default=False)] = None,
+    compress: Annotated[str | None, typer.Option("--compress", help="gzip, lz4 or zstd, optionally :LEVEL, or "
                                                     "none (default: gzip; plain: none).", show_default=False)] = None,
     schema_only: Annotated[bool, typer.Option("--schema-only", help="Only the schema.")] = False,
     data_only: Annotated[bool, typer.Option("--data-only", help="Only the data.")] = False,
     modules: Modules = None,
-    label: Annotated[Optional[str], typer.Option("--label", help="A note kept in the manifest and the file name.",
+    label: Annotated[str | None, typer.Option("--label", help="A note kept in the manifest and the file name.",
                                                  show_default=False)] = None,
     out: OutputFormat = "table",
     database_url: DatabaseUrl = None,
@@ -99,7 +101,8 @@ def list_(output_dir: OutputDir = None, fmt: Format = "table", all_: All = False
 def verify(
     file: File,
     restore_test: Annotated[bool, typer.Option("--restore-test", help="Also restore it into a scratch database, "
-                                               "compare every table's rows with the manifest, drop it. Needs CREATEDB (exit 1 without).")] = False,
+                                               "compare every table's rows with the manifest, drop it. Needs "
+                                               "CREATEDB (exit 1 without).")] = False,
     output_dir: OutputDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -123,8 +126,9 @@ def verify(
 @backup_app.command("restore")
 def restore(
     file: File,
-    into: Annotated[Optional[str], typer.Option("--into", help="The new database to restore into, a name (default: "
-                                                "<database>_restored_<time>); never an existing one. Needs CREATEDB (exit 1 without).",
+    into: Annotated[str | None, typer.Option("--into", help="The new database to restore into, a name (default: "
+                                                "<database>_restored_<time>); never an existing one. Needs CREATEDB "
+                                                "(exit 1 without).",
                                                 show_default=False)] = None,
     clean: Annotated[bool, typer.Option("--clean", help="Restore over the database the connection uses "
                                         "(current_database(); asks; --yes in scripts).")] = False,
@@ -159,11 +163,12 @@ def restore(
 def prune(
     keep_last: Annotated[int, typer.Option("--keep-last", click_type=Number(1, integer=True),
                                                 help="Keep this many of the newest backups.")],
-    keep_days: Annotated[Optional[float], typer.Option("--keep-days", click_type=Duration(maximum=3650 * 86400, per=86400),
+    keep_days: Annotated[float | None, typer.Option("--keep-days", click_type=Duration(maximum=3650 * 86400, per=86400),
                                                        help="Also keep every backup younger than this: days (a bare "
                                                        "number, e.g. 7) or a duration (36h, 2d; at most 3650 days).",
                                                        show_default=False)] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="List what would be deleted; delete nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n",
+                                          help="List what would be deleted; delete nothing.")] = False,
     yes: Yes = False,
     output_dir: OutputDir = None,
     fmt: Format = "table",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,19 +14,22 @@ from minnoctl.cli.options import MAX_RUNTIME_S, DatabaseUrl, Duration, Format, N
 def cleanup(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Count exactly what a run would do; change "
                                           "nothing.")] = False,
-    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this task (repeatable).",
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this task (repeatable).",
                                                       show_default=False)] = None,
-    skip: Annotated[Optional[list[str]], typer.Option("--skip", help="Leave this task out (repeatable).",
+    skip: Annotated[list[str] | None, typer.Option("--skip", help="Leave this task out (repeatable).",
                                                       show_default=False)] = None,
-    older_than: Annotated[Optional[list[str]], typer.Option(
-        "--older-than", help="TASK=AGE: another age for a task in days (120) or a duration (36h, 1d12h) (for a task due at expiry: a grace period "
+    older_than: Annotated[list[str] | None, typer.Option(
+        "--older-than", help="TASK=AGE: another age for a task in days (120) or a duration (36h, 1d12h) (for a task "
+                             "due at expiry: a grace period "
         "after it); repeatable.", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", click_type=Number(1, 50_000, integer=True), help="Rows in the first batch; "
-                                            "the size then adapts to keep each transaction near 50 ms.")] = 500,
-    max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", click_type=Duration(minimum=0.1, maximum=MAX_RUNTIME_S), help="Stop "
-                                                         "cleanly between batches after this long (a duration: 90s, "
-                                                         "5min, 1h30m; a bare number is seconds; exit 15); the next "
-                                                         "run resumes.", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", click_type=Number(1, 50_000, integer=True),
+                                            help="Rows in the first batch; the size then adapts to keep each "
+                                            "transaction near 50 ms.")] = 500,
+    max_runtime: Annotated[float | None, typer.Option("--max-runtime",
+                                                      click_type=Duration(minimum=0.1, maximum=MAX_RUNTIME_S),
+                                                      help="Stop cleanly between batches after this long (a "
+                                                      "duration: 90s, 5min, 1h30m; a bare number is seconds; exit "
+                                                      "15); the next run resumes.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="The global --quiet (no notes on stderr), and print "
                                         "nothing at all when there was nothing to do.")] = False,
     list_tasks: Annotated[bool, typer.Option("--list", help="List the tasks, their policies and how many rows "
@@ -57,7 +60,8 @@ def cleanup(
         plans = logic.plan(conn, only=only or [], skip=skip or [], ages=ages)
         if list_tasks:
             rows = logic.list_tasks(conn, plans)
-            ctx.show(render.Result(rows, ["task", "module", "action", "policy", "due_now", "oldest_due", "description"]))
+            ctx.show(render.Result(rows, ["task", "module", "action", "policy", "due_now", "oldest_due",
+                                          "description"]))
             return
         bar = render.progress_bar("rows") if not dry_run else None
         try:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from minnoctl.cli.options import DatabaseUrl, format_option
 from minnoctl.formats import FORMATS
 
-HealthFormat = format_option(("table", "json", "nagios", *[f for f in FORMATS if f not in ("table", "json")]))
+HealthFormat = Annotated[str, format_option(("table", "json", "nagios",
+                                             *[f for f in FORMATS if f not in ("table", "json")]))]
 
 
-def _names(values: Optional[list[str]], variable: str) -> list[str]:
+def _names(values: list[str] | None, variable: str) -> list[str]:
     """Option values, else the variable (comma or space separated), for cron lines that set it once."""
     from minnoctl.config import env_value
 
@@ -25,21 +26,22 @@ def health(
     live: Annotated[bool, typer.Option("--live", help="Only connect and run SELECT 1 (liveness probes).")] = False,
     ready: Annotated[bool, typer.Option("--ready", help="Connected, not in recovery, migrations up to date "
                                         "(readiness probes).")] = False,
-    only: Annotated[Optional[list[str]], typer.Option(
+    only: Annotated[list[str] | None, typer.Option(
         "--only", help="Run only these checks (repeatable, or comma-separated; default MINNOCTL_HEALTH_ONLY).",
         show_default=False)] = None,
-    skip: Annotated[Optional[list[str]], typer.Option(
+    skip: Annotated[list[str] | None, typer.Option(
         "--skip", help="Leave these checks out (repeatable, or comma-separated; default MINNOCTL_HEALTH_SKIP).",
         show_default=False)] = None,
-    threshold: Annotated[Optional[list[str]], typer.Option(
+    threshold: Annotated[list[str] | None, typer.Option(
         "--threshold", "-t", help="NAME=VALUE: another threshold, e.g. long-query-warning=2m, port-range-warning=90, "
         "backup-age-warning=2d, database-size-warning=50GB, or off; repeatable. Each has a variable too "
         "(MINNOCTL_HEALTH_LONG_QUERY_WARNING=2m). --list shows them all.", show_default=False)] = None,
     hints: Annotated[bool, typer.Option("--hints", help="Print only the maintenance SQL the findings call for "
                                         "(ANALYZE, VACUUM, REINDEX), for psql -f; it is never run. The status "
                                         "goes to stderr and the exit code is 0.")] = False,
-    list_checks: Annotated[bool, typer.Option("--list", help="List the checks, their thresholds and variables.")] = False,
-    backup_dir: Annotated[Optional[str], typer.Option(
+    list_checks: Annotated[bool, typer.Option("--list",
+                                              help="List the checks, their thresholds and variables.")] = False,
+    backup_dir: Annotated[str | None, typer.Option(
         "--backup-dir", help="Where the backups are (default MINNO_BACKUP_DIR, else ./backups).",
         show_default=False)] = None,
     fmt: HealthFormat = "table",

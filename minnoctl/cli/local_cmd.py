@@ -70,8 +70,9 @@ def start(fmt: Format = "table") -> None:
 
 @local_app.command("stop")
 def stop(
-    wait: Annotated[float, typer.Option("--wait", click_type=Duration(allow_zero=True, maximum=3600), help="How long to wait "
-                                        "for minnoctl commands still using the server: a duration (90s, 5min; a bare "
+    wait: Annotated[float, typer.Option("--wait", click_type=Duration(allow_zero=True, maximum=3600),
+                                        help="How long to wait for minnoctl commands still using the server: a "
+                                             "duration (90s, 5min; a bare "
                                         "number is seconds), up to 1 hour.")] = 30,
 ) -> None:
     """Stop the embedded server that minnoctl started (never another PostgreSQL).

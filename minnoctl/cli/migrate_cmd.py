@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from minnoctl.cli.options import (DatabaseUrl, Duration, ForceProduction, Format, LockTimeout, Modules, Number, Yes, confirm,
-                                  guard_production, note as _note)
+from minnoctl.cli.options import (DatabaseUrl, Duration, ForceProduction, Format, LockTimeout, Modules, Number, Yes,
+                                  confirm, guard_production, note as _note)
 from minnoctl.locks import DDL_LOCK_TIMEOUT_S
 from minnoctl.safety import names_help
+
+if TYPE_CHECKING:
+    from minnoctl.context import Context
 
 DdlLockTimeout = Annotated[
     float,
@@ -25,9 +28,9 @@ DdlLockTimeout = Annotated[
 # never for --help); an unknown name lists them
 _MODULES = ("Comma-separated modules (the folders of the migration set; `minnoctl migrate status` shows "
             "them); their dependencies are added. Default: ")
-MigrateModules = Annotated[Optional[str], typer.Option(
+MigrateModules = Annotated[str | None, typer.Option(
     "--modules", "-m", help=_MODULES + "the installed modules (all of them on a new database).", show_default=False)]
-InitModules = Annotated[Optional[str], typer.Option(
+InitModules = Annotated[str | None, typer.Option(
     "--modules", "-m", help=_MODULES + "all; run again on a database that holds modules, all the server can hold "
     "(knowledge needs pgvector).", show_default=False)]
 
@@ -38,7 +41,7 @@ migrate_app = typer.Typer(help="Apply, plan, verify and roll back schema migrati
                           "Example: minnoctl migrate --dry-run", invoke_without_command=True)
 
 
-def _context(database_url: str | None, fmt: str = "table"):
+def _context(database_url: str | None, fmt: str = "table") -> Context:
     from minnoctl.cli import context
 
     return context(database_url, fmt)
@@ -59,11 +62,12 @@ def init(
                                         "outside them (a view, a foreign key, ...) depend on them, it refuses "
                                         "and lists them.")] = False,
     cascade: Annotated[bool, typer.Option("--cascade", help="With --force: also drop the objects outside "
-                                          "minnoctl's schemas that depend on them (it lists what it dropped).")] = False,
+                                          "minnoctl's schemas that depend on them (it lists what it "
+                                          "dropped).")] = False,
     yes: Yes = False,
     force_production: ForceProduction = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every object created.")] = False,
-    environment: Annotated[Optional[str], typer.Option(
+    environment: Annotated[str | None, typer.Option(
         "--environment", "-e", help="Record what this database is in the database itself, one of: "
         f"{names_help()}. seed, db init --force, migrate rollback and backup restore --clean refuse a "
         "production database without --force-production; lifting the mark needs it too.",
@@ -142,7 +146,8 @@ def _extension_notes(result) -> None:
     from minnoctl import render
 
     for module, names in result.extensions_unavailable.items():
-        render.warn(f"{module}: its applications' own SQL uses {', '.join(names)}, which this server does not have or this role may not create — ask an admin to "
+        render.warn(f"{module}: its applications' own SQL uses {', '.join(names)}, which this server does not have "
+                    "or this role may not create — ask an admin to "
                     "install PostgreSQL's contrib extensions and run "
                     + " ".join(f'CREATE EXTENSION IF NOT EXISTS "{n}";' for n in names) + " in this database")
 
@@ -178,7 +183,8 @@ def migrate_main(
     modules: MigrateModules = None,
     allow_drift: Annotated[bool, typer.Option("--allow-drift", help="Apply even if applied migrations "
                                               "were edited, removed or renamed, or the live schema of a module "
-                                              "to migrate no longer matches what they built (see migrate verify).")] = False,
+                                              "to migrate no longer matches what they built (see migrate "
+                                              "verify).")] = False,
     lock_timeout: LockTimeout = 30,
     ddl_lock_timeout: DdlLockTimeout = DDL_LOCK_TIMEOUT_S,
     fmt: Format = "table",
@@ -197,8 +203,8 @@ def migrate_main(
     if exit_code and not dry_run:
         raise UsageError("--exit-code goes with --dry-run")
     chosen = registry.parse_list(modules)
-    ctx = _context(database_url, fmt)
-    settings = ctx.settings
+    run = _context(database_url, fmt)  # `ctx` is Typer's here
+    settings = run.settings
     if dry_run:
         plan = migrate.plan_only(settings, chosen)
         _adoption_notes(plan)
@@ -207,7 +213,7 @@ def migrate_main(
         if not plan.pending:
             _note("nothing to apply: the database is up to date")
         else:
-            ctx.show(_plan_result(plan))
+            run.show(_plan_result(plan))
             _note("%d migration(s) pending; nothing was changed (dry run)", len(plan.pending))
         if exit_code and plan.pending:
             raise typer.Exit(int(ExitCode.PENDING))
@@ -218,7 +224,7 @@ def migrate_main(
     if result.up_to_date:
         _note("nothing to apply: the database is up to date")
         return
-    ctx.show(render.Result(_applied(result.applied), APPLIED_COLUMNS))
+    run.show(render.Result(_applied(result.applied), APPLIED_COLUMNS))
     _note("applied %d migration(s)", len(result.applied))
 
 
@@ -273,9 +279,10 @@ def verify(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
 
 @migrate_app.command("rollback")
 def rollback(
-    steps: Annotated[Optional[int], typer.Option("--steps", click_type=Number(1, 100_000, integer=True), help="How many of the last applied "
-                                                 "migrations to roll back (default 1).")] = None,
-    to: Annotated[Optional[str], typer.Option("--to", help="Roll back every migration applied after this id "
+    steps: Annotated[int | None, typer.Option("--steps", click_type=Number(1, 100_000, integer=True),
+                                              help="How many of the last applied migrations to roll back "
+                                              "(default 1).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Roll back every migration applied after this id "
                                               "(it stays applied).")] = None,
     yes: Yes = False,
     force_production: ForceProduction = False,

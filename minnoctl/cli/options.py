@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -11,27 +11,25 @@ from minnoctl.render_text import one_line, shown
 
 
 def format_option(choices: tuple[str, ...] = FORMATS, flags: tuple[str, ...] = ("--format", "-f"),
-                  help: str | None = None) -> object:
-    """A --format option accepting `choices`; anything else is a usage error, never a fallback.
-    `flags`: another name where --format means something else (backup create's --output-format)."""
+                  help: str | None = None) -> Any:
+    """A --format option accepting `choices` (the metadata of `Annotated[str, format_option()]`, so
+    the alias stays a type); anything else is a usage error, never a fallback. `flags`: another
+    name where --format means something else (backup create's --output-format)."""
 
     def check(value: str) -> str:
         if value not in choices:
             raise typer.BadParameter(f"unknown format {shown(value)} — use one of: {', '.join(choices)}")
         return value
 
-    return Annotated[
-        str,
-        typer.Option(
-            *flags,
-            help=help or f"Output format: table (Rich in a terminal), {', '.join(c for c in choices if c != 'table')}.",
-            callback=check,
-        ),
-    ]
+    return typer.Option(
+        *flags,
+        help=help or f"Output format: table (Rich in a terminal), {', '.join(c for c in choices if c != 'table')}.",
+        callback=check,
+    )
 
 
 DatabaseUrl = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--database-url",
         help="Database URL (postgresql://user@host:port/db). Overrides MINNO_DATABASE_URL and the rest. "
@@ -40,7 +38,7 @@ DatabaseUrl = Annotated[
     ),
 ]
 
-Format = format_option()
+Format = Annotated[str, format_option()]
 
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Answer yes to the confirmation (for scripts).")]
@@ -56,7 +54,7 @@ def _param_name(param: object) -> str:
 try:  # recent Typer vendors click as typer._click
     from typer._click.types import ParamType as _ParamType
 except ImportError:  # pragma: no cover - older Typer on real click
-    from click.types import ParamType as _ParamType
+    from click.types import ParamType as _ParamType  # type: ignore[import-not-found,no-redef,unused-ignore]
 
 
 class Number(_ParamType):
@@ -186,7 +184,7 @@ LockTimeout = Annotated[
 ]
 
 Modules = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--modules", "-m", help="Comma-separated modules (the folders of the migration set; "
                  "`minnoctl migrate status` shows them); their dependencies are added. Default: all.",
                  show_default=False),

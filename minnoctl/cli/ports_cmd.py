@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any
+from collections.abc import Iterator
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Duration, Format, Number, note as _note
+from minnoctl.cli.options import DatabaseUrl, Duration, Format, note as _note
 
 ports_app = typer.Typer(help="Allocate, release and inspect service ports (alias: port).\n\n"
                         "Example: minnoctl ports allocate --project odin --service api --format plain",
@@ -17,9 +18,9 @@ range_app = typer.Typer(help="Port ranges: list (utilisation), add, disable.\n\n
 
 Project = Annotated[str, typer.Option("--project", "-p", help="The project's name (supervisor.projects).")]
 Service = Annotated[str, typer.Option("--service", "-s", help="The service's name within the project.")]
-RangeName = Annotated[Optional[str], typer.Option("--range", "-r", help="The port range to take from.",
+RangeName = Annotated[str | None, typer.Option("--range", "-r", help="The port range to take from.",
                                                   show_default=False)]
-ServiceType = Annotated[Optional[str], typer.Option(
+ServiceType = Annotated[str | None, typer.Option(
     "--service-type", help="Take from the range serving this type (api, web, database, ...); "
     "recorded on the allocation.", show_default=False)]
 Hostname = Annotated[str, typer.Option("--hostname", "-H", help="The host the port is on.")]
@@ -52,9 +53,9 @@ def allocate(
     service_type: ServiceType = None,
     hostname: Hostname = "localhost",
     protocol: Protocol = "tcp",
-    port: Annotated[Optional[int], typer.Option("--port", help="This port rather than the lowest free one.",
+    port: Annotated[int | None, typer.Option("--port", help="This port rather than the lowest free one.",
                                                 show_default=False)] = None,
-    lease: Annotated[Optional[float], typer.Option("--lease", click_type=Duration(), help="Hold the port for this "
+    lease: Annotated[float | None, typer.Option("--lease", click_type=Duration(), help="Hold the port for this "
                                                    "long (30m, 2h, 1d; at most 10 years); allocating again renews "
                                                    "it; cleanup releases expired leases.", show_default=False)] = None,
     verify_bind: Annotated[bool, typer.Option("--verify-bind", help="This host only: skip ports that something "
@@ -88,13 +89,13 @@ def allocate(
 
 @ports_app.command("release")
 def release(
-    port: Annotated[Optional[int], typer.Argument(metavar="PORT", help="The port to release.", show_default=False)] = None,
+    port: Annotated[int | None, typer.Argument(metavar="PORT", help="The port to release.", show_default=False)] = None,
     hostname: Hostname = "localhost",
-    protocol: Annotated[Optional[str], typer.Option("--protocol", "-P", help="tcp or udp (default: both).",
+    protocol: Annotated[str | None, typer.Option("--protocol", "-P", help="tcp or udp (default: both).",
                                                     show_default=False)] = None,
-    project: Annotated[Optional[str], typer.Option("--project", "-p", help="With --service: release that "
+    project: Annotated[str | None, typer.Option("--project", "-p", help="With --service: release that "
                                                    "service's ports instead.", show_default=False)] = None,
-    service: Annotated[Optional[str], typer.Option("--service", "-s", help="The service (with --project).",
+    service: Annotated[str | None, typer.Option("--service", "-s", help="The service (with --project).",
                                                    show_default=False)] = None,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
@@ -117,7 +118,7 @@ def release(
 
 @ports_app.command("list")
 def list_(
-    project: Annotated[Optional[str], typer.Option("--project", "-p", help="Only this project.",
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project.",
                                                    show_default=False)] = None,
     status: Annotated[str, typer.Option("--status", help="active (allocated or in_use), allocated, in_use, "
                                         "released or all.")] = "active",
@@ -132,8 +133,8 @@ def list_(
 
     with _session(database_url, fmt) as (ctx, conn):
         rows = ports.list_allocations(conn, project=project, status=status)
-    ctx.show(render.Result(rows, ["port", "protocol", "hostname", "project", "service", "service_type", "range", "status",
-                        "allocated_at", "lease_expires_at", "released_at"]))
+    ctx.show(render.Result(rows, ["port", "protocol", "hostname", "project", "service", "service_type", "range",
+                                  "status", "allocated_at", "lease_expires_at", "released_at"]))
 
 
 @ports_app.command("reserve")
@@ -144,7 +145,7 @@ def reserve(
                                        "(15m, 2h, 1d; at most 10 years).")],
     range_name: RangeName = None,
     service_type: ServiceType = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="This port rather than the lowest free one.",
+    port: Annotated[int | None, typer.Option("--port", help="This port rather than the lowest free one.",
                                                 show_default=False)] = None,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
@@ -165,7 +166,7 @@ def reserve(
 
 @ports_app.command("check")
 def check(
-    project: Annotated[Optional[str], typer.Option("--project", "-p", help="Only this project.",
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project.",
                                                    show_default=False)] = None,
     timeout: Annotated[float, typer.Option("--timeout", click_type=Duration(minimum=0.01, maximum=30),
                                            help="How long to wait for each port: a duration (500ms, 2s; a bare "
@@ -201,8 +202,8 @@ def range_list(fmt: Format = "table", database_url: DatabaseUrl = None) -> None:
 
     with _session(database_url, fmt) as (ctx, conn):
         rows = ports.list_ranges(conn)
-    ctx.show(render.Result(rows, ["range", "start", "end", "total", "allocated", "reserved", "utilization_percent", "active",
-                        "cooldown_s", "service_types", "description"]))
+    ctx.show(render.Result(rows, ["range", "start", "end", "total", "allocated", "reserved", "utilization_percent",
+                                  "active", "cooldown_s", "service_types", "description"]))
 
 
 @range_app.command("add")
@@ -210,14 +211,14 @@ def range_add(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The range's name.")],
     start: Annotated[int, typer.Option("--start", help="First port of the range.")],
     end: Annotated[int, typer.Option("--end", help="Last port of the range (included).")],
-    description: Annotated[Optional[str], typer.Option("--description", help="What the range is for.",
+    description: Annotated[str | None, typer.Option("--description", help="What the range is for.",
                                                        show_default=False)] = None,
-    service_types: Annotated[Optional[str], typer.Option("--service-type", help="Comma-separated service "
+    service_types: Annotated[str | None, typer.Option("--service-type", help="Comma-separated service "
                                                          "types it serves (for allocate --service-type).",
                                                          show_default=False)] = None,
     cooldown: Annotated[float, typer.Option("--cooldown", click_type=Duration(allow_zero=True),
                                             help="How long a released port stays out of automatic "
-                                          "allocation (0 for none).")] = "60s",
+                                          "allocation (0 for none).")] = "60s",  # type: ignore[assignment]  # parsed by Duration, as given on the command line
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
 ) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from minnoctl.cli.options import DatabaseUrl, Format, LockTimeout, Modules, Number, Yes, confirm, guard_production, note as _note
+from minnoctl.cli.options import (DatabaseUrl, Format, LockTimeout, Modules, Number, Yes, confirm, guard_production,
+                                  note as _note)
 
 MAX_SCALE = 10_000_000  # seed --scale: rows per run (documented in the README); run it again for more
 
@@ -22,21 +23,22 @@ def _load_key(settings, needed: bool):
 
 def seed(
     modules: Modules = None,
-    force: Annotated[bool, typer.Option("--force-production", "--force", help="Seed even a production database (MINNO_ENV, APP_ENV or "
-                                        "NODE_ENV = production, or db init --environment production); "
+    force: Annotated[bool, typer.Option("--force-production", "--force", help="Seed even a production database "
+                                        "(MINNO_ENV, APP_ENV or NODE_ENV = production, or db init --environment "
+                                        "production); "
                                         "in a terminal it still asks.")] = False,
     yes: Yes = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show the workspaces and sessions "
                                           "loaded.")] = False,
-    scale: Annotated[Optional[int], typer.Option("--scale", click_type=Number(1, MAX_SCALE, integer=True), help="Instead: add this many "
-                                                 "(1 to 10000000) synthetic rows "
-                                                 "to the large tables (messages, audit logs, query history, "
-                                                 "OAuth tokens, knowledge chunks) with COPY.",
-                                                 show_default=False)] = None,
-    random_seed: Annotated[Optional[int], typer.Option("--random-seed", click_type=Number(0, integer=True), help="With --scale: the seed "
-                                                       "that makes the rows (same seed, same rows).",
-                                                       show_default=False)] = None,
-    scenario: Annotated[Optional[str], typer.Option("--scenario", metavar="NAME", help="Also load a named "
+    scale: Annotated[int | None, typer.Option("--scale", click_type=Number(1, MAX_SCALE, integer=True),
+                                              help="Instead: add this many (1 to 10000000) synthetic rows "
+                                              "to the large tables (messages, audit logs, query history, "
+                                              "OAuth tokens, knowledge chunks) with COPY.",
+                                              show_default=False)] = None,
+    random_seed: Annotated[int | None, typer.Option("--random-seed", click_type=Number(0, integer=True),
+                                                    help="With --scale: the seed that makes the rows (same seed, "
+                                                    "same rows).", show_default=False)] = None,
+    scenario: Annotated[str | None, typer.Option("--scenario", metavar="NAME", help="Also load a named "
                                                     "scenario's rows: overdue adds expired and expiring tokens and "
                                                     "secrets and rows past their retention, for cleanup and health "
                                                     "tests (the default data is healthy).",
@@ -82,16 +84,16 @@ def seed(
                 _note("random seed %d (pass --random-seed %d to make the same rows again)", random_seed, random_seed)
             bar = render.progress_bar("rows")
             try:
-                result = seedlib.scale(conn, scale, random_seed, scaled, kek, lock_timeout=lock_timeout,
-                                       progress=bar.update if bar else None)
+                grown = seedlib.scale(conn, scale, random_seed, scaled, kek, lock_timeout=lock_timeout,
+                                 progress=bar.update if bar else None)
             finally:
                 if bar:
                     bar.close()
-            ctx.show(render.Result(result.counts, ["table", "rows", "parent"],
-                                   document={"random_seed": result.random_seed, "rows": result.rows,
-                                             "seconds": round(result.seconds, 3), "tables": result.counts}))
-            _note("added %d synthetic rows (and %d parent rows) in %.1f s", result.rows,
-                  sum(c["rows"] for c in result.counts) - result.rows, result.seconds)
+            ctx.show(render.Result(grown.counts, ["table", "rows", "parent"],
+                                   document={"random_seed": grown.random_seed, "rows": grown.rows,
+                                             "seconds": round(grown.seconds, 3), "tables": grown.counts}))
+            _note("added %d synthetic rows (and %d parent rows) in %.1f s", grown.rows,
+                  sum(c["rows"] for c in grown.counts) - grown.rows, grown.seconds)
             return
         target = seedlib.plan(conn, chosen)
         kek = _load_key(settings, target.needs_key)

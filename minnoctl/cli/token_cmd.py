@@ -5,7 +5,7 @@ Secrets come from files or standard input, never from argv; no command prints a 
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -70,15 +70,15 @@ def put(
                                           "unless --allow-unknown-provider.")],
     access_token_file: Annotated[str, typer.Option("--access-token-file", help="File holding the access token, "
                                                    "or - for standard input.")],
-    workspace: Annotated[Optional[str], typer.Option("--workspace", help="The Slack team id (T...): a workspace's "
+    workspace: Annotated[str | None, typer.Option("--workspace", help="The Slack team id (T...): a workspace's "
                                                      "token, in minno.oauth_tokens.")] = None,
-    user: Annotated[Optional[str], typer.Option("--user", help="A user id instead: the user's token in spec 002's "
+    user: Annotated[str | None, typer.Option("--user", help="A user id instead: the user's token in spec 002's "
                                                 "assistant.user_tokens (what its getUserTokens() reads).")] = None,
-    refresh_token_file: Annotated[Optional[str], typer.Option("--refresh-token-file", help="File holding the "
+    refresh_token_file: Annotated[str | None, typer.Option("--refresh-token-file", help="File holding the "
                                                               "refresh token, or -.")] = None,
-    expires_at: Annotated[Optional[str], typer.Option("--expires-at", help="ISO 8601 time, e.g. "
+    expires_at: Annotated[str | None, typer.Option("--expires-at", help="ISO 8601 time, e.g. "
                                                       "2026-12-31T00:00:00Z, or never for no expiry.")] = None,
-    scopes: Annotated[Optional[str], typer.Option("--scopes", help="Comma-separated scopes.")] = None,
+    scopes: Annotated[str | None, typer.Option("--scopes", help="Comma-separated scopes.")] = None,
     allow_unknown_provider: Annotated[bool, typer.Option("--allow-unknown-provider", help="Store a token for a "
                                                          "provider not known yet (a new integration).")] = False,
     fmt: Format = "table",
@@ -106,7 +106,7 @@ def put(
         try:
             when = dt.datetime.fromisoformat(expires_at.strip().replace("Z", "+00:00"))
             if when.tzinfo is not None:
-                when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)  # minno stores UTC TIMESTAMP
+                when = when.astimezone(dt.UTC).replace(tzinfo=None)  # minno stores UTC TIMESTAMP
         except (ValueError, OverflowError):
             raise UsageError(f"--expires-at {shown(expires_at)} is not an ISO 8601 time, e.g. 2026-12-31T00:00:00Z, "
                              "or never") from None
@@ -122,6 +122,7 @@ def put(
             ctx.show(render.Result([row], ["user", "provider", "expires_at", "scopes", "key", "updated"]))
             return
         check_lengths(conn, "minno.oauth_tokens", {"provider": ("--provider", provider.strip())})
+        assert workspace is not None  # exactly one of --workspace and --user (checked first)
         row = tokens.put(conn, kek, workspace=workspace, provider=provider, access_token=access,
                          refresh_token=refresh, expires_at=when, scopes=listed,
                          allow_unknown_provider=allow_unknown_provider)
@@ -130,12 +131,14 @@ def put(
 
 @token_app.command("list")
 def list_(
-    workspace: Annotated[Optional[str], typer.Option("--workspace", help="Only this Slack team id.")] = None,
-    provider: Annotated[Optional[str], typer.Option("--provider", help="Only this provider.")] = None,
-    expiring_within: Annotated[Optional[float], typer.Option("--expiring-within",
-                                                             click_type=Duration(allow_zero=True, maximum=3650 * 86400, per=86400),
-                                                             help="Only tokens expiring within this: days (a bare number, "
-                                                             "e.g. 7) or a duration (12h, 1d12h); at most 3650 days.")] = None,
+    workspace: Annotated[str | None, typer.Option("--workspace", help="Only this Slack team id.")] = None,
+    provider: Annotated[str | None, typer.Option("--provider", help="Only this provider.")] = None,
+    expiring_within: Annotated[float | None, typer.Option("--expiring-within",
+                                                          click_type=Duration(allow_zero=True, maximum=3650 * 86400,
+                                                                              per=86400),
+                                                          help="Only tokens expiring within this: days (a bare "
+                                                          "number, e.g. 7) or a duration (12h, 1d12h); at most 3650 "
+                                                          "days.")] = None,
     fmt: Format = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -207,11 +210,15 @@ def retire(key: Annotated[int, typer.Argument(metavar="KEY", click_type=Number(1
 
 @token_app.command("rotate")
 def rotate(
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print what would be re-encrypted, per column and key.")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", click_type=Number(1, 100_000, integer=True), help="Rows per transaction.")] = 1000,
-    max_runtime: Annotated[Optional[float], typer.Option("--max-runtime", click_type=Duration(minimum=0.1, maximum=MAX_RUNTIME_S), help="Stop "
-                                                         "cleanly between batches after this long (a duration: 90s, 5min, "
-                                                         "1h30m; a bare number is seconds); a rerun resumes.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n",
+                                          help="Print what would be re-encrypted, per column and key.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", click_type=Number(1, 100_000, integer=True),
+                                            help="Rows per transaction.")] = 1000,
+    max_runtime: Annotated[float | None, typer.Option("--max-runtime",
+                                                      click_type=Duration(minimum=0.1, maximum=MAX_RUNTIME_S),
+                                                      help="Stop cleanly between batches after this long (a duration: "
+                                                      "90s, 5min, 1h30m; a bare number is seconds); a rerun "
+                                                      "resumes.")] = None,
     master: Annotated[bool, typer.Option("--master", help="Re-wrap the data keys under MINNO_NEW_MASTER_KEY "
                                          "(or _FILE) instead; data rows stay byte-identical.")] = False,
     fmt: Format = "table",
