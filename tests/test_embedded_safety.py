@@ -108,6 +108,10 @@ def test_a_planted_socket_directory_or_symlink_is_not_used(tmp_path):
     owner_root.mkdir()
     os.chown(owner_root, entry.pw_uid, entry.pw_gid)
     local._allow_traverse(tmp_path)
+    # the user runs this interpreter: its venv and its base installation (e.g. pyenv's under a
+    # /root that is 0700 on some machines) must be reachable, as the test clusters' binaries are
+    for prefix in {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}:
+        local._allow_traverse(Path(prefix))
     home = owner_root / ("x" * 90) / "home"
     planted_target = tmp_path / "attacker"
     planted_target.mkdir(mode=0o777)
