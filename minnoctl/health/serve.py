@@ -50,7 +50,7 @@ class Cache:
             return self.text
 
 
-class _Stop(Exception):
+class _Stop(BaseException):  # not an Exception: socketserver swallows those raised while it handles a request
     pass
 
 
