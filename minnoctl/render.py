@@ -330,6 +330,7 @@ class Result:
       in place of the table; in table/plain/simple after the table, each after a `-- comment` line;
     - text: False when the text formats show nothing (an empty result: the stderr note says it);
     - nagios: the one line of `--format nagios` (health); a result without one shows plain there;
+    - openmetrics: the exposition of `--format openmetrics` (health); without one, plain there too;
     - footer: a line after the table in the text formats."""
 
     rows: Sequence[dict[str, Any]] = ()
@@ -343,6 +344,7 @@ class Result:
     styles: dict[str, Any] | None = None
     text: bool = True
     nagios: str | None = None
+    openmetrics: str | None = None
     footer: str | None = None
 
 
@@ -352,6 +354,11 @@ def show(result: Result, fmt: str = "table", out: Any = None) -> None:
     if fmt == "nagios":
         if result.nagios is not None:
             out.write(result.nagios + "\n")
+            return
+        fmt = "plain"
+    if fmt == "openmetrics":
+        if result.openmetrics is not None:
+            out.write(result.openmetrics)
             return
         fmt = "plain"
     if fmt == "json":

@@ -9,7 +9,7 @@ import typer
 from minnoctl.cli.options import DatabaseUrl, format_option
 from minnoctl.formats import FORMATS
 
-HealthFormat = Annotated[str, format_option(("table", "json", "nagios",
+HealthFormat = Annotated[str, format_option(("table", "json", "nagios", "openmetrics",
                                              *[f for f in FORMATS if f not in ("table", "json")]))]
 
 
@@ -44,6 +44,12 @@ def health(
     backup_dir: Annotated[str | None, typer.Option(
         "--backup-dir", help="Where the backups are (default MINNO_BACKUP_DIR, else ./backups).",
         show_default=False)] = None,
+    serve: Annotated[str | None, typer.Option(
+        "--serve", metavar="ADDRESS", help="Serve /metrics (OpenMetrics), /livez and /readyz over HTTP on "
+        "HOST:PORT or :PORT, e.g. 127.0.0.1:9187, until SIGTERM or SIGINT (exit 0).", show_default=False)] = None,
+    cache_for: Annotated[str, typer.Option(
+        "--cache-for", metavar="DURATION", help="With --serve: how long one health run answers /metrics "
+        "(one run at a time).")] = "30s",
     fmt: HealthFormat = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -57,11 +63,17 @@ def health(
     server is CRITICAL. The overall status is the worst: CRITICAL, then WARNING, then UNKNOWN.
 
     Example: minnoctl health --format nagios --skip slow_queries -t backup-age-warning=2d
+
+    --format openmetrics prints the report for Prometheus (node_exporter's textfile collector);
+    --serve :9187 serves it at /metrics, with /livez and /readyz for probes.
     """
     from minnoctl import render
     from minnoctl.errors import UsageError
 
     try:
+        if serve is not None:
+            _serve(serve, cache_for, live, ready, only, skip, threshold, hints, list_checks, backup_dir,
+                   database_url)
         _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, fmt, database_url)
     except UsageError as exc:
         if not render.plugin_unknown(exc.message, fmt):
@@ -110,8 +122,40 @@ def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, 
     else:  # nagios: the plugin's one line; the rows only when the server answered (JSON: always)
         ctx.show(render.Result([c.as_dict() for c in report.checks], logic.COLUMNS, document=report.as_dict(),
                                styles={"status": logic.status_style}, nagios=report.nagios(),
+                               openmetrics=report.openmetrics(),
                                text=report.shown_as_rows(fmt), footer=report.footer(fmt)))
     raise typer.Exit(int(report.status))
+
+
+def _serve(address, cache_for, live, ready, only, skip, threshold, hints, list_checks, backup_dir,
+           database_url) -> None:
+    """`--serve ADDRESS`: the HTTP endpoint (health/serve.py) until a signal stops it, then exit 0."""
+    from minnoctl import health as logic
+    from minnoctl.cli import context
+    from minnoctl.config import parse_duration
+    from minnoctl.errors import UsageError
+    from minnoctl.health import serve as server
+
+    given = [name for name, on in (("--live", live), ("--ready", ready), ("--hints", hints),
+                                   ("--list", list_checks)) if on]
+    if given:
+        raise UsageError(f"--serve answers /metrics, /livez and /readyz itself: leave out {', '.join(given)}")
+    where = server.parse_address(address)
+    seconds = parse_duration(cache_for, "--cache-for", allow_zero=True)
+    limits = logic.thresholds(threshold or [])
+    chosen = _names(only, "MINNOCTL_HEALTH_ONLY")
+    names = logic.select(chosen, _names(skip, "MINNOCTL_HEALTH_SKIP"))
+    if not names:
+        raise UsageError("--skip left no check to run")
+    settings = context(database_url, "plain").settings
+    asked = logic.asked_for(chosen, threshold or [])
+
+    def metrics() -> str:
+        return logic.run(settings, limits=limits, names=names, backup_dir=backup_dir, asked=asked).openmetrics()
+
+    server.serve(where, metrics, live=lambda: logic.live(settings).error is None,
+                 ready=lambda: logic.ready(settings).status is logic.Status.OK, cache_for=seconds)
+    raise typer.Exit(0)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any
@@ -68,6 +69,8 @@ class Report:
     checks: list[Check]
     target: str
     error: str | None = None  # the one-line connection error, when the server did not answer
+    duration: float = 0.0  # seconds the run took (set by the runner)
+    finished: float = field(default_factory=time.time)  # when it ended, Unix time
 
     @property
     def status(self) -> Status:
@@ -115,6 +118,12 @@ class Report:
                     item += f";{_limit(warn)};{_limit(crit)}"
                 perf.append(item)
         return nagios_line(self.status.name, summary) + (f" | {' '.join(perf)}" if perf else "")
+
+    def openmetrics(self) -> str:
+        """The OpenMetrics exposition (health/openmetrics.py has the families)."""
+        from minnoctl.health.openmetrics import exposition
+
+        return exposition(self)
 
     def hints_sql(self) -> list[str]:
         return [s for c in self.checks for s in c.sql]

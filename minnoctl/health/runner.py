@@ -133,13 +133,14 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
     from minnoctl import migrate
     from minnoctl.health.threshold import thresholds
 
+    started = time.perf_counter()
     limits = thresholds() if limits is None else limits
     specs = registry.by_name()
     names = list(specs) if names is None else names
     conn, ctx = _connect(settings, None)
     ctx.limits = limits
     if conn is None:
-        return _unreachable(ctx)
+        return _timed(_unreachable(ctx), started)
     checks: list[Check] = []
     with conn:
         # One read-only transaction, its timeouts SET LOCAL, each check in a savepoint: a health
@@ -163,7 +164,12 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
                 continue
             checks.append(_run_one(ctx, spec, psycopg))
         conn.execute("ROLLBACK")
-    return Report(checks, _target(settings))
+    return _timed(Report(checks, _target(settings)), started)
+
+
+def _timed(report: Report, started: float) -> Report:
+    report.duration = time.perf_counter() - started
+    return report
 
 
 def _run_one(ctx: Context, spec: registry.CheckSpec, psycopg: Any) -> Check:
