@@ -166,7 +166,8 @@ def test_the_primary_lists_its_standby(cli, initialised):
     assert c["status"] == "OK", c
     assert "1 standby" in c["value"] and "streaming" in c["value"] and "async" in c["value"], c
     assert c["metrics"]["standbys"] == 1, c
-    assert checks["replication_lag"]["status"] == "N/A" and "not a standby" in checks["replication_lag"]["value"]
+    lag = checks["replication_lag"]  # does not apply: skipped, as a check of a module not installed is
+    assert lag["status"] == "OK" and "skipped: not a standby" in lag["value"], lag
     assert checks["dead_tuples"]["status"] == "OK"  # the primary judges its own tables
     expected = health(cli, primary, "--only", "standbys", "-t", "expected-standbys=2")["standbys"]
     assert expected["status"] == "CRITICAL" and "expected 2" in expected["value"], expected

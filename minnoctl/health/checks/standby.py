@@ -1,9 +1,10 @@
 """Streaming replication: `replication_lag` (on a standby: how far behind its primary, and its WAL
 receiver) and `standbys` (on a primary: the standbys pg_stat_replication lists, and their lag).
 
-Each says when it does not apply: `replication_lag` on a primary is N/A ("not a standby"), as a
-check is whose server cannot have what it looks at; `standbys` with none connected is OK, unless
-`expected-standbys` says how many there should be.
+Each says when it does not apply: `replication_lag` on a primary is OK "skipped: not a standby", as
+a check that does not apply is (a module not installed, schema_drift before `db init`): N/A is for a
+server that lacks what the check needs, and a primary lacks nothing; `standbys` with none connected
+is OK, unless `expected-standbys` says how many there should be.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from minnoctl.health import Check, Context, Status, Threshold, below, check, hum
 @check("replication_lag", order=203,
        description="on a standby: how far replay is behind the primary, paused replay, the WAL receiver",
        doc="on a standby: bytes received but not replayed, seconds since the last replayed transaction (0 when "
-           "all received WAL is replayed), paused replay, and the WAL receiver (`pg_stat_wal_receiver`); N/A on a "
+           "all received WAL is replayed), paused replay, and the WAL receiver (`pg_stat_wal_receiver`); skipped on a "
            "primary",
        levels="30 s / 64 MB: warning; 5 min / 1 GB: critical; replay paused: warning; no streaming WAL receiver: "
               "critical",
@@ -29,7 +30,7 @@ def replication_lag(ctx: Context) -> Check:
     bwarn, bcrit, btext = ctx.pair("replication-lag-bytes", "bytes")
     text = f"{text}; {btext}"
     if not ctx.standby:
-        return Check("replication_lag", Status.NOT_AVAILABLE, "not a standby (a primary: see standbys)", text)
+        return Check("replication_lag", Status.OK, "skipped: not a standby (a primary: see standbys)", text)
     behind_bytes, behind_s, paused, receiver = ctx.one(
         "SELECT coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::float8, "
         "  CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
