@@ -37,6 +37,7 @@ class Context:
     applied: dict[str, Any] = field(default_factory=dict)
     privileged: bool = False  # superuser or a member of pg_read_all_stats (pg_monitor)
     user: str = ""
+    standby: bool = False  # pg_is_in_recovery(): a hot standby, whose catalog and data are the primary's
     asked: set[str] = field(default_factory=set)  # checks asked for by name or threshold (asked_for)
     probe: str | None = None  # live | ready: a probe runs the check, which reports as that probe has it
     connect_ms: float = 0.0  # the runner's connect attempt and its SELECT 1 (the connection check)
@@ -111,6 +112,7 @@ def _probe(settings: Settings, name: str) -> Report:
             from minnoctl import migrate
 
             ctx.applied = migrate.read_applied(conn)
+            ctx.standby = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
         checks = [spec.run(ctx) for spec in registry.probe(name)]
     return Report(checks, _target(settings))
 
@@ -150,9 +152,9 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
         conn.execute("BEGIN READ ONLY")
         conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
         conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-        ctx.user, ctx.privileged, ctx.now = conn.execute(
+        ctx.user, ctx.privileged, ctx.now, ctx.standby = conn.execute(
             "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
-            "OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), now()").fetchone()
+            "OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), now(), pg_is_in_recovery()").fetchone()
         ctx.applied = migrate.read_applied(conn)
         ctx.installed = migrate.installed_modules(ctx.applied)
         ctx.backup_dir, ctx.asked = backup_dir, set(asked)

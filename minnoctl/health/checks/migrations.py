@@ -21,12 +21,13 @@ def migrations(ctx: Context) -> Check:
         bad = len(plan.pending) + len(plan.drift)
         return Check("migrations", Status.CRITICAL if bad else Status.OK,
                      f"{len(plan.pending)} pending, {len(plan.drift)} drifted", "none pending, no drift",
-                     "run `minnoctl migrate`" if plan.pending else "`minnoctl migrate verify`" if bad else "")
+                     _migrate_hint(ctx, "run `minnoctl migrate`") if plan.pending
+                     else "`minnoctl migrate verify`" if bad else "")
     problems, hints = [], []
     if plan.pending:
         problems.append(f"{len(plan.pending)} pending ({', '.join(f.id for f in plan.pending[:3])}"
                         f"{', ...' if len(plan.pending) > 3 else ''})")
-        hints.append("`minnoctl migrate --dry-run`, then `minnoctl migrate`")
+        hints.append(_migrate_hint(ctx, "`minnoctl migrate --dry-run`, then `minnoctl migrate`"))
     if plan.drift:
         problems.append(f"{len(plan.drift)} drifted ({', '.join(f'{d.id} {d.kind}' for d in plan.drift[:3])})")
         hints.append("`minnoctl migrate verify` lists the drift")
@@ -35,6 +36,14 @@ def migrations(ctx: Context) -> Check:
                      perfdata={"migrations_pending": (len(plan.pending), "", None, None)})
     return Check("migrations", Status.OK, f"{len(ctx.applied)} applied, none pending", "none pending, no drift",
                  perfdata={"migrations_pending": (0, "", None, None)})
+
+
+def _migrate_hint(ctx: Context, hint: str) -> str:
+    """The advice for pending migrations. A standby replays the primary's catalog, so its record is
+    the primary's and is judged as it is; but nothing can be migrated there (it is read only)."""
+    if ctx.standby:
+        return "run `minnoctl migrate` on the primary (this is a standby: it replays the primary's schema)"
+    return hint
 
 
 @check("schema_drift", order=50,

@@ -32,7 +32,7 @@ def server_version(ctx: Context) -> Check:
 def recovery(ctx: Context) -> Check:
     standby = ctx.one("SELECT pg_is_in_recovery()")[0]
     return Check("recovery", Status.CRITICAL if standby else Status.OK,
-                 "in recovery (a standby, read only)" if standby else "primary, accepts writes",
+                 "in recovery: a standby, read only (not ready for writes)" if standby else "primary, accepts writes",
                  "not in recovery", "point the application at the primary" if standby else "")
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 from minnoctl.health import Check, Context, Status, Threshold, below, check, human_age, human_size, level, show, worst
 from minnoctl.health.checks._catalog import user_schemas_sql
 
+# pg_stat_user_tables on a standby counts only what happened there: the primary's dead rows, vacuums
+# and analyzes are not replicated, so a standby cannot judge them (N/A, never a silent OK)
+ON_A_STANDBY = ("on a standby: these describe the primary's tables, whose dead rows, vacuums and analyzes are "
+                "counted on the primary, not here; run health on the primary")
+
 
 @check("cache_hit_ratio", order=170, description="table and index cache hit ratio",
        doc="table and index blocks found in shared buffers",
@@ -39,12 +44,15 @@ def cache_hit_ratio(ctx: Context) -> Check:
 
 
 @check("dead_tuples", order=180, description="dead rows per table, and the last vacuum",
+       doc="dead rows per table, and the last vacuum (N/A on a standby: its statistics are not the primary's)",
        levels="20% of live rows, from 1,000",
        thresholds=(Threshold("dead-tuples-warning", 20, "%", "dead rows of live rows in a table"),
                    Threshold("dead-tuples-min", 1000, "count", "look at tables from this many dead rows")))
 def dead_tuples(ctx: Context) -> Check:
     pct, minimum = ctx.t("dead-tuples-warning"), ctx.t("dead-tuples-min") or 0
     text = f"warning above {show(pct, '%')} of live rows (from {minimum:,.0f} dead rows)"
+    if ctx.standby:
+        return Check("dead_tuples", Status.NOT_AVAILABLE, ON_A_STANDBY, text)
     rows = ctx.all(
         "SELECT schemaname || '.' || relname, n_dead_tup, n_live_tup, greatest(last_autovacuum, last_vacuum) "
         "FROM pg_stat_user_tables WHERE n_dead_tup >= %s ORDER BY n_dead_tup::float8 / greatest(n_live_tup, 1) DESC",
@@ -66,13 +74,16 @@ def dead_tuples(ctx: Context) -> Check:
 
 
 @check("vacuum_analyze", order=190, description="tables whose statistics are stale, and the last analyze",
-       doc="rows changed since the last ANALYZE, the last autovacuum and analyze", levels="20% of rows, from 1,000",
+       doc="rows changed since the last ANALYZE, the last autovacuum and analyze (N/A on a standby: its statistics "
+           "are not the primary's)", levels="20% of rows, from 1,000",
        thresholds=(Threshold("analyze-changed-warning", 20, "%",
                              "rows changed since the last ANALYZE, of the table's rows"),
                    Threshold("analyze-min-rows", 1000, "count", "look at tables from this many changed rows")))
 def vacuum_analyze(ctx: Context) -> Check:
     pct, minimum = ctx.t("analyze-changed-warning"), ctx.t("analyze-min-rows") or 0
     text = f"warning above {show(pct, '%')} of rows changed since ANALYZE (from {minimum:,.0f} rows)"
+    if ctx.standby:
+        return Check("vacuum_analyze", Status.NOT_AVAILABLE, ON_A_STANDBY, text)
     rows = ctx.all(
         "SELECT schemaname || '.' || relname, n_mod_since_analyze, n_live_tup, "
         "  greatest(last_autoanalyze, last_analyze), greatest(last_autovacuum, last_vacuum) "
