@@ -1,7 +1,7 @@
 """One context per command invocation: settings with their sources, the output, and sessions.
 
 Every command builds a `Context` once (`minnoctl.cli.context()`), passes it to the logic it calls
-and hands what the logic returns to `ctx.render(...)`. The context owns
+and hands what the logic returns, as a render.Result, to `ctx.show(...)`. The context owns
 
 - `environment`: the process environment and the .env file, read once (config.Environment);
 - `settings`: the connection settings resolved from it once, with the source of each value;
@@ -20,9 +20,9 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
-from minnoctl.config import Environment, Settings, environment, load_settings
+from minnoctl.config import Environment, Settings, load_settings
 
 if TYPE_CHECKING:
     import psycopg
@@ -57,12 +57,6 @@ class Context:
         return replace(self, database_url=database_url, _settings=None)
 
     # -- sessions -------------------------------------------------------------------------
-    def connect(self, *, dbname: str | None = None, autocommit: bool = True) -> "psycopg.Connection":
-        """A bare connection to the target (or to `dbname` on its server); the caller closes it."""
-        from minnoctl import connection
-
-        return connection.connect(self.settings, dbname=dbname, autocommit=autocommit)
-
     @contextmanager
     def session(self, purpose: str | None = None, *, dbname: str | None = None, autocommit: bool = True,
                 lock: str | None = None, lock_timeout: float = 0.0,
@@ -78,29 +72,8 @@ class Context:
             yield conn
 
     # -- output ---------------------------------------------------------------------------
-    def render(self, rows: Sequence[dict[str, Any]], columns: Sequence[str], *,
-               document: Any = None, fmt: str | None = None, **options: Any) -> None:
-        """Show a result: a table in a terminal, else the chosen format (render.table)."""
-        from minnoctl import render
-
-        render.table(rows, columns, fmt or self.fmt, document=document, **options)
-
     def show(self, result: Any) -> None:
         """Show a command's render.Result in the invocation's format."""
         from minnoctl import render
 
         render.show(result, self.fmt)
-
-    def note(self, message: str) -> None:
-        """A note on stderr (left out with --quiet)."""
-        if not self.quiet:
-            from minnoctl import render
-
-            render.note(message)
-
-
-def build(database_url: str | None = None, *, fmt: str = "table", quiet: bool = False, traceback: bool = False,
-          env: Any = None) -> Context:
-    """A context for one invocation: reads the environment and .env once."""
-    return Context(environment=environment(env), database_url=database_url, fmt=fmt, quiet=quiet,
-                   traceback=traceback)
