@@ -155,6 +155,13 @@ SETTINGS: tuple[Setting, ...] = (
             "paths"),
     Setting("MINNOCTL_SEEDS_DIR", "a folder of seed files (`<module>.json`, format in migrations/README.md) "
             "for `minnoctl seed`", "each module folder's `seed/`", "seed", "paths"),
+    # targets (fleets)
+    Setting("MINNOCTL_TARGETS", "the targets file (`--target`, `--group`, `--all-targets`; README: Targets and "
+            "fleets)", "`minnoctl.toml` in the working directory or above it, else in the user config directory",
+            "every command that connects", "paths"),
+    Setting("<a target's password_env>", "the variable a target's `password_env` names in the targets file: its "
+            "password (read for that target only)", "", "every command given a target", "database", secret=True,
+            read=False),
     # production safety
     Setting("MINNO_ENV", "the environment's name (one of a fixed set, else an error); `production` makes "
             "destructive commands refuse without `--force-production`", "", "seed, db init, migrate rollback, "
@@ -346,6 +353,11 @@ class Environment(Mapping):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def named(self, name: str) -> str | None:
+        """The variable a targets file names (a target's password_env): not one of minnoctl's own
+        settings, so not declared; read like them (the environment, then .env), empty as unset."""
+        return self.env.get(name) or self.file.get(name) or None
 
     def source(self, name: str) -> str | None:
         """`NAME` from the environment, `.env: NAME` from the file, None when unset."""
@@ -662,9 +674,10 @@ def default_minno_home() -> Path:
     return Path(platformdirs.user_data_dir("minnoctl", appauthor=False))
 
 
-def _select_database(database_url: str | None, look: _Lookup) -> tuple[dict[str, str], str]:
+def _select_database(database_url: str | None, look: _Lookup,
+                     origin: str = "--database-url") -> tuple[dict[str, str], str]:
     if database_url:
-        return parse_url(database_url, "--database-url"), "--database-url"
+        return parse_url(database_url, origin), origin
     # the environment as a whole beats the .env file as a whole
     for single in look.each_layer():
         for name in URL_VARS:
@@ -692,8 +705,10 @@ def load_settings(
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    origin: str = "--database-url",
 ) -> Settings:
-    """Resolve the effective settings. Pure: reads only `env` and the .env file in `cwd`."""
+    """Resolve the effective settings. Pure: reads only `env` and the .env file in `cwd`.
+    `origin` names where `database_url` came from (a target of the targets file)."""
     if env is None and cwd is None:
         env = environment()  # the invocation's environment (read once), else a fresh read
     if isinstance(env, Environment):  # already read: the .env file is not read again
@@ -702,7 +717,7 @@ def load_settings(
         env = os.environ if env is None else env
         look = _Lookup([(None, env), (ENV_FILE, read_env_file((cwd or Path.cwd()) / ENV_FILE))])
 
-    params, source = _select_database(database_url, look)
+    params, source = _select_database(database_url, look, origin)
     embedded = source == "embedded"
     _check_port(params, source)
     values: dict[str, Value] = {}

@@ -9,6 +9,7 @@ the very same connection from tool_connection().
 from __future__ import annotations
 
 import re
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -151,9 +152,27 @@ def connect(
     if application_name:
         kwargs["application_name"] = application_name
     try:
-        return psycopg.connect(autocommit=autocommit, prepare_threshold=None, **kwargs)
+        conn = psycopg.connect(autocommit=autocommit, prepare_threshold=None, **kwargs)
     except psycopg.OperationalError as exc:
         raise classify(exc, kwargs, settings) from None
+    opened = getattr(_watched, "opened", None)
+    if opened is not None:  # a fleet run's target: its connections, to cancel at its timeout
+        opened.append(conn)
+    return conn
+
+
+_watched = threading.local()
+
+
+@contextmanager
+def watching(opened: list) -> Iterator[list]:
+    """Every connection `connect()` opens in this thread while the block runs is appended to
+    `opened` (minnoctl/fleet.py cancels a timed-out target's statements through them)."""
+    _watched.opened = opened
+    try:
+        yield opened
+    finally:
+        _watched.opened = None
 
 
 def open_session(settings: Settings, purpose: str | None = None, *, dbname: str | None = None,

@@ -12,7 +12,8 @@ and hands what the logic returns, as a render.Result, to `ctx.show(...)`. The co
 
 alembic's `Config` passed to every `command.*` function is the model. A fleet run (several targets)
 is the same command once per target context: `ctx.for_target(url)` makes one that shares the
-environment and the output, with its own settings.
+environment and the output, with its own settings; a target of the targets file (targets.Target)
+gives its connection and its secret by reference (minnoctl/fleet.py runs a command over many).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from minnoctl.config import Environment, Settings, load_settings
 if TYPE_CHECKING:
     import psycopg
 
+    from minnoctl.targets import Target
+
 
 @dataclass
 class Context:
@@ -37,6 +40,8 @@ class Context:
     fmt: str = "table"
     quiet: bool = False
     traceback: bool = False
+    target: "Target | None" = None  # a target of the targets file (--target): its URL and secret
+    server_checks: bool = True  # health: run the server-wide checks too (a fleet runs them once per server)
     _settings: Settings | None = field(default=None, repr=False)
 
     # -- settings -------------------------------------------------------------------------
@@ -44,7 +49,14 @@ class Context:
     def settings(self) -> Settings:
         """The connection settings, resolved once (a bad setting raises ConfigError here)."""
         if self._settings is None:
-            self._settings = load_settings(self.database_url, env=self.environment)
+            if self.target is not None:
+                settings = load_settings(self.target.conninfo, env=self.environment,
+                                         origin=f"target {self.target.name}")
+                settings.params.update(self.target.secret_params(self.environment))
+                settings.source = f"target {self.target.name}"
+                self._settings = settings
+            else:
+                self._settings = load_settings(self.database_url, env=self.environment)
         return self._settings
 
     def value(self, name: str) -> tuple[str, str] | None:
@@ -54,7 +66,11 @@ class Context:
 
     def for_target(self, database_url: str | None) -> "Context":
         """The same invocation against another database (same environment and output)."""
-        return replace(self, database_url=database_url, _settings=None)
+        return replace(self, database_url=database_url, target=None, _settings=None)
+
+    def on_target(self, target: "Target", *, server_checks: bool = True) -> "Context":
+        """The same invocation against a target of the targets file."""
+        return replace(self, database_url=None, target=target, server_checks=server_checks, _settings=None)
 
     # -- sessions -------------------------------------------------------------------------
     @contextmanager

@@ -7,6 +7,7 @@ Rich and tabulate are imported inside the functions, so `minnoctl --help` stays 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import decimal
@@ -14,11 +15,12 @@ import enum
 import json
 import logging
 import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from minnoctl.formats import FORMATS, TABULATE_FORMATS  # noqa: F401  (re-exported)
 
@@ -348,9 +350,43 @@ class Result:
     footer: str | None = None
 
 
+class Capture:
+    """What one target of a fleet run shows (minnoctl/fleet.py): its Results and its stderr lines,
+    kept for the fleet's summary instead of written while the other targets run beside it."""
+
+    def __init__(self) -> None:
+        self.results: list[Result] = []
+        self.lines: list[tuple[str, str]] = []  # (prefix, message): "warning: ", "error: ", "" (a note)
+
+
+_capturing = threading.local()
+
+
+@contextlib.contextmanager
+def captured(capture: Capture) -> Iterator[Capture]:
+    """In this thread, show() and the stderr lines go to `capture` (a fleet run's target)."""
+    _capturing.current = capture
+    try:
+        yield capture
+    finally:
+        _capturing.current = None
+
+
+def capturing() -> Capture | None:
+    return getattr(_capturing, "current", None)
+
+
 def show(result: Result, fmt: str = "table", out: Any = None) -> None:
     """Render a command's Result in `fmt` (see Result for what each field does in which format)."""
+    capture = capturing()
+    if capture is not None and out is None:
+        capture.results.append(result)
+        return
     out = out or sys.stdout
+    if fmt == "ndjson":  # one JSON object per row (the fleet's records carry their target)
+        for row in result.rows:
+            out.write(json.dumps(jsonable(dict(row)), ensure_ascii=False) + "\n")
+        return
     if fmt == "nagios":
         if result.nagios is not None:
             out.write(result.nagios + "\n")
@@ -436,16 +472,14 @@ class ProgressBar:
 
 def spinner(message: str) -> Any:
     """A spinner on stderr for work of unknown length, in a colour terminal only; else a no-op."""
-    import contextlib
-
-    if not color_allowed(sys.stderr):
+    if capturing() is not None or not color_allowed(sys.stderr):
         return contextlib.nullcontext()
     return console(stderr=True).status(message)
 
 
 def progress_bar(unit: str) -> ProgressBar | None:
     """A progress bar when stderr is a colour terminal; None otherwise (cron, pipes, NO_COLOR)."""
-    return ProgressBar(unit) if color_allowed(sys.stderr) else None
+    return ProgressBar(unit) if color_allowed(sys.stderr) and capturing() is None else None
 
 
 # -- stderr: notes, warnings, errors ---------------------------------------------------------
@@ -458,6 +492,10 @@ def _stderr_line(prefix: str, message: str, style: str) -> None:
     # one line, whatever a value in it held (newline, ESC, bidi); and never a password, whichever
     # message quoted a URL (user:password@ and password=... are masked before escaping)
     message = one_line(scrub(message))
+    capture = capturing()
+    if capture is not None:
+        capture.lines.append((prefix, message))
+        return
     if color_allowed(sys.stderr):
         from rich.markup import escape
 

@@ -19,13 +19,15 @@ import typer
 from typer.core import TyperGroup
 
 try:  # recent Typer vendors click as typer._click
+    from typer._click.globals import get_current_context as current_click_context  # noqa: F401 (cli/fleet.py)
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - older Typer on real click
+    from click import get_current_context as current_click_context  # noqa: F401  # type: ignore[import-not-found,no-redef,unused-ignore]
     from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[import-not-found,no-redef,unused-ignore]
 
 from minnoctl import __version__
 from minnoctl.cli.options import QUIET_HELP, TRACEBACK_HELP
-from minnoctl.errors import ExitCode, MinnoctlError
+from minnoctl.errors import ExitCode, MinnoctlError, UsageError
 
 
 @dataclass
@@ -234,6 +236,9 @@ def root(
     except ConfigError:
         config.use_environment(None)  # an unreadable .env: the command reports it itself
     _state.database_url = database_url
+    from minnoctl.cli import fleet
+
+    fleet.reset()  # the target options of this invocation (cli/fleet.py)
     _state.traceback = show_traceback or _environment().get("MINNOCTL_TRACEBACK") == "1"
     _state.quiet = quiet
     render.setup_logging(quiet=quiet)
@@ -250,15 +255,25 @@ def _end_invocation() -> None:
 def context(database_url: str | None = None, fmt: str = "table") -> Any:
     """The command's Context (minnoctl/context.py): its own --database-url, else the root one; the
     environment read once for the invocation; the output format and the global flags."""
+    from dataclasses import replace
+
     from minnoctl import config, render
+    from minnoctl import fleet as fleets
+    from minnoctl.cli import fleet
     from minnoctl.context import Context
 
+    running = fleets.current()
+    if running is not None:  # one target of a fleet run (this thread's)
+        return replace(running, fmt=fmt)
     url = database_url or _state.database_url
+    target = fleet.single_target()
+    if target is not None and url:
+        raise UsageError("--database-url and --target both name a database — give one of them")
     if config.has_password_in_url(url):
         render.warn("a password on the command line is visible to other users (ps); "
                     "prefer MINNO_DATABASE_URL, PGPASSWORD or ~/.pgpass")
     return Context(environment=config.environment(), database_url=url, fmt=fmt, quiet=_state.quiet,
-                   traceback=_state.traceback)
+                   traceback=_state.traceback, target=target)
 
 
 from minnoctl.cli import (  # noqa: E402  (register)

@@ -109,7 +109,7 @@ def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, 
         if not names:
             raise UsageError("--skip left no check to run")
         report = logic.run(ctx.settings, limits=limits, names=names, backup_dir=backup_dir,
-                           asked=logic.asked_for(chosen, threshold or []))
+                           asked=logic.asked_for(chosen, threshold or []), server_checks=ctx.server_checks)
     if report.error:
         render.error(report.error)
     if hints:
@@ -120,7 +120,12 @@ def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, 
             print(f"minnoctl: health {report.summary()} — `minnoctl health` shows the checks", file=sys.stderr)
             raise typer.Exit(0)
     else:  # nagios: the plugin's one line; the rows only when the server answered (JSON: always)
-        ctx.show(render.Result([c.as_dict() for c in report.checks], logic.COLUMNS, document=report.as_dict(),
+        rows = [c.as_dict() for c in report.checks]
+        if ctx.target is not None:  # a target's records say which checks are the whole server's
+            specs = logic.registry.by_name()
+            rows = [{**row, "scope": specs[row["name"]].scope if row["name"] in specs else "database"}
+                    for row in rows]
+        ctx.show(render.Result(rows, logic.COLUMNS, document=report.as_dict(),
                                styles={"status": logic.status_style}, nagios=report.nagios(),
                                openmetrics=report.openmetrics(),
                                text=report.shown_as_rows(fmt), footer=report.footer(fmt)))

@@ -155,14 +155,17 @@ def _global_traceback(ctx, param, value):  # noqa: ANN001 - click's callback sig
         _state.traceback = True
 
 
-def add_global_options(group: object) -> None:
+def add_global_options(group: object, path: tuple[str, ...] = ()) -> None:
     """The root's --quiet / -q and --traceback, also after the command: every command and group
     below `group` gets them (the root parses them before the command; the command's own copy sets
     the same state once its own options are parsed, so either place means the same). A command
     with its own --quiet (cleanup) keeps it; --database-url is each command's own option already."""
     from typer.core import TyperOption
 
-    for sub in (getattr(group, "commands", None) or {}).values():
+    from minnoctl.cli.fleet import add_target_options
+
+    for name, sub in (getattr(group, "commands", None) or {}).items():
+        add_target_options(sub, (*path, name))  # --target, --group, --all-targets (cli/fleet.py)
         taken = {o for p in sub.params for o in p.opts}
         if "--quiet" not in taken:
             sub.params.append(TyperOption(param_decls=["--quiet", "-q"], is_flag=True, default=False,
@@ -170,7 +173,7 @@ def add_global_options(group: object) -> None:
         if "--traceback" not in taken:
             sub.params.append(TyperOption(param_decls=["--traceback"], is_flag=True, default=False,
                                           expose_value=False, callback=_global_traceback, help=TRACEBACK_HELP))
-        add_global_options(sub)
+        add_global_options(sub, (*path, name))
 
 
 MAX_LOCK_TIMEOUT_S = 24 * 3600  # --lock-timeout: a day

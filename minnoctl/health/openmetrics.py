@@ -116,3 +116,29 @@ def exposition(report: Report) -> str:
     out.add(duration, target, report.duration)
     out.add(last, target, report.finished)
     return out.text()
+
+
+def merge(texts: list[str]) -> str:
+    """Several expositions (one per target of a fleet run) as one: each family's HELP, TYPE and
+    UNIT once, then the samples of every text (their target labels tell them apart), one `# EOF`."""
+    order: list[str] = []
+    meta: dict[str, list[str]] = {}
+    samples: dict[str, list[str]] = {}
+    for text in texts:
+        family = None
+        for line in text.splitlines():
+            if line == "# EOF" or not line:
+                continue
+            if line.startswith("# "):
+                kind, name = line.split(" ", 3)[1:3]
+                if kind == "HELP":
+                    family = name
+                    if name not in meta:
+                        order.append(name)
+                        meta[name], samples[name] = [], []
+                if meta[name] is not None and len(meta[name]) < 3 and line not in meta[name]:
+                    meta[name].append(line)
+            elif family is not None:
+                samples[family].append(line)
+    lines = [line for name in order for line in (*meta[name], *samples[name])]
+    return "\n".join(lines + ["# EOF"]) + "\n"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pkgutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -56,6 +57,7 @@ class CheckSpec:
     report: bool = True  # part of `minnoctl health` (else only of the probes it names)
     probes: tuple[str, ...] = ()  # the probes that run it too: live, ready
     source: str = ""  # the file that registered it
+    scope: str = "database"  # "server": it looks at the whole server (a fleet run does it once per server)
 
     @property
     def threshold_names(self) -> tuple[str, ...]:
@@ -69,24 +71,31 @@ CheckFn = TypeVar("CheckFn", bound=Callable[..., "Check"])
 _sets: dict[Path | None, dict[str, CheckSpec]] = {}  # a migration set's module checks, by its root
 _loading: list[tuple[dict[str, CheckSpec], str]] = []  # the module folder being read, while it is
 _core_loaded = False
+_load_lock = threading.RLock()
 
 
 def check(name: str, *, description: str, doc: str | None = None, levels: str = "",
           thresholds: tuple[Threshold, ...] = (), owner: tuple[str, ...] | None = None, order: int = LAST,
-          report: bool = True, probes: tuple[str, ...] = ()) -> Callable[[CheckFn], CheckFn]:
+          report: bool = True, probes: tuple[str, ...] = (),
+          scope: str = "database") -> Callable[[CheckFn], CheckFn]:
     """Register `f(ctx) -> Check` as the health check `name` (see the module docstring)."""
     def register(fn: CheckFn) -> CheckFn:
         target, module = _loading[-1] if _loading else (_core, None)
         spec = CheckSpec(name, fn, description, tuple(thresholds),
                          tuple(owner) if owner is not None else (module,) if module else (), doc or description,
-                         levels, order, report, tuple(probes), fn.__code__.co_filename)
+                         levels, order, report, tuple(probes), fn.__code__.co_filename, scope)
         _add(target, spec)
         return fn
 
     return register
 
 
+SCOPES = ("database", "server")
+
+
 def _add(target: dict[str, CheckSpec], spec: CheckSpec) -> None:
+    if spec.scope not in SCOPES:
+        raise MinnoctlError(f"health check {spec.name}: scope {spec.scope!r} is not one of {', '.join(SCOPES)}")
     taken = {**_core, **target}
     if spec.name in taken:
         raise MinnoctlError(f"two health checks are named {spec.name}: {taken[spec.name].source} and {spec.source}")
@@ -151,9 +160,12 @@ def _load_folder(target: dict[str, CheckSpec], module: str, folder: Path) -> Non
 
 
 def registered() -> list[CheckSpec]:
-    """Every check, the probes' own included, in report order."""
-    _load_core()
-    return sorted([*_core.values(), *_module_checks().values()], key=lambda s: (s.order, s.name))
+    """Every check, the probes' own included, in report order. Loading is one thread at a time
+    (a fleet run's targets ask at once; the decorator's `_loading` is this module's state)."""
+    with _load_lock:
+        _load_core()
+        found = _module_checks()
+    return sorted([*_core.values(), *found.values()], key=lambda s: (s.order, s.name))
 
 
 def checks() -> list[CheckSpec]:

@@ -128,8 +128,11 @@ def ready(settings: Settings) -> Report:
 
 
 def run(settings: Settings, *, limits: dict[str, float | None] | None = None, names: list[str] | None = None,
-        backup_dir: str | None = None, asked: set[str] | frozenset[str] = frozenset()) -> Report:
-    """Every check (or `names`), one row each; a check that cannot look is UNKNOWN with the reason."""
+        backup_dir: str | None = None, asked: set[str] | frozenset[str] = frozenset(),
+        server_checks: bool = True) -> Report:
+    """Every check (or `names`), one row each; a check that cannot look is UNKNOWN with the reason.
+    `server_checks` False leaves out the checks of the whole server (scope "server"): a fleet run
+    has them from another database of the same server."""
     import psycopg
 
     from minnoctl import migrate
@@ -139,6 +142,8 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
     limits = thresholds() if limits is None else limits
     specs = registry.by_name()
     names = list(specs) if names is None else names
+    if not server_checks:
+        names = [n for n in names if specs[n].scope != "server"]
     conn, ctx = _connect(settings, None)
     ctx.limits = limits
     if conn is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from minnoctl.health import Check, Context, Status, Threshold, check, human_size, show
 
 
-@check("replication_slots", order=210, description="inactive replication slots and the WAL they keep",
+@check("replication_slots", scope="server", order=210, description="inactive replication slots and the WAL they keep",
        doc="inactive slots and the WAL they keep", levels="inactive: warning; 10 GB: critical",
        thresholds=(Threshold("slot-wal-critical", 10 * 1024 ** 3, "bytes",
                              "WAL kept by an inactive replication slot"),))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from minnoctl.health import SUPPORTED_MAJORS, Check, Context, Status, check
 
 
-@check("server_version", order=20, probes=("live",),
+@check("server_version", scope="server", order=20, probes=("live",),
        description=f"PostgreSQL {SUPPORTED_MAJORS[0]} to {SUPPORTED_MAJORS[1]}",
        doc=f"PostgreSQL {SUPPORTED_MAJORS[0]}–{SUPPORTED_MAJORS[1]} (what minnoctl is tested on); standby or primary")
 def server_version(ctx: Context) -> Check:

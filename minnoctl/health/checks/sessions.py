@@ -6,7 +6,7 @@ from __future__ import annotations
 from minnoctl.health import Check, Context, Status, Threshold, check, count_limit, human_age, level
 
 
-@check("connections", order=60, description="client connections against max_connections",
+@check("connections", scope="server", order=60, description="client connections against max_connections",
        doc="client connections against `max_connections` less the reserved", levels="80%, 95%",
        thresholds=(Threshold("connections-warning", 80, "%",
                              "client connections of max_connections (less the reserved)"),
@@ -48,7 +48,7 @@ def _sessions_check(ctx: Context, name: str, base: str, where: str, since: str, 
                       f"pg_cancel_backend({pid});  -- or pg_terminate_backend({pid})"])
 
 
-@check("long_queries", order=70, description="queries running too long (needs pg_monitor)",
+@check("long_queries", scope="server", order=70, description="queries running too long (needs pg_monitor)",
        doc="queries running longer than the threshold (needs `pg_monitor`)", levels="60 s, 5 min",
        thresholds=(Threshold("long-query-warning", 60, "s", "a query running longer than this"),
                    Threshold("long-query-critical", 300, "s", "a query running longer than this")))
@@ -57,7 +57,7 @@ def long_queries(ctx: Context) -> Check:
                            "look at it in pg_stat_activity; SELECT pg_cancel_backend({pid}) stops it")
 
 
-@check("idle_in_transaction", order=80, description="sessions idle in a transaction (needs pg_monitor)",
+@check("idle_in_transaction", scope="server", order=80, description="sessions idle in a transaction (needs pg_monitor)",
        doc="sessions idle in a transaction (needs `pg_monitor`)", levels="60 s, 10 min",
        thresholds=(Threshold("idle-in-transaction-warning", 60, "s", "a session idle in a transaction for longer"),
                    Threshold("idle-in-transaction-critical", 600, "s", "a session idle in a transaction for longer")))
@@ -68,7 +68,7 @@ def idle_in_transaction(ctx: Context) -> Check:
                            "set idle_in_transaction_session_timeout")
 
 
-@check("blocked_queries", order=90, description="sessions waiting for a lock, and who blocks them",
+@check("blocked_queries", scope="server", order=90, description="sessions waiting for a lock, and who blocks them",
        doc="sessions waiting for a lock (`pg_locks.waitstart`), and who blocks them", levels="10 s, 1 min",
        thresholds=(Threshold("lock-wait-warning", 10, "s", "a session waiting for a lock for longer"),
                    Threshold("lock-wait-critical", 60, "s", "a session waiting for a lock for longer")))

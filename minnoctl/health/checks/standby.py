@@ -12,7 +12,7 @@ from __future__ import annotations
 from minnoctl.health import Check, Context, Status, Threshold, below, check, human_age, human_size, level, show, worst
 
 
-@check("replication_lag", order=203,
+@check("replication_lag", scope="server", order=203,
        description="on a standby: how far replay is behind the primary, paused replay, the WAL receiver",
        doc="on a standby: bytes received but not replayed, seconds since the last replayed transaction (0 when "
            "all received WAL is replayed), paused replay, and the WAL receiver (`pg_stat_wal_receiver`); skipped on a "
@@ -67,7 +67,7 @@ def replication_lag(ctx: Context) -> Check:
     return Check("replication_lag", status, value, text, "; ".join(hints), perfdata=perf)
 
 
-@check("standbys", order=206, description="the standbys streaming from this server, and their lag",
+@check("standbys", scope="server", order=206, description="the standbys streaming from this server, and their lag",
        doc="`pg_stat_replication`: each standby's name, address, state, sync state, write / flush / replay lag and "
            "the WAL sent but not replayed; none connected is OK unless `expected-standbys` is set",
        levels="replay lag 1 min: warning, 5 min: critical; fewer than `expected-standbys` (off unless set): critical",

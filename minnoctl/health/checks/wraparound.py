@@ -6,7 +6,8 @@ from minnoctl.health import Check, Context, Status, Threshold, check, count_limi
 from minnoctl.health.checks._catalog import user_schemas_sql
 
 
-@check("xid_age", order=100, description="transaction ID age against autovacuum_freeze_max_age (wraparound)",
+@check("xid_age", scope="server", order=100,
+       description="transaction ID age against autovacuum_freeze_max_age (wraparound)",
        doc="oldest `datfrozenxid` age against `autovacuum_freeze_max_age`", levels="100%, 500%",
        thresholds=(Threshold("xid-age-warning", 100, "%", "oldest transaction ID age, of autovacuum_freeze_max_age"),
                    Threshold("xid-age-critical", 500, "%", "oldest transaction ID age, of autovacuum_freeze_max_age")))
