@@ -22,7 +22,7 @@ try:  # recent Typer vendors click as typer._click
     from typer._click.globals import get_current_context as current_click_context  # noqa: F401 (cli/fleet.py)
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - older Typer on real click
-    from click import get_current_context as current_click_context  # noqa: F401  # type: ignore[import-not-found,no-redef,unused-ignore]
+    from click import get_current_context as current_click_context  # type: ignore[import-not-found,no-redef,unused-ignore]  # noqa: F401
     from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[import-not-found,no-redef,unused-ignore]
 
 from minnoctl import __version__
