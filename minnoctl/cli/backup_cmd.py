@@ -65,6 +65,8 @@ def create(
 
     chosen = registry.parse_list(modules)
     ctx = _context(database_url, out)
+    if ctx.target is not None:  # a target's name is in its backups' names: two servers' `minno` never meet
+        label = f"{label}-{ctx.target.name}" if label else ctx.target.name
     bar = render.progress_bar("bytes")
     try:
         with backup.stopping_on_signals("backup create", "a backup is whole or absent: no half-written one is kept"):

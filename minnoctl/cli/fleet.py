@@ -233,12 +233,22 @@ def discover(base: Any, target: Any) -> list[str]:
     """The databases a discovering target finds: its query, read-only, under a statement timeout."""
     from minnoctl import targets as logic
 
+    import psycopg
+
+    from minnoctl.connection import first_line
+    from minnoctl.errors import MinnoctlError
+
     sql, args = logic.discovery_sql(target)
     with base.on_target(target).session("discover", autocommit=False) as conn:
         conn.execute("SET TRANSACTION READ ONLY")
         conn.execute(f"SET LOCAL statement_timeout = '{logic.DISCOVER_TIMEOUT}'")
-        rows = conn.execute(sql, args).fetchall()
-        conn.rollback()
+        try:  # the query as written, no parameters (a % in it is the query's own)
+            rows = conn.execute(sql, args or None).fetchall()
+        except psycopg.Error as exc:
+            raise MinnoctlError(f"target {target.name}: its discovery failed: {first_line(str(exc))} — fix "
+                                "discover / discover_query in the targets file") from None
+        finally:
+            conn.rollback()
     names = []
     for row in rows:
         if not row or not isinstance(row[0], str) or not row[0]:
