@@ -10,6 +10,7 @@ must be. The connect attempt is the runner's; the `connection` check reports it 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,9 +53,7 @@ class Context:
     def files(self) -> list[Any]:
         """The migration set, read once per report (migrations and duplicate_indexes use it)."""
         if self._files is None:
-            from minnoctl import migrate
-
-            self._files = migrate.load_set()
+            self._files = migration_set()
         return self._files
 
     def pair(self, base: str, unit: str) -> tuple[float | None, float | None, str]:
@@ -74,6 +73,43 @@ class Context:
             return None
         return Check(name, Status.UNKNOWN, value="cannot see other users' sessions",
                      hint=f"needs pg_monitor: GRANT pg_monitor TO {self.user}")
+
+
+_sets: dict[Any, tuple[Any, list[Any], dict[str, Any]]] = {}
+_sets_lock = threading.Lock()
+
+
+def migration_set() -> list[Any]:
+    """The migration set in use (migrate.load_set), read again only when one of its files changed:
+    a fleet run's hundreds of reports, and `health --serve`'s scrapes, read it once. The files'
+    names, sizes and modification times are the key; the installed package's set never changes."""
+    from minnoctl import migrate, resources
+
+    root = resources.checked_root()
+    key = None if root is None else tuple(
+        (p.as_posix(), st.st_mtime_ns, st.st_size) for p in sorted(root.glob("*/*.sql")) for st in (p.stat(),))
+    with _sets_lock:
+        cached = _sets.get(root)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+    files = migrate.load_set(root)
+    with _sets_lock:
+        _sets[root] = (key, files, {})
+    return files
+
+
+def set_memo(name: str, compute: Any) -> Any:
+    """A value derived from the migration set in use (the spec's index names), computed once per set."""
+    files = migration_set()
+    with _sets_lock:
+        memo = next((m for _, f, m in _sets.values() if f is files), None)
+        if memo is not None and name in memo:
+            return memo[name]
+    value = compute(files)
+    with _sets_lock:
+        if memo is not None:
+            memo[name] = value
+    return value
 
 
 def _target(settings: Settings) -> str:

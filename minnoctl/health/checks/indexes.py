@@ -43,12 +43,13 @@ def unused_indexes(ctx: Context) -> Check:
     text = f"never scanned, from {show(size, 'bytes')}" if size is not None else "off"
     if size is None:
         return Check("unused_indexes", Status.OK, "not checked", text)
-    rows = ctx.all(
-        "SELECT s.schemaname || '.' || s.indexrelname, s.schemaname || '.' || s.relname, "
-        "  pg_relation_size(s.indexrelid) FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid "
-        "WHERE s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary AND i.indisvalid "
-        "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = s.indexrelid) "
-        "AND pg_relation_size(s.indexrelid) >= %s ORDER BY 3 DESC", (int(size),))
+    rows = ctx.all(  # each index's size read once (a file lookup per index: the cost of this check)
+        "SELECT name, tbl, bytes FROM (SELECT s.schemaname || '.' || s.indexrelname AS name, "
+        "  s.schemaname || '.' || s.relname AS tbl, pg_relation_size(s.indexrelid) AS bytes "
+        "  FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid "
+        "  WHERE s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary AND i.indisvalid "
+        "  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = s.indexrelid)) unused "
+        "WHERE bytes >= %s ORDER BY 3 DESC", (int(size),))
     since = ctx.one("SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()")[0]
     since_text = f"since {since:%Y-%m-%d %H:%M}" if since else "since the statistics began"
     # an index minnoctl's migrations create is the schema: "unused" is information, never a DROP
@@ -73,7 +74,9 @@ def _spec_index_names(ctx: Context) -> set[str]:
     """Index names the migration set itself creates (the spec's own; kept even where redundant)."""
     pattern = re.compile(r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)",
                          re.IGNORECASE)
-    return {name for f in ctx.files for name in pattern.findall(f.sql())}
+    from minnoctl.health.runner import set_memo
+
+    return set_memo("spec_index_names", lambda files: {name for f in files for name in pattern.findall(f.sql())})
 
 
 def _spec_ones(ctx: Context, qualified: list[str]) -> set[str]:
