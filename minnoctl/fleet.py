@@ -21,9 +21,11 @@ are paid once, and the targets run `--parallel N` at a time (default DB_POOL_SIZ
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,7 +56,8 @@ class Outcome:
     target: "Target"
     server_checks: bool = True
     canary: bool = False
-    status: str = "skipped"  # ok, failed, pending, timeout, skipped; health: ok, warning, critical, unknown
+    status: str = "skipped"  # ok, failed, pending, timeout, interrupted, skipped; health: ok, warning, critical,
+    # unknown (and timeout, interrupted, skipped)
     exit_code: int | None = None
     seconds: float | None = None
     capture: render.Capture = field(default_factory=render.Capture)
@@ -107,10 +110,13 @@ class FleetRun:
     outcomes: list[Outcome]
     health: bool = False
     stopped_by: str | None = None  # the canary that stopped the rollout
+    interrupted: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     abandoned: bool = False  # a timed-out target's thread was still running at the end
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return 128 + int(self.interrupted)  # 130, 143: as shells report a signal
         codes = [o.exit_code for o in self.outcomes if o.exit_code is not None]
         if not codes:
             return 0
@@ -128,6 +134,8 @@ class FleetRun:
         line = f"{len(self.outcomes)} target(s): {self.counts()}; exit {self.exit_code}"
         if self.stopped_by:
             line += f" — canary {self.stopped_by} failed, the rollout stopped"
+        if self.interrupted:
+            line += f" — interrupted by {signal.Signals(self.interrupted).name}"
         return line
 
     def rows(self) -> list[dict[str, Any]]:
@@ -192,18 +200,51 @@ def run(command: str, base: "Context", targets: Sequence["Target"], job: Callabl
         o.canary = False
     pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="minnoctl-target")
     try:
-        if canaries:
-            _run_phase(pool, canaries, base, job, report, timeout, health, fleet)
-            bad = [o for o in canaries if _failed(o, health)]
-            if bad:
-                fleet.stopped_by = bad[0].target.name
-                for o in rest:
-                    o.note = f"not run: canary {bad[0].target.name} failed ({bad[0].status})"
-                return fleet
-        _run_phase(pool, rest, base, job, report, timeout, health, fleet)
+        with _signals_interrupt():
+            if canaries:
+                _run_phase(pool, canaries, base, job, report, timeout, health, fleet)
+                bad = [o for o in canaries if _failed(o, health)]
+                if bad:
+                    fleet.stopped_by = bad[0].target.name
+                    for o in rest:
+                        o.note = f"not run: canary {bad[0].target.name} failed ({bad[0].status})"
+                    return fleet
+            _run_phase(pool, rest, base, job, report, timeout, health, fleet)
+    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM: every running target's statements cancelled
+        fleet.interrupted = getattr(exc, "signum", signal.SIGINT)
+        for o in fleet.outcomes:
+            if o.started is not None and o.exit_code is None:
+                _stop(o, 128 + int(fleet.interrupted), f"interrupted by {signal.Signals(fleet.interrupted).name}: "
+                      "its statements were cancelled (a migration's transaction rolls back)", "interrupted")
+        fleet.abandoned = True  # do not wait for a thread in a call that cannot be cancelled
     finally:
         pool.shutdown(wait=not fleet.abandoned, cancel_futures=True)
     return fleet
+
+
+class _Signal(KeyboardInterrupt):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM stops a fleet run as Ctrl-C does (the main thread's KeyboardInterrupt), so the
+    running targets are cancelled and the summary says so, instead of the process just ending."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Signal(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _failed(o: Outcome, health: bool) -> bool:
@@ -265,13 +306,17 @@ def _one(o: Outcome, base: "Context", job: Callable[[], None], report: Callable[
 def _time_out(o: Outcome, timeout: float, health: bool) -> None:
     from minnoctl.config import span_text
 
+    _stop(o, 2 if health else int(ExitCode.UNREACHABLE),
+          f"still running after --target-timeout {span_text(timeout)}: its statements were cancelled", "timeout")
+
+
+def _stop(o: Outcome, code: int, note: str, status: str) -> None:
+    """End a running target's part (timed out, interrupted): its outcome now, its statements cancelled."""
     with o._lock:
         if o.exit_code is not None:
             return
-        o.status = "timeout"
-        o.exit_code = 2 if health else int(ExitCode.UNREACHABLE)
-        o.seconds = timeout
-        o.note = f"still running after --target-timeout {span_text(timeout)}: its statements were cancelled"
+        o.status, o.exit_code, o.note = status, code, note
+        o.seconds = time.monotonic() - (o.started or time.monotonic())
     for conn in list(o.opened):
         try:
             cancel = getattr(conn, "cancel_safe", None) or conn.cancel

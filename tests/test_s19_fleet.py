@@ -312,3 +312,69 @@ def test_a_target_that_hangs_times_out_and_the_others_finish(run_minnoctl, fleet
     status = {t["target"]: t["status"] for t in doc["targets"]}
     assert status == {"hang": "timeout", "solo": "ok"}, (status, result.stderr)
     assert result.returncode == 2
+
+
+def _hold_migrate_lock(url: str) -> psycopg.Connection:
+    """Another session holding minnoctl's migrate lock on one database: its migrate waits there."""
+    from minnoctl import locks
+
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", (locks.NAMESPACE, locks.KEYS["migrate"]))
+    return conn
+
+
+def _start(args: list[str], env: dict[str, str]):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "minnoctl", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+
+
+def _wait_migrated(urls: list[str], deadline: float) -> None:
+    """Until every database has the same, unchanging, number of applied migrations (all of them)."""
+    last = None
+    while True:
+        counts = [_applied(u) for u in urls]
+        if counts[0] > 0 and len(set(counts)) == 1 and counts == last:
+            return
+        assert time.monotonic() < deadline, f"the other tenants were not migrated: {counts}"
+        last = counts
+        time.sleep(1.0)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_a_fleet_migrate_stopped_by_a_signal_leaves_every_database_whole(fleet, pg15, pg18tcp, tmp_path, sig):
+    """SIGTERM: the summary still comes, the waiting target `interrupted`, exit 143. kill -9: no summary;
+    either way each database is migrated or untouched, and the next run finishes the rest."""
+    import signal
+
+    env = {"MINNOCTL_TARGETS": str(tmp_path / "minnoctl.toml")}
+    waiting = fleet["on18"][-1]
+    holder = _hold_migrate_lock(pg18tcp.url(waiting))
+    try:
+        proc = _start(["migrate", "--modules", MODULES, "--group", "tenants", "--lock-timeout", "60s",
+                       "--format", "json"], env)
+        deadline = time.monotonic() + 60
+        _wait_migrated([pg15.url(d) for d in fleet["on15"]] + [pg18tcp.url(d) for d in fleet["on18"][:-1]], deadline)
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=30)
+    finally:
+        holder.close()
+    assert _applied(pg18tcp.url(waiting)) == 0
+    if sig == "SIGTERM":
+        assert proc.returncode == 143, err
+        doc = json.loads(out)
+        status = {t["target"]: t["status"] for t in doc["targets"]}
+        assert status[f"t18/{waiting}"] == "interrupted" and "SIGTERM" in err, (status, err)
+        assert [s for n, s in status.items() if n != f"t18/{waiting}"] == ["ok"] * 4
+    else:
+        assert proc.returncode == -9
+    again = _start(["migrate", "--modules", MODULES, "--group", "tenants"], env)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, out + err
+    assert _applied(pg18tcp.url(waiting)) > 0
+    verify = _start(["migrate", "verify", "--group", "tenants"], env)
+    out, err = verify.communicate(timeout=120)
+    assert verify.returncode == 0, out + err

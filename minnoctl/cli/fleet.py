@@ -210,6 +210,11 @@ def _run(path: tuple[str, ...], callback: Callable[..., Any], kwargs: dict[str, 
     run = fleet.run(FLEET_COMMANDS[path], base, expanded, job, report=_report, parallel=parallel,
                     canary=chosen.canary, timeout=chosen.timeout, health=path == ("health",), failed=failed)
     render.show(run.result(fmt), fmt)
+    if run.interrupted:
+        import signal
+
+        render.error(f"interrupted by {signal.Signals(run.interrupted).name}: the running targets' statements "
+                     "were cancelled; run it again for the rest")
     if run.stopped_by:
         render.error(f"canary {run.stopped_by} failed: the rollout stopped; "
                      f"{sum(o.status == 'skipped' for o in run.outcomes)} target(s) not run")
