@@ -378,3 +378,14 @@ def test_a_fleet_migrate_stopped_by_a_signal_leaves_every_database_whole(fleet, 
     verify = _start(["migrate", "verify", "--group", "tenants"], env)
     out, err = verify.communicate(timeout=120)
     assert verify.returncode == 0, out + err
+
+
+def test_bash_completes_target_and_group_names(tmp_path):
+    from test_completions import complete_bash
+
+    (tmp_path / "minnoctl.toml").write_text('[targets.main]\nurl = "postgresql://u@h/db"\ntags = ["eu"]\n'
+                                            '[targets.maple]\nservice = "m"\n[groups]\nmost = ["main"]\n')
+    assert complete_bash(tmp_path, "minnoctl", "health", "--target", "ma") == ["main", "maple"]
+    assert complete_bash(tmp_path, "minnoctl", "migrate", "status", "--group", "") == ["most", "tag:eu"]
+    (tmp_path / "minnoctl.toml").write_text("not toml [")
+    assert complete_bash(tmp_path, "minnoctl", "health", "--target", "") in ([], [""])  # nothing offered

@@ -85,9 +85,9 @@ def add_target_options(command: Any, path: tuple[str, ...]) -> None:
         return
     command.params += [
         TyperOption(param_decls=["--target"], multiple=True, expose_value=False, callback=_store("targets"),
-                    metavar="NAME", help=TARGET_HELP),
+                    metavar="NAME", help=TARGET_HELP, shell_complete=_complete("targets")),
         TyperOption(param_decls=["--group"], multiple=True, expose_value=False, callback=_store("groups"),
-                    metavar="NAME", help=GROUP_HELP),
+                    metavar="NAME", help=GROUP_HELP, shell_complete=_complete("groups")),
         TyperOption(param_decls=["--all-targets"], is_flag=True, default=False, expose_value=False,
                     callback=_store("all_targets"), help=ALL_HELP),
     ]
@@ -103,6 +103,21 @@ def add_target_options(command: Any, path: tuple[str, ...]) -> None:
     ]
     if command.callback is not None:
         command.callback = _fleet_callback(command.callback, path)
+
+
+def _complete(kind: str) -> Callable[..., list[str]]:
+    """Tab completion of --target / --group: the names of the targets file (none when it is unreadable)."""
+    def complete(ctx: Any, param: Any, incomplete: str) -> list[str]:
+        try:
+            file = _file()
+        except Exception:  # noqa: BLE001 - a completion never fails the shell
+            return []
+        if kind == "targets":
+            names = list(file.targets)
+        else:
+            names = [*file.groups, *sorted({f"tag:{t}" for target in file.targets.values() for t in target.tags})]
+        return [n for n in names if n.startswith(incomplete)]
+    return complete
 
 
 def _fleet_callback(callback: Callable[..., Any], path: tuple[str, ...]) -> Callable[..., Any]:
