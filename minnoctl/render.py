@@ -426,7 +426,7 @@ def show(result: Result, fmt: str = "table", out: Any = None) -> None:
 def plugin_unknown(message: str, fmt: str, out: Any = None) -> bool:
     """A bad argument under `--format nagios`: the plugin guidelines make it UNKNOWN, one line on
     stdout (exit 3, the caller's). True when written; in every other format the caller raises it."""
-    if fmt != "nagios":
+    if fmt != "nagios" or (capturing() is not None and out is None):  # a fleet's target: its outcome says it
         return False
     from minnoctl.health.report import nagios_line
 

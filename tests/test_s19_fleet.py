@@ -152,6 +152,12 @@ def test_commands_for_one_database_refuse_a_group(cli, fleet):
     assert discovering.exit_code == 2 and "runs on one database" in discovering.stderr
     serve = cli("health", "--serve", ":0", "--group", "tenants")
     assert serve.exit_code == 2 and "--serve works on one database" in serve.stderr
+    # a bad option is the invocation's, said once, before any target runs (nagios: UNKNOWN, exit 3)
+    probes = cli("health", "--live", "--ready", "--group", "tenants", "--format", "nagios")
+    assert probes.exit_code == 3 and probes.stdout.startswith("MINNOCTL UNKNOWN - --live and --ready") and \
+        len(probes.stdout.splitlines()) == 1, probes.stdout
+    threshold = cli("health", "--group", "tenants", "-t", "bogus=1")
+    assert threshold.exit_code == 2 and len(threshold.stderr.strip().splitlines()) == 1 and not threshold.stdout
 
 
 # -- fleet runs -----------------------------------------------------------------------------------

@@ -196,6 +196,10 @@ def _run(path: tuple[str, ...], callback: Callable[..., Any], kwargs: dict[str, 
     for name, option in NOT_IN_FLEETS.get(path, {}).items():
         if kwargs.get(name):
             raise UsageError(f"{option} works on one database: give one --target")
+    if path == ("health",):  # its usage errors once, before any target runs
+        from minnoctl.cli.health import precheck
+
+        precheck(kwargs)
     if kwargs.get("database_url"):
         raise UsageError("--database-url and the target options both name a database — give one of them")
     fmt = kwargs.get("fmt") or kwargs.get("out") or "table"

@@ -81,6 +81,36 @@ def health(
         raise typer.Exit(3) from None
 
 
+def precheck(options: dict) -> None:
+    """A fleet run's check of the options before any target runs (cli/fleet.py): the same usage
+    errors as one run's, once — under --format nagios the plugin's UNKNOWN line, exit 3."""
+    from minnoctl import health as logic
+    from minnoctl import render
+    from minnoctl.errors import UsageError
+
+    try:
+        _check_probes(options["live"], options["ready"], options["only"], options["skip"], options["hints"],
+                      options["list_checks"])
+        logic.thresholds(options["threshold"] or [])
+        if not (options["live"] or options["ready"]) and not logic.select(
+                _names(options["only"], "MINNOCTL_HEALTH_ONLY"), _names(options["skip"], "MINNOCTL_HEALTH_SKIP")):
+            raise UsageError("--skip left no check to run")
+    except UsageError as exc:
+        if not render.plugin_unknown(exc.message, options["fmt"]):
+            raise
+        raise typer.Exit(3) from None
+
+
+def _check_probes(live, ready, only, skip, hints, list_checks) -> None:
+    from minnoctl.errors import UsageError
+
+    if live and ready:
+        raise UsageError("--live and --ready are two different probes — give one of them")
+    if (live or ready) and (only or skip or hints or list_checks):
+        raise UsageError(f"{'--live' if live else '--ready'} runs no other check: leave out --only, --skip, "
+                         "--hints and --list")
+
+
 def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, fmt, database_url) -> None:
     import sys
 
@@ -89,11 +119,7 @@ def _health(live, ready, only, skip, threshold, hints, list_checks, backup_dir, 
     from minnoctl.cli import context
     from minnoctl.errors import UsageError
 
-    if live and ready:
-        raise UsageError("--live and --ready are two different probes — give one of them")
-    if (live or ready) and (only or skip or hints or list_checks):
-        raise UsageError(f"{'--live' if live else '--ready'} runs no other check: leave out --only, --skip, "
-                         "--hints and --list")
+    _check_probes(live, ready, only, skip, hints, list_checks)
     limits = logic.thresholds(threshold or [])
     if list_checks:  # no database: the registry and the thresholds in effect (nagios: shown plain)
         render.show(render.Result(logic.list_checks(limits), logic.LIST_COLUMNS), fmt)
