@@ -85,9 +85,9 @@ def add_target_options(command: Any, path: tuple[str, ...]) -> None:
         return
     command.params += [
         TyperOption(param_decls=["--target"], multiple=True, expose_value=False, callback=_store("targets"),
-                    metavar="NAME", help=TARGET_HELP, shell_complete=_complete("targets")),
+                    metavar="NAME", help=TARGET_HELP, autocompletion=_complete("targets")),
         TyperOption(param_decls=["--group"], multiple=True, expose_value=False, callback=_store("groups"),
-                    metavar="NAME", help=GROUP_HELP, shell_complete=_complete("groups")),
+                    metavar="NAME", help=GROUP_HELP, autocompletion=_complete("groups")),
         TyperOption(param_decls=["--all-targets"], is_flag=True, default=False, expose_value=False,
                     callback=_store("all_targets"), help=ALL_HELP),
     ]
@@ -107,7 +107,7 @@ def add_target_options(command: Any, path: tuple[str, ...]) -> None:
 
 def _complete(kind: str) -> Callable[..., list[str]]:
     """Tab completion of --target / --group: the names of the targets file (none when it is unreadable)."""
-    def complete(ctx: Any, param: Any, incomplete: str) -> list[str]:
+    def complete(ctx: Any, args: list[str], incomplete: str) -> list[str]:
         try:
             file = _file()
         except Exception:  # noqa: BLE001 - a completion never fails the shell
