@@ -1,14 +1,16 @@
 """The only place that opens psycopg 3 connections and the only place that builds the yoyo URL.
 
 Connections never use server-side prepared statements (prepare_threshold=None), so minnoctl works
-behind PgBouncer in transaction mode. A failed connection becomes a ConnectError whose one-line
-message names the target (password masked) and what to check. pg_dump, pg_restore and psql get
-the very same connection from tool_connection().
+behind PgBouncer in transaction mode — except the commands that need a session of their own
+(NEEDS_SESSION), which go to MINNO_DIRECT_URL or are refused there. A failed connection becomes a
+ConnectError whose one-line message names the target (password masked) and what to check.
+pg_dump, pg_restore and psql get the very same connection from tool_connection().
 """
 
 from __future__ import annotations
 
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -156,18 +158,43 @@ def connect(
         raise classify(exc, kwargs, settings) from None
 
 
+# The purposes whose session must stay on one server connection from start to end: they hold
+# session advisory locks (one run at a time, released by the server if the run dies) and the
+# migration runner's session settings (lock_timeout, search_path for a migration that runs outside a
+# transaction). Behind a transaction-mode pool each transaction may get another server connection:
+# a lock would be taken on one and left there (the "unlock" goes to another), a SET would stay on a
+# server connection the application gets next. So these go to MINNO_DIRECT_URL when it is set, and
+# are refused behind a transaction pool (open_session). Every other command keeps its state to one
+# transaction (SET LOCAL, transaction-scoped locks) or has none, and works through any pool.
+NEEDS_SESSION = {"migrate": "migrate", "db-init": "db init", "seed": "seed", "cleanup": "cleanup",
+                 "token-rotate": "token rotate"}
+_PROBE_WAIT_S = 2.0  # how long the probe's second client waits for a server connection
+
+
 def open_session(settings: Settings, purpose: str | None = None, *, dbname: str | None = None,
-                 autocommit: bool = True, time_zone: str | None = None) -> "psycopg.Connection":
+                 autocommit: bool = True, time_zone: str | None = None,
+                 command: str | None = None) -> "psycopg.Connection":
     """A connection with minnoctl's session settings, for a caller that keeps it open beyond one
     block (the migration runner, a rotation): named after `purpose` (`minnoctl <purpose> pid=…
     host=…`, so a second run can say who holds a lock), sent as the startup application_name;
     `time_zone` set for the session (cleanup compares the application's UTC timestamps in UTC).
-    The one place a command's session is set up; the caller closes it."""
+    The one place a command's session is set up; the caller closes it.
+
+    A purpose in NEEDS_SESSION connects to MINNO_DIRECT_URL when it is set (settings.direct), and
+    stops with ConfigError before anything is set or changed when the server connection it reached
+    is a transaction-mode pool's (session_is_pooled); the refusal names `command` (default: the
+    purpose's command; db init runs the migrate session)."""
     from minnoctl import locks
 
+    needs_session = purpose in NEEDS_SESSION
+    if needs_session and settings.direct is not None:
+        settings = settings.direct
     conn = connect(settings, dbname=dbname, autocommit=True,
                    application_name=locks.holder_name(purpose) if purpose else None)
     try:
+        if needs_session and not settings.embedded and session_is_pooled(conn, settings, dbname):
+            assert purpose is not None
+            raise ConfigError(_pooled_message(command or NEEDS_SESSION[purpose], settings))
         if time_zone is not None:
             conn.execute("SELECT set_config('TimeZone', %s, false)", (time_zone,))
         conn.autocommit = autocommit
@@ -175,6 +202,65 @@ def open_session(settings: Settings, purpose: str | None = None, *, dbname: str 
         conn.close()
         raise
     return conn
+
+
+def session_is_pooled(conn: "psycopg.Connection", settings: Settings, dbname: str | None = None) -> bool:
+    """Whether `conn` (autocommit) reaches PostgreSQL through a transaction- or statement-mode pool:
+    its server connection (pg_backend_pid()) changes between its transactions, or a second client of
+    the same settings gets the one it had. A direct server or a session pool keeps one server
+    connection per client for the client's life, so neither is ever taken for one. It reads only."""
+    import select
+
+    def pid() -> int:
+        return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+
+    first = pid()
+    if pid() != first:  # round robin over idle server connections
+        return True
+    other: int | None = None
+    try:
+        probe = connect(settings, dbname=dbname, autocommit=True)
+    except Exception:  # no second connection to be had: no evidence either way
+        probe = None
+    if probe is not None:
+        try:
+            # a session pool with no server connection free would keep this client waiting: give up
+            # after a while (the pool then keeps `conn`'s server for it: a session pool)
+            pg = probe.pgconn
+            pg.send_query(b"SELECT pg_backend_pid()")
+            deadline = time.monotonic() + _PROBE_WAIT_S
+            while pg.is_busy():
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([pg.socket], [], [], left)[0]:
+                    break
+                pg.consume_input()
+            else:
+                result = pg.get_result()
+                while pg.get_result() is not None:
+                    pass
+                if result is not None and result.ntuples == 1:
+                    value = result.get_value(0, 0)
+                    other = int(value.decode()) if value is not None else None
+        except Exception:  # the probe is only a second opinion
+            other = None
+        finally:
+            probe.close()
+    return other == first or pid() != first
+
+
+def _pooled_message(command: str, settings: Settings) -> str:
+    """The one line of the refusal behind a transaction pool: the command, the pool, the setting."""
+    target = f"{display_url(dict(settings.params))} (from {settings.source})"
+    if settings.source == "--database-url":
+        fix = "pass the server's own address (not the pool's) in --database-url"
+    elif settings.source.endswith("MINNO_DIRECT_URL"):
+        fix = "set MINNO_DIRECT_URL to the server's own address, not the pool's"
+    else:
+        fix = ("set MINNO_DIRECT_URL to the server's own address (migrate, db init, seed, cleanup and token "
+               "rotate use it; health, ports and the rest keep the pool)")
+    return (f"minnoctl {command} needs a server session of its own (session advisory locks and settings), but "
+            f"{target} is a transaction-mode pool (PgBouncer pool_mode=transaction: the server connection "
+            f"changes between transactions); nothing was changed — {fix} and run it again")
 
 
 @contextmanager
