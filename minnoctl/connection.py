@@ -169,6 +169,7 @@ def connect(
 NEEDS_SESSION = {"migrate": "migrate", "db-init": "db init", "seed": "seed", "cleanup": "cleanup",
                  "token-rotate": "token rotate"}
 _PROBE_WAIT_S = 2.0  # how long the probe's second client waits for a server connection
+_PROBE_ROUNDS = 3  # rounds of the probe through anything but a direct TCP connection
 
 
 def open_session(settings: Settings, purpose: str | None = None, *, dbname: str | None = None,
@@ -205,47 +206,82 @@ def open_session(settings: Settings, purpose: str | None = None, *, dbname: str 
 
 
 def session_is_pooled(conn: "psycopg.Connection", settings: Settings, dbname: str | None = None) -> bool:
-    """Whether `conn` (autocommit) reaches PostgreSQL through a transaction- or statement-mode pool:
-    its server connection (pg_backend_pid()) changes between its transactions, or a second client of
-    the same settings gets the one it had. A direct server or a session pool keeps one server
-    connection per client for the client's life, so neither is ever taken for one. It reads only."""
+    """Whether `conn` (autocommit) reaches PostgreSQL through a transaction- or statement-mode pool,
+    whose server connections serve other clients between `conn`'s transactions. It reads only.
+
+    A direct TCP connection is told by its socket: the server sees this client's own address and
+    port (inet_client_addr/port) on the port it was reached at (one query, nothing more). Through
+    anything else — a pool, a unix socket, NAT — a few rounds of: `conn`'s server connection
+    (pg_backend_pid()) must stay the same across its transactions, a second client of the same
+    settings must not get it, and it must have run nothing but `conn`'s own last query in between
+    (pg_stat_activity). A session pool keeps one server connection per client for the client's
+    life, so it (like a direct server) is never taken for a transaction pool."""
+    import secrets
+
+    marker = f"SELECT pg_backend_pid(), inet_client_addr()::text, inet_client_port(), inet_server_port() " \
+             f"/* minnoctl pool probe {secrets.token_hex(8)} */"
+    first, client_addr, client_port, server_port = conn.execute(marker).fetchone()  # type: ignore[misc]
+    if _own_socket(conn, client_addr, client_port) and server_port == conn.info.port:
+        return False
+    for _ in range(_PROBE_ROUNDS):
+        if conn.execute(marker).fetchone()[0] != first:  # type: ignore[index]
+            return True  # round robin over the idle server connections
+        other = _second_opinion(settings, dbname, first)
+        if other == "waited":  # no server connection free, though `conn`'s is idle: it is kept for it
+            return False
+        if other is not None and (other[0] == first or other[1] not in (marker, None, "", "<insufficient privilege>")):
+            return True  # a second client got it, or another client used it in between
+    return False
+
+
+def _own_socket(conn: "psycopg.Connection", addr: str | None, port: int | None) -> bool:
+    """Whether the server's view of its client (`addr`, `port`) is this connection's own socket."""
+    import ipaddress
+    import os
+    import socket
+
+    if addr is None or port is None:  # a unix socket
+        return False
+    try:
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+            local = sock.getsockname()
+        mine, seen = ipaddress.ip_address(local[0]), ipaddress.ip_address(addr.split("/")[0])
+    except (OSError, ValueError, IndexError, TypeError):
+        return False
+    mapped = [getattr(a, "ipv4_mapped", None) or a for a in (mine, seen)]
+    return mapped[0] == mapped[1] and int(local[1]) == int(port)
+
+
+def _second_opinion(settings: Settings, dbname: str | None, pid: int) -> tuple[int, str | None] | str | None:
+    """(its own backend pid, the last query of backend `pid`) from a second, short-lived client of
+    the same settings; "waited" when it got no server connection within _PROBE_WAIT_S (a session
+    pool that keeps `pid`'s for its client, all the others busy); None when it cannot tell."""
     import select
 
-    def pid() -> int:
-        return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
-
-    first = pid()
-    if pid() != first:  # round robin over idle server connections
-        return True
-    other: int | None = None
     try:
         probe = connect(settings, dbname=dbname, autocommit=True)
     except Exception:  # no second connection to be had: no evidence either way
-        probe = None
-    if probe is not None:
-        try:
-            # a session pool with no server connection free would keep this client waiting: give up
-            # after a while (the pool then keeps `conn`'s server for it: a session pool)
-            pg = probe.pgconn
-            pg.send_query(b"SELECT pg_backend_pid()")
-            deadline = time.monotonic() + _PROBE_WAIT_S
-            while pg.is_busy():
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([pg.socket], [], [], left)[0]:
-                    break
-                pg.consume_input()
-            else:
-                result = pg.get_result()
-                while pg.get_result() is not None:
-                    pass
-                if result is not None and result.ntuples == 1:
-                    value = result.get_value(0, 0)
-                    other = int(value.decode()) if value is not None else None
-        except Exception:  # the probe is only a second opinion
-            other = None
-        finally:
-            probe.close()
-    return other == first or pid() != first
+        return None
+    try:
+        pg = probe.pgconn
+        pg.send_query(f"SELECT pg_backend_pid(), (SELECT query FROM pg_stat_activity WHERE pid = {int(pid)})".encode())
+        deadline = time.monotonic() + _PROBE_WAIT_S
+        while pg.is_busy():
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pg.socket], [], [], left)[0]:
+                return "waited"
+            pg.consume_input()
+        result = pg.get_result()
+        while pg.get_result() is not None:
+            pass
+        if result is None or result.ntuples != 1:
+            return None
+        own, query = result.get_value(0, 0), result.get_value(0, 1)
+        return (int(own.decode()) if own is not None else -1), (query.decode() if query is not None else None)
+    except Exception:  # the probe is only a second opinion
+        return None
+    finally:
+        probe.close()
 
 
 def _pooled_message(command: str, settings: Settings) -> str:

@@ -244,3 +244,21 @@ def test_a_one_server_transaction_pool_is_refused_and_a_one_server_session_pool_
         result = cli(*args, env=env_for(session.url(pg15_db), kek))
         assert result.exit_code == 0, (args, result.stderr)
     assert stranded_locks(direct) == []
+
+
+def test_the_probe_of_a_direct_connection_is_one_query_and_of_a_pool_sees_it(
+        monkeypatch, one_server_pools, pg15, pg15_db):
+    """A direct TCP connection is told by its own socket (no second client); a session pool passes
+    and a transaction pool fails the probe."""
+    from minnoctl import config, connection
+
+    tx, session = one_server_pools
+    direct = config.load_settings(pg15.url(pg15_db), env={})
+    with connection.connect(direct, autocommit=True) as conn:
+        with monkeypatch.context() as m:
+            m.setattr(connection, "_second_opinion", lambda *a: pytest.fail("a second client for a direct server"))
+            assert connection.session_is_pooled(conn, direct) is False
+    for bouncer, pooled in ((tx, True), (session, False)):
+        settings = config.load_settings(bouncer.url(pg15_db), env={})
+        with connection.connect(settings, autocommit=True) as conn:
+            assert connection.session_is_pooled(conn, settings) is pooled
