@@ -15,7 +15,7 @@ import math
 import os
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import Mapping
 from urllib.parse import quote, urlsplit
@@ -92,6 +92,11 @@ SETTINGS: tuple[Setting, ...] = (
             secret=True),
     Setting("POSTGRES_URL", "the database URL (spec 002)", "", _CONNECTS, "database", secret=True),
     Setting("RAILWAY_DATABASE_URL", "the database URL (spec 002)", "", _CONNECTS, "database", secret=True),
+    Setting("MINNO_DIRECT_URL", "the server's own address (URL or `key=value` string) for the commands that need a "
+            "session of their own (migrate, db init, seed, cleanup, token rotate) when the database is a "
+            "transaction-mode pool; `health`, `ports` and the rest keep the pooled one. Used with a database "
+            "from the environment or `.env`, never with `--database-url`", "",
+            "migrate, db init, seed, cleanup, token rotate, config show", "database", secret=True),
     Setting("DB_HOST", "the server's host name, address or socket directory (spec 004)", "libpq's",
             _CONNECTS, "database"),
     Setting("DB_PORT", "the server's port (spec 004)", "libpq's (5432)", _CONNECTS, "database"),
@@ -234,9 +239,13 @@ class Settings:
     pool_size: int
     minno_home: Path
     values: dict[str, Value] = field(default_factory=dict)
+    # MINNO_DIRECT_URL's settings: the server itself, for the commands that need a session of their
+    # own (connection.open_session); None when unset or when --database-url names the target
+    direct: "Settings | None" = None
 
     def secrets(self) -> list[str]:
-        return [self.params[k] for k in SECRET_KEYWORDS if self.params.get(k)]
+        own = [self.params[k] for k in SECRET_KEYWORDS if self.params.get(k)]
+        return own + (self.direct.secrets() if self.direct is not None else [])
 
     def display_url(self) -> str:
         return display_url(self.params)
@@ -803,7 +812,7 @@ def load_settings(
     values["minno_home"] = Value(str(minno_home), found[1] if found else "default (user data directory)")
     values["application_name"] = Value(APPLICATION_NAME, "built in")
 
-    return Settings(
+    settings = Settings(
         params=params,
         source=source,
         embedded=embedded,
@@ -814,6 +823,16 @@ def load_settings(
         minno_home=minno_home,
         values=values,
     )
+    found = look.get("MINNO_DIRECT_URL")
+    if found and source not in ("--database-url", "embedded"):  # pairs with the environment's database only
+        direct = parse_url(found[0], found[1])
+        _check_port(direct, found[1])
+        # the SSL files and mode the DB_SSL_* variables gave the pooled URL apply to the direct one too
+        for keyword in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
+            if keyword in values and values[keyword].source != source:
+                direct.setdefault(keyword, params[keyword])
+        settings.direct = replace(settings, params=direct, source=found[1], values={})
+    return settings
 
 
 def has_password_in_url(url: str | None) -> bool:
@@ -885,6 +904,12 @@ def report(settings: Settings, env: Mapping[str, str] | None = None,
     database = (f"embedded PostgreSQL in {settings.minno_home / 'pgdata'}" if settings.embedded
                 else settings.display_url())
     rows: list[dict[str, object]] = [{"setting": "database", "value": database, "source": settings.source}]
+    direct_url = env_value("MINNO_DIRECT_URL", look)
+    rows.append({"setting": "direct_database",
+                 "value": settings.direct.display_url() if settings.direct is not None else
+                 ("ignored (the database is not from the environment)" if direct_url else "not set"),
+                 "source": settings.direct.source if settings.direct is not None else
+                 (direct_url[1] if direct_url else "default (the database above)")})
     rows += [{"setting": k, "value": v.value, "source": v.source} for k, v in settings.values.items()]
     dev = (f"development key in {settings.minno_home / 'master.key'}", "default (embedded database only)") \
         if settings.embedded else ("not set", "default (needed by token commands)")

@@ -1,15 +1,17 @@
 """The only place that opens psycopg 3 connections and the only place that builds the yoyo URL.
 
 Connections never use server-side prepared statements (prepare_threshold=None), so minnoctl works
-behind PgBouncer in transaction mode. A failed connection becomes a ConnectError whose one-line
-message names the target (password masked) and what to check. pg_dump, pg_restore and psql get
-the very same connection from tool_connection().
+behind PgBouncer in transaction mode — except the commands that need a session of their own
+(NEEDS_SESSION), which go to MINNO_DIRECT_URL or are refused there. A failed connection becomes a
+ConnectError whose one-line message names the target (password masked) and what to check.
+pg_dump, pg_restore and psql get the very same connection from tool_connection().
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -175,18 +177,44 @@ def watching(opened: list) -> Iterator[list]:
         _watched.opened = None
 
 
+# The purposes whose session must stay on one server connection from start to end: they hold
+# session advisory locks (one run at a time, released by the server if the run dies) and the
+# migration runner's session settings (lock_timeout, search_path for a migration that runs outside a
+# transaction). Behind a transaction-mode pool each transaction may get another server connection:
+# a lock would be taken on one and left there (the "unlock" goes to another), a SET would stay on a
+# server connection the application gets next. So these go to MINNO_DIRECT_URL when it is set, and
+# are refused behind a transaction pool (open_session). Every other command keeps its state to one
+# transaction (SET LOCAL, transaction-scoped locks) or has none, and works through any pool.
+NEEDS_SESSION = {"migrate": "migrate", "db-init": "db init", "seed": "seed", "cleanup": "cleanup",
+                 "token-rotate": "token rotate"}
+_PROBE_WAIT_S = 2.0  # how long the probe's second client waits for a server connection
+_PROBE_ROUNDS = 3  # rounds of the probe through anything but a direct TCP connection
+
+
 def open_session(settings: Settings, purpose: str | None = None, *, dbname: str | None = None,
-                 autocommit: bool = True, time_zone: str | None = None) -> "psycopg.Connection":
+                 autocommit: bool = True, time_zone: str | None = None,
+                 command: str | None = None) -> "psycopg.Connection":
     """A connection with minnoctl's session settings, for a caller that keeps it open beyond one
     block (the migration runner, a rotation): named after `purpose` (`minnoctl <purpose> pid=…
     host=…`, so a second run can say who holds a lock), sent as the startup application_name;
     `time_zone` set for the session (cleanup compares the application's UTC timestamps in UTC).
-    The one place a command's session is set up; the caller closes it."""
+    The one place a command's session is set up; the caller closes it.
+
+    A purpose in NEEDS_SESSION connects to MINNO_DIRECT_URL when it is set (settings.direct), and
+    stops with ConfigError before anything is set or changed when the server connection it reached
+    is a transaction-mode pool's (session_is_pooled); the refusal names `command` (default: the
+    purpose's command; db init runs the migrate session)."""
     from minnoctl import locks
 
+    needs_session = purpose in NEEDS_SESSION
+    if needs_session and settings.direct is not None:
+        settings = settings.direct
     conn = connect(settings, dbname=dbname, autocommit=True,
                    application_name=locks.holder_name(purpose) if purpose else None)
     try:
+        if needs_session and not settings.embedded and session_is_pooled(conn, settings, dbname):
+            assert purpose is not None
+            raise ConfigError(_pooled_message(command or NEEDS_SESSION[purpose], settings))
         if time_zone is not None:
             conn.execute("SELECT set_config('TimeZone', %s, false)", (time_zone,))
         conn.autocommit = autocommit
@@ -194,6 +222,100 @@ def open_session(settings: Settings, purpose: str | None = None, *, dbname: str 
         conn.close()
         raise
     return conn
+
+
+def session_is_pooled(conn: "psycopg.Connection", settings: Settings, dbname: str | None = None) -> bool:
+    """Whether `conn` (autocommit) reaches PostgreSQL through a transaction- or statement-mode pool,
+    whose server connections serve other clients between `conn`'s transactions. It reads only.
+
+    A direct TCP connection is told by its socket: the server sees this client's own address and
+    port (inet_client_addr/port) on the port it was reached at (one query, nothing more). Through
+    anything else — a pool, a unix socket, NAT — a few rounds of: `conn`'s server connection
+    (pg_backend_pid()) must stay the same across its transactions, a second client of the same
+    settings must not get it, and it must have run nothing but `conn`'s own last query in between
+    (pg_stat_activity). A session pool keeps one server connection per client for the client's
+    life, so it (like a direct server) is never taken for a transaction pool."""
+    import secrets
+
+    marker = f"SELECT pg_backend_pid(), inet_client_addr()::text, inet_client_port(), inet_server_port() " \
+             f"/* minnoctl pool probe {secrets.token_hex(8)} */"
+    first, client_addr, client_port, server_port = conn.execute(marker).fetchone()  # type: ignore[misc]
+    if _own_socket(conn, client_addr, client_port) and server_port == conn.info.port:
+        return False
+    for _ in range(_PROBE_ROUNDS):
+        if conn.execute(marker).fetchone()[0] != first:  # type: ignore[index]
+            return True  # round robin over the idle server connections
+        other = _second_opinion(settings, dbname, first)
+        if other == "waited":  # no server connection free, though `conn`'s is idle: it is kept for it
+            return False
+        if other is not None and (other[0] == first or other[1] not in (marker, None, "", "<insufficient privilege>")):
+            return True  # a second client got it, or another client used it in between
+    return False
+
+
+def _own_socket(conn: "psycopg.Connection", addr: str | None, port: int | None) -> bool:
+    """Whether the server's view of its client (`addr`, `port`) is this connection's own socket."""
+    import ipaddress
+    import os
+    import socket
+
+    if addr is None or port is None:  # a unix socket
+        return False
+    try:
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+            local = sock.getsockname()
+        mine, seen = ipaddress.ip_address(local[0]), ipaddress.ip_address(addr.split("/")[0])
+    except (OSError, ValueError, IndexError, TypeError):
+        return False
+    mapped = [getattr(a, "ipv4_mapped", None) or a for a in (mine, seen)]
+    return mapped[0] == mapped[1] and int(local[1]) == int(port)
+
+
+def _second_opinion(settings: Settings, dbname: str | None, pid: int) -> tuple[int, str | None] | str | None:
+    """(its own backend pid, the last query of backend `pid`) from a second, short-lived client of
+    the same settings; "waited" when it got no server connection within _PROBE_WAIT_S (a session
+    pool that keeps `pid`'s for its client, all the others busy); None when it cannot tell."""
+    import select
+
+    try:
+        probe = connect(settings, dbname=dbname, autocommit=True)
+    except Exception:  # no second connection to be had: no evidence either way
+        return None
+    try:
+        pg = probe.pgconn
+        pg.send_query(f"SELECT pg_backend_pid(), (SELECT query FROM pg_stat_activity WHERE pid = {int(pid)})".encode())
+        deadline = time.monotonic() + _PROBE_WAIT_S
+        while pg.is_busy():
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pg.socket], [], [], left)[0]:
+                return "waited"
+            pg.consume_input()
+        result = pg.get_result()
+        while pg.get_result() is not None:
+            pass
+        if result is None or result.ntuples != 1:
+            return None
+        own, query = result.get_value(0, 0), result.get_value(0, 1)
+        return (int(own.decode()) if own is not None else -1), (query.decode() if query is not None else None)
+    except Exception:  # the probe is only a second opinion
+        return None
+    finally:
+        probe.close()
+
+
+def _pooled_message(command: str, settings: Settings) -> str:
+    """The one line of the refusal behind a transaction pool: the command, the pool, the setting."""
+    target = f"{display_url(dict(settings.params))} (from {settings.source})"
+    if settings.source == "--database-url":
+        fix = "pass the server's own address (not the pool's) in --database-url"
+    elif settings.source.endswith("MINNO_DIRECT_URL"):
+        fix = "set MINNO_DIRECT_URL to the server's own address, not the pool's"
+    else:
+        fix = ("set MINNO_DIRECT_URL to the server's own address (migrate, db init, seed, cleanup and token "
+               "rotate use it; health, ports and the rest keep the pool)")
+    return (f"minnoctl {command} needs a server session of its own (session advisory locks and settings), but "
+            f"{target} is a transaction-mode pool (PgBouncer pool_mode=transaction: the server connection "
+            f"changes between transactions); nothing was changed — {fix} and run it again")
 
 
 @contextmanager

@@ -16,7 +16,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILURE = 1  # the command ran but failed (for `health`: WARNING)
     USAGE = 2  # bad option or argument (for `health`: CRITICAL)
-    CONFIG = 3  # bad configuration: malformed URL, bad setting value (for `health`: UNKNOWN)
+    CONFIG = 3  # bad configuration: malformed URL, bad setting value, a session command behind a transaction
+    # pool (for `health`: UNKNOWN)
     UNREACHABLE = 4  # cannot reach the server: refused, unknown host, timeout, SSL
     AUTH = 5  # the server refused the login: wrong or missing password, unknown role, pg_hba
     NO_DATABASE = 6  # the database does not exist
@@ -41,7 +42,8 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.OK: "success (`health`: OK)",
     ExitCode.FAILURE: "the command ran but failed (`health`: WARNING)",
     ExitCode.USAGE: "bad option or argument (`health`: CRITICAL, which includes an unreachable server)",
-    ExitCode.CONFIG: "bad configuration: malformed URL or setting (`health`: UNKNOWN)",
+    ExitCode.CONFIG: "bad configuration: malformed URL or setting, or a command that needs a session of its own "
+                     "pointed at a transaction-mode pool (set `MINNO_DIRECT_URL`) (`health`: UNKNOWN)",
     ExitCode.UNREACHABLE: "server unreachable: connection refused, unknown host, timeout, SSL failure",
     ExitCode.AUTH: "login refused: wrong or missing password, unknown role, rejected by pg_hba.conf",
     ExitCode.NO_DATABASE: "the database does not exist",

@@ -60,7 +60,10 @@ def advisory_lock(conn: "psycopg.Connection", purpose: str, timeout_s: float,
     deadline = time.monotonic() + max(0.0, timeout_s)
     delay = 0.05
     # the session carries the holder's name while it holds the lock, so a refused run can name it
-    # (describe_holder); the name it had comes back with the lock's release
+    # (describe_holder); the name it had comes back with the lock's release. A session-level lock
+    # and SET: the commands that take one get a session of their own from connection.open_session
+    # (NEEDS_SESSION), which refuses a transaction pool, where both would stay on a pooled server
+    # connection (the unlock going to another)
     name = holder_name(purpose)
     before = one(conn.execute("SELECT current_setting('application_name'), set_config('application_name', %s, false)",
                               (name,)))[0]

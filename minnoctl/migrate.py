@@ -408,6 +408,8 @@ class Runner:
     def open(self, **kwargs: Any) -> "psycopg.Connection":
         from minnoctl.connection import open_session
 
+        # session settings for the run: open_session() gives "migrate" a session of its own (never a
+        # transaction pool's, MINNO_DIRECT_URL's when set), and they end with it (close())
         conn = open_session(self.settings, "migrate", **kwargs)
         if conn.info.server_version >= 140000:
             # a killed minnoctl's backend notices within a second, even inside a long statement
@@ -596,6 +598,10 @@ class Runner:
             if direction == "apply":
                 self.retrying(f"{mf.id} ({direction})",
                               lambda: conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(module.schema)}"), before)
+            # statements that cannot run in a transaction (CREATE INDEX CONCURRENTLY) get no SET LOCAL:
+            # the session's search_path, reset at once, on the runner's own session — open_session()
+            # refuses a transaction pool, where it would stay on a server connection the application
+            # gets (connection.NEEDS_SESSION)
             conn.execute(f"SET search_path TO {path}")
             try:
                 self._execute(mf, mf.statements(direction), direction)
@@ -815,7 +821,7 @@ def rollback(settings: "Settings", *, steps: int | None = None, to: str | None =
     `approve(victims, production_reason)` is called under the lock before anything changes (the
     CLI's production guard and confirmation); it raises to stop."""
     runner = Runner(settings, files, ddl_lock_timeout)
-    runner.open()
+    runner.open(command="migrate rollback")
     assert runner.conn is not None  # open() set it
     try:
         with locks.advisory_lock(runner.conn, "migrate", lock_timeout, option="--lock-timeout"):
@@ -919,7 +925,7 @@ def _create_database(settings: "Settings", selected: list[modules.Module]) -> bo
     from minnoctl.connection import session
     from minnoctl.errors import ConnectError
 
-    params = settings.params
+    params = (settings.direct or settings).params  # the database the migrate session reached (MINNO_DIRECT_URL's)
     name = params.get("dbname")
     if not name:
         raise ConnectError("the database does not exist and no name was given to create", kind="no-database",
@@ -1074,7 +1080,7 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
     selected = modules.with_dependencies(chosen)
     approved = False
     try:
-        runner.open()
+        runner.open(command="db init")
     except ConnectError as exc:
         if exc.kind != "no-database":
             raise
@@ -1082,7 +1088,7 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
             approve(production_reason(None), None)  # a database that does not exist has no mark
             approved = True
         result.database_created = _create_database(settings, selected)
-        runner.open()
+        runner.open(command="db init")
     names = {m.name for m in selected}
     assert runner.conn is not None  # open() set it, above
     try:
