@@ -48,16 +48,20 @@ def sequences(ctx: Context) -> Check:
     warn, crit, text = ctx.pair("sequence", "%")
     found: list[tuple[float, str, str]] = []
     for seq, last, seq_max, column, col_type in ctx.all(
-            "SELECT s.schemaname || '.' || s.sequencename, s.last_value, s.max_value, "
+            # pg_sequences' rows and last_value, from its catalogs by oid (no name -> regclass per sequence)
+            "SELECT sn.nspname || '.' || sc.relname, sv.last_value, s.seqmax, "
             "  CASE WHEN a.attname IS NOT NULL THEN format('%I.%I.%I', tn.nspname, t.relname, a.attname) END, "
             "  format_type(a.atttypid, NULL) "
-            "FROM pg_sequences s "
-            "LEFT JOIN pg_depend d ON d.objid = format('%I.%I', s.schemaname, s.sequencename)::regclass "
+            "FROM pg_sequence s JOIN pg_class sc ON sc.oid = s.seqrelid "
+            "JOIN pg_namespace sn ON sn.oid = sc.relnamespace AND NOT pg_is_other_temp_schema(sn.oid) "
+            "CROSS JOIN LATERAL (SELECT CASE WHEN has_sequence_privilege(sc.oid, 'SELECT,USAGE') "
+            "  THEN pg_sequence_last_value(sc.oid) END AS last_value) sv "
+            "LEFT JOIN pg_depend d ON d.objid = sc.oid "
             "  AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass "
             "  AND d.deptype IN ('a', 'i') "
             "LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
             "LEFT JOIN pg_class t ON t.oid = a.attrelid LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace "
-            "WHERE s.increment_by > 0 AND s.last_value IS NOT NULL"):
+            "WHERE sc.relkind = 'S' AND s.seqincrement > 0 AND sv.last_value IS NOT NULL"):
         limit = min(seq_max, TYPE_MAX.get(col_type, seq_max))
         pct = 100.0 * last / limit
         found.append((pct,
