@@ -310,6 +310,10 @@ def _pooled_message(command: str, settings: Settings) -> str:
         fix = "pass the server's own address (not the pool's) in --database-url"
     elif settings.source.endswith("MINNO_DIRECT_URL"):
         fix = "set MINNO_DIRECT_URL to the server's own address, not the pool's"
+    elif settings.source.startswith("target "):  # a target of the targets file (minnoctl/targets.py)
+        fix = (f"give {settings.source} a direct_url in the targets file: the server's own address, not the "
+               "pool's" if not settings.source.endswith("direct_url") else
+               f"make {settings.source} the server's own address, not the pool's")
     else:
         fix = ("set MINNO_DIRECT_URL to the server's own address (migrate, db init, seed, cleanup and token "
                "rotate use it; health, ports and the rest keep the pool)")

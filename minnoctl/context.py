@@ -52,8 +52,16 @@ class Context:
             if self.target is not None:
                 settings = load_settings(self.target.conninfo, env=self.environment,
                                          origin=f"target {self.target.name}")
-                settings.params.update(self.target.secret_params(self.environment))
+                secret = self.target.secret_params(self.environment)
+                settings.params.update(secret)
                 settings.source = f"target {self.target.name}"
+                settings.direct = None  # MINNO_DIRECT_URL is the environment's database's, never a target's
+                if self.target.direct_url:  # the server itself, for the commands a transaction pool cannot serve
+                    direct = load_settings(self.target.direct_url, env=self.environment,
+                                           origin=f"target {self.target.name} direct_url")
+                    direct.params.update(secret)
+                    direct.source = f"target {self.target.name} direct_url"
+                    settings.direct = replace(direct, direct=None)
                 self._settings = settings
             else:
                 self._settings = load_settings(self.database_url, env=self.environment)

@@ -11,6 +11,7 @@ down once, in TOML, and named on the command line: `--target NAME`, `--group NAM
 
     [targets.reporting]
     service = "reporting"                     # an entry of the libpq service file
+    direct_url = "postgresql://minno_admin@db3.internal:5432/minno"   # when service is a transaction pool
 
     [targets.tenants]
     url = "postgresql://minno_admin@db2.internal/postgres"
@@ -47,7 +48,7 @@ from minnoctl.render_text import shown
 
 FILE_NAME = "minnoctl.toml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-TARGET_KEYS = {"url", "service", "password_env", "password_file", "passfile", "tags", "discover",
+TARGET_KEYS = {"url", "service", "direct_url", "password_env", "password_file", "passfile", "tags", "discover",
                "discover_query", "description"}
 DISCOVER_TIMEOUT = "10s"
 SECRET_REFERENCES = ("password_env", "password_file", "passfile")
@@ -68,6 +69,7 @@ class Target:
     description: str = ""
     parent: str | None = None  # the discovering target a discovered one came from
     params: Mapping[str, str] = field(default_factory=dict)  # conninfo's libpq keywords
+    direct_url: str | None = None  # the server itself when `url` is a transaction pool (migrate, cleanup, ...)
 
     @property
     def discovers(self) -> bool:
@@ -220,12 +222,16 @@ def _target(where: str, name: str, spec: Any) -> Target:
     conninfo = spec["url"] if "url" in spec else f"service={_quoted(spec['service'])}"
     origin = f"{where}: targets.{name}.{'url' if 'url' in spec else 'service'}"
     params = parse_url(conninfo, origin)
-    if params.get("password") or params.get("sslpassword"):
-        raise ConfigError(f"{where}: targets.{name} has a password written in its url — a targets file holds "
-                          "no secret: use password_env, password_file or passfile")
+    urls = [("url", params)]
+    if spec.get("direct_url"):
+        urls.append(("direct_url", parse_url(spec["direct_url"], f"{where}: targets.{name}.direct_url")))
+    for key, parsed in urls:
+        if parsed.get("password") or parsed.get("sslpassword"):
+            raise ConfigError(f"{where}: targets.{name} has a password written in its {key} — a targets file holds "
+                              "no secret: use password_env, password_file or passfile")
     return Target(name, conninfo, tuple(tags), spec.get("password_env") or None, spec.get("password_file") or None,
                   spec.get("passfile") or None, spec.get("discover") or None, spec.get("discover_query") or None,
-                  spec.get("description", ""), None, params)
+                  spec.get("description", ""), None, params, spec.get("direct_url") or None)
 
 
 def _quoted(value: str) -> str:
@@ -295,9 +301,10 @@ def discovered(parent: Target, database: str) -> Target:
     from psycopg.conninfo import make_conninfo
 
     params = {**parent.params, "dbname": database}
+    direct = make_conninfo(parent.direct_url, dbname=database) if parent.direct_url else None
     return Target(f"{parent.name}/{database}", make_conninfo(parent.conninfo, dbname=database), parent.tags,
                   parent.password_env, parent.password_file, parent.passfile, description=parent.description,
-                  parent=parent.name, params=params)
+                  parent=parent.name, params=params, direct_url=direct)
 
 
 def expand(chosen: Iterable[Target], find: Any) -> list[Target]:

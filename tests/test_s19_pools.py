@@ -262,3 +262,24 @@ def test_the_probe_of_a_direct_connection_is_one_query_and_of_a_pool_sees_it(
         settings = config.load_settings(bouncer.url(pg15_db), env={})
         with connection.connect(settings, autocommit=True) as conn:
             assert connection.session_is_pooled(conn, settings) is pooled
+
+
+def test_a_target_behind_a_transaction_pool_uses_its_direct_url(cli, shared_pool, pg15, pg15_db, kek, tmp_path):
+    """A target of the targets file is never given MINNO_DIRECT_URL (that is the environment's
+    database's): its own direct_url serves the session commands, health keeps the pool."""
+    toml = tmp_path / "minnoctl.toml"
+    toml.write_text(f'[targets.pooled]\nurl = "{shared_pool.url(pg15_db)}"\n')
+    env = env_for(pg15.url("postgres"), kek, MINNO_DIRECT_URL=pg15.url("postgres"))
+    with OtherClient(shared_pool.url(pg15_db)):
+        refused = cli("cleanup", "--target", "pooled", env=env)
+        assert refused.exit_code == 3, refused.stderr
+        assert "give target pooled a direct_url" in refused.stderr and len(refused.stderr.splitlines()) == 1
+        toml.write_text(f'[targets.pooled]\nurl = "{shared_pool.url(pg15_db)}"\ndirect_url = "{pg15.url(pg15_db)}"\n')
+        for args in (("db", "init", "--modules", MODULES, "--yes"), ("cleanup", "--quiet"), ("health", "--ready")):
+            result = cli(*args, "--target", "pooled", env=env)
+            assert result.exit_code == 0, (args, result.stderr)
+    assert_pool_clean(shared_pool, pg15, pg15_db)
+    toml.write_text(f'[targets.pooled]\nurl = "{shared_pool.url(pg15_db)}"\n'
+                    f'direct_url = "{pg15.url(pg15_db).replace("postgres@", "postgres:pw@")}"\n')
+    inline = cli("cleanup", "--target", "pooled", env=env)
+    assert inline.exit_code == 3 and "password written in its direct_url" in inline.stderr
