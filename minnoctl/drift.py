@@ -358,13 +358,17 @@ def _copies(conn: "psycopg.Connection", tables: dict[tuple[str, str], tuple[str,
     return out
 
 
-def check(conn: "psycopg.Connection", installed: list[str] | None = None) -> SchemaReport:
+def check(conn: "psycopg.Connection", installed: list[str] | None = None,
+          applied: dict[str, Any] | None = None) -> SchemaReport:
     """The live schema of each installed module (`installed`: names; default from the record)
-    against its baseline, and copies of module tables elsewhere. Reads only: a few queries."""
+    against its baseline, and copies of module tables elsewhere. Reads only: a few queries.
+    `applied`: the record (migrate.read_applied) when the caller has read it already."""
     from minnoctl import migrate
 
+    if applied is None:
+        applied = migrate.read_applied(conn)
     if installed is None:
-        installed = sorted(migrate.installed_modules(migrate.read_applied(conn)))
+        installed = sorted(migrate.installed_modules(applied))
     chosen = [m for m in modules.MODULES if m.name in set(installed)]
     report = SchemaReport()
     if not chosen:
@@ -372,7 +376,7 @@ def check(conn: "psycopg.Connection", installed: list[str] | None = None) -> Sch
     baselines = read_baselines(conn)
     live = fingerprints(conn, [m.schema for m in chosen])
     module_tables: dict[tuple[str, str], tuple[str, frozenset[str]]] = {}
-    last = {a.module: a.id for a in migrate.read_applied(conn).values()}
+    last = {a.module: a.id for a in applied.values()}
     for m in chosen:
         base = baselines.get(m.name)
         if base is not None and m.name in last and base[0] != last[m.name]:
