@@ -622,7 +622,7 @@ def identity(conn: "psycopg.Connection") -> Identity:
 def identity_of(settings: "Settings") -> Identity:
     from minnoctl.connection import session
 
-    with session(settings, "backup") as conn:
+    with session(settings, "backup-list") as conn:  # one question, no session state: any pool will do
         return identity(conn)
 
 

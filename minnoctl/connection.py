@@ -78,7 +78,10 @@ def tool_connection(settings: Settings, *, dbname: str | None = None,
     snapshot pg_dump joins), else one opened here for the question. psycopg tries the hosts of a
     list, and each address of a name, in turn, and moves on after any failure (load_balance_hosts
     shuffles them); libpq stops at the first server that answers with a refusal (no such database,
-    a wrong password). The tool gets psycopg's server: its host, address and port."""
+    a wrong password). The tool gets psycopg's server: its host, address and port. A tool is a
+    session of its own (backup's): MINNO_DIRECT_URL's server when it is set, as open_session()."""
+    if settings.direct is not None:
+        settings = settings.direct
     kwargs = connect_kwargs(settings, resolve(settings), dbname=dbname)
     if server is None:
         with connect(settings, dbname=dbname, autocommit=True) as probe:
@@ -186,7 +189,10 @@ def watching(opened: list) -> Iterator[list]:
 # are refused behind a transaction pool (open_session). Every other command keeps its state to one
 # transaction (SET LOCAL, transaction-scoped locks) or has none, and works through any pool.
 NEEDS_SESSION = {"migrate": "migrate", "db-init": "db init", "seed": "seed", "cleanup": "cleanup",
-                 "token-rotate": "token rotate"}
+                 "token-rotate": "token rotate",
+                 # pg_dump joins the exported snapshot of backup's session, which sets its own timeouts;
+                 # pg_restore --single-transaction and the restore test's database need one server too
+                 "backup": "backup"}
 _PROBE_WAIT_S = 2.0  # how long the probe's second client waits for a server connection
 _PROBE_ROUNDS = 3  # rounds of the probe through anything but a direct TCP connection
 

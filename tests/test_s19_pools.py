@@ -283,3 +283,25 @@ def test_a_target_behind_a_transaction_pool_uses_its_direct_url(cli, shared_pool
                     f'direct_url = "{pg15.url(pg15_db).replace("postgres@", "postgres:pw@")}"\n')
     inline = cli("cleanup", "--target", "pooled", env=env)
     assert inline.exit_code == 3 and "password written in its direct_url" in inline.stderr
+
+
+def test_backup_through_a_transaction_pool_goes_to_the_direct_url_or_is_refused(cli, shared_pool, pg15, pg15_db,
+                                                                                  kek, tmp_path):
+    """backup create's snapshot session sets idle_in_transaction_session_timeout and pg_dump joins its
+    exported snapshot: both need one server session, so backup is a session command too."""
+    direct = pg15.url(pg15_db)
+    assert cli("db", "init", "--modules", MODULES, "--yes", env=env_for(direct, kek)).exit_code == 0
+    out = tmp_path / "b"
+    out.mkdir()
+    pooled = env_for(shared_pool.url(pg15_db), kek)
+    with OtherClient(shared_pool.url(pg15_db)):
+        refused = cli("backup", "create", "--output-dir", str(out), env=pooled)
+        assert refused.exit_code == 3, refused.stdout + refused.stderr
+        assert "MINNO_DIRECT_URL" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+        assert not list(out.iterdir())
+        made = cli("backup", "create", "--output-dir", str(out), env={**pooled, "MINNO_DIRECT_URL": direct})
+        assert made.exit_code == 0, made.stderr
+        checked = cli("backup", "verify", "latest", "--output-dir", str(out), "--restore-test",
+                      env={**pooled, "MINNO_DIRECT_URL": direct})
+        assert checked.exit_code == 0, checked.stderr
+    assert_pool_clean(shared_pool, pg15, pg15_db)
