@@ -3,4 +3,4 @@
 # tabulate formats worth offering (each is checked against tabulate.tabulate_formats in the tests)
 TABULATE_FORMATS = ("plain", "simple", "github", "psql", "grid", "pipe", "rst", "orgtbl", "tsv", "html",
                     "latex", "jira", "mediawiki", "rounded_outline", "simple_grid")
-FORMATS = ("table", "json", "ndjson", "csv", *TABULATE_FORMATS)
+FORMATS = ("table", "json", "csv", "ndjson", *TABULATE_FORMATS)

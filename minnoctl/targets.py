@@ -326,3 +326,31 @@ def discovery_sql(target: Target) -> tuple[str, tuple[Any, ...]]:
         return target.discover_query, ()
     return ("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate AND datname LIKE %s "
             "ORDER BY datname", (target.discover,))
+
+
+def discover(ctx: Any) -> list[str]:
+    """The databases a discovering target finds (`ctx`: its Context, context.on_target): its query,
+    read-only, under a statement timeout; a failing query is one line naming the target."""
+    import psycopg
+
+    from minnoctl.connection import first_line
+    from minnoctl.errors import MinnoctlError
+
+    target = ctx.target
+    sql, args = discovery_sql(target)
+    with ctx.session("discover", autocommit=False) as conn:
+        conn.execute("SET TRANSACTION READ ONLY")
+        conn.execute(f"SET LOCAL statement_timeout = '{DISCOVER_TIMEOUT}'")
+        try:  # the query as written, no parameters (a % in it is the query's own)
+            rows = conn.execute(sql, args or None).fetchall()
+        except psycopg.Error as exc:
+            raise MinnoctlError(f"target {target.name}: its discovery failed: {first_line(str(exc))} — fix "
+                                "discover / discover_query in the targets file") from None
+        finally:
+            conn.rollback()
+    names = []
+    for row in rows:
+        if not row or not isinstance(row[0], str) or not row[0]:
+            raise UsageError(f"target {target.name}: its discovery must return database names (one text column)")
+        names.append(row[0])
+    return names

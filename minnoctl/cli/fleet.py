@@ -208,7 +208,7 @@ def _run(path: tuple[str, ...], callback: Callable[..., Any], kwargs: dict[str, 
 
     def find(target: Any) -> list[str]:
         try:
-            return discover(base, target)
+            return logic.discover(base.on_target(target))
         except Exception as exc:  # noqa: BLE001 - its own outcome: the others still run
             capture = render.Capture()
             with render.captured(capture):
@@ -251,31 +251,3 @@ def _pool_size() -> int:
     found = env_value("DB_POOL_SIZE")
     return int(parse_number(found[0], found[1], minimum=1, maximum=MAX_POOL_SIZE, integer=True)) if found \
         else DEFAULT_POOL_SIZE
-
-
-def discover(base: Any, target: Any) -> list[str]:
-    """The databases a discovering target finds: its query, read-only, under a statement timeout."""
-    from minnoctl import targets as logic
-
-    import psycopg
-
-    from minnoctl.connection import first_line
-    from minnoctl.errors import MinnoctlError
-
-    sql, args = logic.discovery_sql(target)
-    with base.on_target(target).session("discover", autocommit=False) as conn:
-        conn.execute("SET TRANSACTION READ ONLY")
-        conn.execute(f"SET LOCAL statement_timeout = '{logic.DISCOVER_TIMEOUT}'")
-        try:  # the query as written, no parameters (a % in it is the query's own)
-            rows = conn.execute(sql, args or None).fetchall()
-        except psycopg.Error as exc:
-            raise MinnoctlError(f"target {target.name}: its discovery failed: {first_line(str(exc))} — fix "
-                                "discover / discover_query in the targets file") from None
-        finally:
-            conn.rollback()
-    names = []
-    for row in rows:
-        if not row or not isinstance(row[0], str) or not row[0]:
-            raise UsageError(f"target {target.name}: its discovery must return database names (one text column)")
-        names.append(row[0])
-    return names
