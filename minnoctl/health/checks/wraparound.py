@@ -76,7 +76,10 @@ def sequences(ctx: Context) -> Check:
             "FROM pg_stats st JOIN pg_namespace n ON n.nspname = st.schemaname "
             "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = st.tablename "
             "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = st.attname "
+            # the schema filter on the view's own column too: pg_stats then skips the catalogs' statistics
+            # before its privilege checks (a third of this check's time on a new database)
             f"WHERE a.atttypid IN ('int2'::regtype, 'int4'::regtype) AND {user_schemas_sql()} "
+            f"AND {user_schemas_sql('st.schemaname')} "
             "AND pg_get_serial_sequence(format('%I.%I', st.schemaname, st.tablename), st.attname) IS NULL"):
         if top is not None and top > 0:
             limit = TYPE_MAX[col_type]
