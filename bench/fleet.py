@@ -54,7 +54,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--databases", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--parallel", type=int, default=None, help="default: the command's own (DB_POOL_SIZE, 10)")
     args = parser.parse_args()
 
     import psycopg
@@ -108,13 +108,13 @@ def measure(bench, template: str, args: argparse.Namespace) -> int:
     env.pop("MINNO_DATABASE_URL", None)
     python = [sys.executable, "-m", "minnoctl", "-q"]
     print(f"bench/fleet: PostgreSQL {bench.server_version()}, {len(tenants)} tenant databases (every module "
-          f"migrated), --parallel {args.parallel}, {os.cpu_count()} CPUs", flush=True)
+          f"migrated), --parallel {args.parallel or 'default (10)'}, {os.cpu_count()} CPUs", flush=True)
     commands = {"health": ["health", "--format", "json"],
                 "migrate --dry-run": ["migrate", "--dry-run", "--format", "json"]}
     figures, loops = {}, {}
     for name, argv in commands.items():
-        fleet = [run([*python, *argv, "--target", "tenants", "--parallel", str(args.parallel)], env, len(tenants))
-                 for _ in range(args.runs)]
+        given = ["--parallel", str(args.parallel)] if args.parallel else []
+        fleet = [run([*python, *argv, "--target", "tenants", *given], env, len(tenants)) for _ in range(args.runs)]
         started = time.perf_counter()
         for db in tenants:  # the shell loop: one process per database
             run([*python, *argv, "--database-url", bench.dsn(db)], env)
