@@ -41,7 +41,7 @@ DEVELOPER_HOMES = frozenset(Path(p).expanduser().absolute() for p in
                             (os.environ.pop("MINNO_HOME", None), default_minno_home()) if p)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pgcluster import DEBIAN_PG15, Cluster  # noqa: E402
+from pgcluster import DEBIAN_PG15, CitusCluster, Cluster, citus_installed, without_pgvector  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -139,6 +139,46 @@ def pg15(tmp_path_factory: pytest.TempPathFactory):
     cluster = Cluster("pg15", DEBIAN_PG15, tmp_path_factory.mktemp("pg15"), ssl=True).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg15_novector(pg15, tmp_path_factory: pytest.TempPathFactory):
+    """PostgreSQL 15 without pgvector, for the tests of a server that lacks it: `pg15` itself where
+    pgvector is not installed, else a server from a copy of the installation without its files."""
+    import psycopg
+
+    with psycopg.connect(pg15.url("postgres")) as conn:
+        if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone():
+            yield pg15
+            return
+    folder = tmp_path_factory.mktemp("pg15nv")
+    cluster = Cluster("pg15nv", without_pgvector(folder / "install"), folder / "server", ssl=False).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def citus(tmp_path_factory: pytest.TempPathFactory):
+    """A three-node Citus 13 cluster on PostgreSQL 15 (coordinator + two workers on loopback ports).
+    Needs the extension (../shared/pg15-extensions/install.sh); .ci/run installs it and sets
+    MINNOCTL_TEST_CITUS=required, so there a missing extension fails instead of skipping."""
+    _need_pg15()
+    if not citus_installed():
+        if os.environ.get("MINNOCTL_TEST_CITUS") == "required":
+            pytest.fail("Citus is missing though .ci/run installed it: see ../shared/pg15-extensions/install.sh")
+        pytest.skip("Citus is not installed for PostgreSQL 15 (../shared/pg15-extensions/install.sh)")
+    cluster = CitusCluster(tmp_path_factory.mktemp("citus")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def citus_db(citus: CitusCluster):
+    """A fresh database on every node of the Citus cluster (citus created, workers added); yields the
+    coordinator's URL to it and drops it on every node afterwards."""
+    name = f"c_{uuid.uuid4().hex[:12]}"
+    yield citus.create_database(name)
+    citus.drop_database(name)
 
 
 @pytest.fixture(scope="session")

@@ -103,6 +103,7 @@ class Cluster:
     port: int = field(default_factory=free_port)
     certs: Certs | None = None
     version: str = ""
+    preload: tuple[str, ...] = ()  # shared_preload_libraries before pg_stat_statements (citus must be first)
 
     @property
     def pgdata(self) -> Path:
@@ -132,8 +133,15 @@ class Cluster:
             "password_encryption = 'scram-sha-256'",
             "fsync = off",
         ]
+        preload = list(self.preload)
         if (self.bin_dir.parent / "lib" / "pg_stat_statements.so").exists():  # Debian's contrib: health's slow_queries
-            conf.append("shared_preload_libraries = 'pg_stat_statements'")
+            preload.append("pg_stat_statements")
+        if preload:
+            conf.append(f"shared_preload_libraries = '{','.join(preload)}'")
+        if "citus" in self.preload:
+            # the nodes talk over loopback without SSL (libpq would otherwise read the client
+            # certificate of the HOME the server inherited)
+            conf.append("citus.node_conninfo = 'sslmode=disable'")
         hba = ["local all all trust"]
         if self.ssl:
             self.certs = make_certs(self.folder / "certs")
@@ -185,6 +193,94 @@ class Cluster:
         auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
         q = f"?{urlencode(query)}" if query else ""
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}{q}"
+
+
+CITUS_DATABASE = "minno"
+
+
+@dataclass
+class CitusCluster:
+    """A real Citus cluster on loopback: a coordinator and WORKERS workers, each an ordinary PostgreSQL 15
+    cluster with citus preloaded, the extension created in CITUS_DATABASE on every node, the coordinator's
+    host set and the workers added (../shared/pg15-extensions/README.md)."""
+
+    folder: Path
+    workers: int = 2
+    nodes: list[Cluster] = field(default_factory=list)
+
+    @property
+    def coordinator(self) -> Cluster:
+        return self.nodes[0]
+
+    def start(self) -> "CitusCluster":
+        for i in range(self.workers + 1):
+            node = Cluster(f"citus{i}", DEBIAN_PG15, self.folder / f"n{i}", ssl=False, preload=("citus",))
+            self.nodes.append(node.start())
+        self.create_database(CITUS_DATABASE)
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def url(self, dbname: str = CITUS_DATABASE) -> str:
+        return self.coordinator.url(dbname)
+
+    def worker_url(self, index: int, dbname: str = CITUS_DATABASE) -> str:
+        return self.nodes[1 + index].url(dbname)
+
+    def create_database(self, name: str) -> str:
+        """A new database on every node with citus in it and the workers added: a cluster of its own
+        (Citus keeps its metadata per database); returns the coordinator's URL to it."""
+        import psycopg
+
+        for node in self.nodes:
+            with psycopg.connect(**node.admin_params("postgres"), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            with psycopg.connect(**node.admin_params(name), autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION citus")
+        with psycopg.connect(**self.coordinator.admin_params(name), autocommit=True) as conn:
+            conn.execute("SELECT citus_set_coordinator_host('127.0.0.1', %s)", (self.coordinator.port,))
+            for node in self.nodes[1:]:
+                conn.execute("SELECT citus_add_node('127.0.0.1', %s)", (node.port,))
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        for node in self.nodes:
+            with psycopg.connect(**node.admin_params("postgres"), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def without_pgvector(folder: Path) -> Path:
+    """Debian's PostgreSQL 15 as it is without ../shared/pg15-extensions: a copy of its programs (a
+    server finds its library and share folders beside its own real path) whose library and extension
+    folders link to everything but pgvector's files. Returns the copy's bin folder."""
+    lib_root, share_root = DEBIAN_PG15.parent, Path("/usr/share/postgresql/15")
+    root = folder / "usr"
+    bin_copy = root / "lib" / "postgresql" / "15" / "bin"
+    if bin_copy.exists():
+        return bin_copy
+    shutil.copytree(DEBIAN_PG15, bin_copy, symlinks=False)
+    for src, dst in ((lib_root / "lib", root / "lib" / "postgresql" / "15" / "lib"),
+                     (share_root, root / "share" / "postgresql" / "15")):
+        dst.mkdir(parents=True)
+        for entry in src.iterdir():
+            if entry.name == "extension":
+                (dst / "extension").mkdir()
+                for ext in entry.iterdir():
+                    if not ext.name.startswith("vector"):
+                        (dst / "extension" / ext.name).symlink_to(ext)
+            elif not entry.name.startswith("vector"):
+                (dst / entry.name).symlink_to(entry)
+    for path in (folder, root, root / "lib", root / "lib" / "postgresql", root / "share"):
+        path.chmod(0o755)
+    return bin_copy
+
+
+def citus_installed() -> bool:
+    return (DEBIAN_PG15.parent / "lib" / "citus.so").exists()
 
 
 def wait_closed(port: int, timeout: float = 10) -> None:

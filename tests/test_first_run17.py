@@ -126,7 +126,8 @@ def test_migrate_new_refuses_to_write_into_an_installed_package(installed, tmp_p
 # -- item 4: db init repeatable, --help's defaults, one line per migration, the next step -------------
 
 
-def test_plain_db_init_again_on_a_server_without_pgvector_has_nothing_to_do(pg15, run_minnoctl):
+def test_plain_db_init_again_on_a_server_without_pgvector_has_nothing_to_do(pg15_novector, run_minnoctl):
+    pg15 = pg15_novector
     db = _fresh_db(pg15.url("postgres"))
     env = {"MINNO_DATABASE_URL": pg15.url(db)}
     first = run_minnoctl("db", "init", "--modules", PG15_MODULES, env=env)

@@ -298,7 +298,8 @@ def test_force_drops_only_minnoctls_schemas(cli, migrated):
         assert conn.execute("SELECT to_regclass('public.keep_me_too')").fetchone()[0] is not None
 
 
-def test_knowledge_without_pgvector_stops_before_changing_anything(cli, pg15):
+def test_knowledge_without_pgvector_stops_before_changing_anything(cli, pg15_novector):
+    pg15 = pg15_novector
     import uuid
 
     name = f"nov_{uuid.uuid4().hex[:8]}"
