@@ -219,7 +219,7 @@ def backfill(conn: "psycopg.Connection", applied: dict[str, Any]) -> list[str]:
     return [m.name for m in missing]
 
 
-def rebaseline(conn: "psycopg.Connection") -> list[str]:
+def rebaseline(conn: "psycopg.Connection", quiet: bool = False) -> list[str]:
     """After a backup restore: record every module's baseline again from the live schema, in one
     transaction. pg_restore re-parses each CHECK, index, view and trigger from its dumped text, and
     the server deparses the result differently (`IN (...)` on varchar becomes `ARRAY[(...)::text]`),
@@ -232,8 +232,9 @@ def rebaseline(conn: "psycopg.Connection") -> list[str]:
     with conn.transaction():
         for module in present:
             _write(conn, module, baselines[module.name][0])
-    log.warning("recorded the schema baseline of %s again from the restored schema (pg_restore re-parses its "
-                "definitions): drift the backup already held is not detected", ", ".join(m.name for m in present))
+    if not quiet:  # quiet: db init on a Citus cluster, whose new keys are the baseline now
+        log.warning("recorded the schema baseline of %s again from the restored schema (pg_restore re-parses its "
+                    "definitions): drift the backup already held is not detected", ", ".join(m.name for m in present))
     return [m.name for m in present]
 
 

@@ -328,6 +328,8 @@ class RunResult:
     # plain db init on an initialised database: module -> the extensions the server lacks (not installed)
     skipped: dict[str, list[str]] = field(default_factory=dict)
     up_to_date: bool = False
+    cluster: Any = None  # distribution.Cluster on a Citus coordinator that lays tables out, else None
+    distribution: Any = None  # distribution.Applied when the plans were applied
 
 
 class _BlockerWatch:
@@ -737,11 +739,52 @@ def migrate(settings: "Settings", chosen: list[modules.Module] | None = None, *,
             result.extensions_created = _create_extensions(runner, to_create) + app_created
             runner.ensure_bookkeeping()
             result.applied = runner.apply(plan.pending)
+            _distribute(runner, result, None, only_if_laid_out=True)  # new tables follow the plans
             from minnoctl import apps  # the app roles' grants, re-applied after every run that applied something
             apps.keep_grants(runner.conn)
             return result
     finally:
         runner.close()
+
+
+def _cluster_for(runner: Runner, distributed: bool | None) -> Any:
+    """The Citus cluster db init lays the schema out on: detected (None), demanded (True: anything else
+    is one line, before any change), or declined (False)."""
+    from minnoctl import distribution
+
+    assert runner.conn is not None
+    if distributed is False:
+        return None
+    found = distribution.cluster(runner.conn)
+    if found is not None and found.distributes:
+        return found
+    if distributed:
+        why = ("the citus extension is not in this database" if found is None else
+               "this server is not the cluster's coordinator" if not found.coordinator else
+               "the cluster has no active node that may hold shards (add workers with citus_add_node)")
+        raise ExtensionMissing(f"--distributed: {why}; nothing was changed (on plain PostgreSQL run db init "
+                               "without --distributed)")
+    return None
+
+
+def _distribute(runner: Runner, result: RunResult, found: Any, *, only_if_laid_out: bool = False) -> None:
+    """Apply the installed modules' distribution plans on a Citus coordinator (distribution.apply) and
+    record the drift baselines of the modules it changed (their keys are the cluster's now)."""
+    from minnoctl import distribution, drift
+
+    conn = runner.conn
+    assert conn is not None
+    if found is None:
+        found = distribution.cluster(conn)
+        if found is None or not found.distributes:
+            return
+        if only_if_laid_out and not distribution.layout(conn, [m.schema for m in modules.MODULES]):
+            return  # a database left on the coordinator (db init --no-distributed) stays so
+    installed = [m for m in modules.MODULES if m.name in installed_modules(read_applied(conn))]
+    result.cluster = found
+    result.distribution = distribution.apply(conn, installed)
+    if result.distribution.changed:
+        drift.rebaseline(conn, quiet=True)
 
 
 def _app_extensions(runner: Runner, chosen: Iterable[modules.Module]) -> tuple[list[str], dict[str, list[str]]]:
@@ -1066,9 +1109,11 @@ def _drop_minnoctl_schemas(runner: Runner, schemas: list[str], cascade: bool,
 def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, force: bool = False,
          lock_timeout: float = 30, files: list[MigrationFile] | None = None,
          verbose: bool = False, environment: str | None = None, cascade: bool = False,
-         ddl_lock_timeout: float = DDL_LOCK_TIMEOUT_S, approve: Any = None) -> RunResult:
+         ddl_lock_timeout: float = DDL_LOCK_TIMEOUT_S, approve: Any = None,
+         distributed: bool | None = None) -> RunResult:
     """Create the database if needed, the extensions and the schemas, and apply every migration of
-    the chosen modules (all by default). `force` first drops exactly minnoctl's module schemas and
+    the chosen modules (all by default); on a Citus coordinator (detected, or `distributed`), lay the
+    tables out by the modules' distribution plans. `force` first drops exactly minnoctl's module schemas and
     its bookkeeping schema, and refuses when objects outside them depend on them unless `cascade`.
     `approve(production_reason, recorded_environment)` is called before anything changes (before
     CREATE DATABASE; else under the lock): the CLI's production guard and confirmations."""
@@ -1084,6 +1129,10 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
     except ConnectError as exc:
         if exc.kind != "no-database":
             raise
+        if distributed:  # a database this creates has no citus in it (nor, on the workers, at all)
+            raise ExtensionMissing("--distributed: the database does not exist, so it has no citus extension; "
+                                   "create it on every node with CREATE EXTENSION citus and add the workers "
+                                   "(citus_add_node), then run db init --distributed; nothing was changed") from None
         if approve is not None:
             approve(production_reason(None), None)  # a database that does not exist has no mark
             approved = True
@@ -1102,6 +1151,12 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
                 selected, result.skipped = _holdable(conn, selected)
                 names = {m.name for m in selected}
             to_create = runner.check_extensions(selected)  # before any change
+            found = _cluster_for(runner, distributed)  # before any change too
+            if found is not None:
+                from minnoctl import distribution
+
+                for m in selected:
+                    distribution.read_plan(m)  # a mistake in a plan file stops here, not after the migrations
             all_schemas = [m.schema for m in modules.MODULES] + [BOOKKEEPING]
             before = _catalog(conn, all_schemas) if verbose else set()
             if environment is None:
@@ -1125,10 +1180,14 @@ def init(settings: "Settings", chosen: list[modules.Module] | None = None, *, fo
                 runner.ensure_bookkeeping()
                 record_environment(conn, environment, f"{runner.user}@{runner.host}")
             if not plan.pending and not result.extensions_created:
-                result.up_to_date = True
+                if found is not None:
+                    _distribute(runner, result, found)
+                result.up_to_date = not (result.distribution and result.distribution.changed)
                 return result
             runner.ensure_bookkeeping()
             result.applied = runner.apply(plan.pending)
+            if found is not None:
+                _distribute(runner, result, found)
             apps.keep_grants(runner.conn, restore=kept_apps)  # the app roles' grants, after every run that applied
             if verbose:
                 result.objects = sorted(_catalog(conn, all_schemas) - before)

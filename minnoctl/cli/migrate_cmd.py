@@ -72,6 +72,11 @@ def init(
         f"{names_help()}. seed, db init --force, migrate rollback and backup restore --clean refuse a "
         "production database without --force-production; lifting the mark needs it too.",
         show_default=False)] = None,
+    distributed: Annotated[bool | None, typer.Option(
+        "--distributed/--no-distributed", help="On a Citus coordinator (detected when the citus extension is in "
+        "the database and nodes may hold shards): lay the tables out by each module's distribution plan "
+        "(migrations/<module>/distribution.toml). --distributed refuses anything else; --no-distributed leaves "
+        "every table on the coordinator.", show_default=False)] = None,
     lock_timeout: LockTimeout = 30,
     ddl_lock_timeout: DdlLockTimeout = DDL_LOCK_TIMEOUT_S,
     fmt: Format = "table",
@@ -116,7 +121,7 @@ def init(
 
     result = migrate.init(settings, chosen, force=force, lock_timeout=lock_timeout, verbose=verbose,
                           environment=environment, cascade=cascade, ddl_lock_timeout=ddl_lock_timeout,
-                          approve=approve)
+                          approve=approve, distributed=distributed)
     if environment is not None and environment != result.environment_before:
         _note("marked the database as %s", environment)
     if result.database_created:
@@ -126,8 +131,11 @@ def init(
         _note("module %s left out: this server does not have the extension %s%s; once it does, run "
               "`minnoctl db init --modules %s`", module, ", ".join(missing),
               " (pgvector)" if missing == ["vector"] else "", module)
+    _distribution_notes(result, verbose)
     if result.up_to_date:
         _note("the database is already initialised and up to date; nothing to do")
+        return
+    if not result.applied:
         return
     rows = _applied(result.applied)
     if verbose:
@@ -138,6 +146,23 @@ def init(
     _note("applied %d migration(s)", len(result.applied))
     _note("next: minnoctl seed for development data, or minnoctl app create <module> for an application's "
           "login role")
+
+
+def _distribution_notes(result, verbose: bool = False) -> None:
+    """What laying the schema out on a Citus cluster did: one line, and with --verbose each change."""
+    done = result.distribution
+    if done is None or not done.changed:
+        return
+    _note("laid the schema out on the Citus cluster (%d node(s) holding shards): %d distributed table(s), "
+          "%d reference table(s), %d key change(s)", result.cluster.shard_nodes, len(done.distributed),
+          len(done.reference), len(done.constraints))
+    if verbose:
+        for line in done.constraints:
+            _note("  %s", line)
+    from minnoctl import render
+
+    for table in done.unplanned:
+        render.warn(f"{table} is in no distribution plan: it stays on the coordinator")
 
 
 def _extension_notes(result) -> None:
@@ -224,6 +249,7 @@ def migrate_main(
     if result.up_to_date:
         _note("nothing to apply: the database is up to date")
         return
+    _distribution_notes(result)
     run.show(render.Result(_applied(result.applied), APPLIED_COLUMNS))
     _note("applied %d migration(s)", len(result.applied))
 
