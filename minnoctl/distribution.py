@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "distribution.toml"
+
+# A transaction that writes reference tables and distributed ones (TRUNCATE of both, then INSERTs;
+# COPY into a table whose foreign keys point at reference tables) must use one connection per worker,
+# or Citus deadlocks it against itself ("involved in a distributed deadlock"). On plain PostgreSQL the
+# setting is an unused placeholder variable: no probe is needed to send it.
+CITUS_ONE_CONNECTION = "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -50,14 +56,15 @@ class Plan:
     module: str
     schema: str
     reference: tuple[str, ...] = ()
+    local: tuple[str, ...] = ()  # on the coordinator only (Citus-managed local tables)
     distributed: tuple[Distributed, ...] = ()
     drop_constraints: tuple[DroppedConstraint, ...] = ()
 
     def tables(self) -> list[str]:
-        return list(self.reference) + [d.table for d in self.distributed]
+        return list(self.reference) + list(self.local) + [d.table for d in self.distributed]
 
 
-_PLAN_FIELDS = {"reference", "distributed", "drop_constraint"}
+_PLAN_FIELDS = {"reference", "local", "distributed", "drop_constraint"}
 _DIST_FIELDS = {"table", "column", "colocate_with", "primary_key", "why"}
 _DROP_FIELDS = {"table", "name", "why"}
 
@@ -82,8 +89,12 @@ def read_plan(module: modules.Module) -> Plan | None:
     entry = modules._Entry(where, doc)
     entry.unknown(_PLAN_FIELDS)
     reference = entry.names("reference", _NAME)
+    local = entry.names("local", _NAME)
+    twice = sorted(set(reference) & set(local))
+    if twice:
+        raise entry.fail("local", f"names {twice[0]!r}, which reference names too")
     distributed: list[Distributed] = []
-    seen: set[str] = set(reference)
+    seen: set[str] = set(reference) | set(local)
     for d in entry.tables("distributed"):
         d.unknown(_DIST_FIELDS)
         table, column = d.text("table", pattern=_NAME), d.text("column", pattern=_NAME)
@@ -102,7 +113,7 @@ def read_plan(module: modules.Module) -> Plan | None:
         c.unknown(_DROP_FIELDS)
         dropped.append(DroppedConstraint(c.text("table", pattern=_NAME), c.text("name", pattern=_NAME),
                                          c.text("why")))
-    return Plan(module.name, module.schema, reference, tuple(distributed), tuple(dropped))
+    return Plan(module.name, module.schema, reference, local, tuple(distributed), tuple(dropped))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,13 +167,15 @@ def layout(conn: "psycopg.Connection", schemas: list[str]) -> dict[str, dict[str
 @dataclass
 class Applied:
     reference: list[str] = field(default_factory=list)
+    local: list[str] = field(default_factory=list)
     distributed: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)
     unplanned: list[str] = field(default_factory=list)  # tables of a planned module the plan does not name
+    kinds: dict[str, int] = field(default_factory=dict)  # the layout afterwards: tables per kind
 
     @property
     def changed(self) -> bool:
-        return bool(self.reference or self.distributed or self.constraints)
+        return bool(self.reference or self.local or self.distributed or self.constraints)
 
 
 def _existing(conn: "psycopg.Connection", schema: str) -> set[str]:
@@ -255,6 +268,13 @@ def apply(conn: "psycopg.Connection", installed: list[modules.Module]) -> Applie
                     if table in existing[plan.module] and not laid_out(plan, table, "reference"):
                         conn.execute("SELECT create_reference_table(%s::regclass)", (f"{plan.schema}.{table}",))
                         done.reference.append(f"{plan.schema}.{table}")
+            for plan in plans:  # after the reference tables: Citus may have taken some in already
+                now = layout(conn, [p.schema for p in plans])
+                for table in plan.local:
+                    if table in existing[plan.module] and f"{plan.schema}.{table}" not in now:
+                        conn.execute("SELECT citus_add_local_table_to_metadata(%s::regclass)",
+                                     (f"{plan.schema}.{table}",))
+                        done.local.append(f"{plan.schema}.{table}")
             for plan in plans:
                 for d in plan.distributed:
                     if d.table not in existing[plan.module] or laid_out(plan, d.table, "distributed"):
@@ -275,4 +295,7 @@ def apply(conn: "psycopg.Connection", installed: list[modules.Module]) -> Applie
     for plan in plans:
         named = set(plan.tables())
         done.unplanned += sorted(f"{plan.schema}.{t}" for t in existing[plan.module] - named)
+    if done.changed:
+        for entry in layout(conn, [p.schema for p in plans]).values():
+            done.kinds[entry["kind"]] = done.kinds.get(entry["kind"], 0) + 1
     return done

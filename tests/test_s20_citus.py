@@ -46,8 +46,9 @@ def test_db_init_lays_every_table_out_by_the_plans(run_minnoctl, citus_db):
     assert set(now) == module_tables(citus_db)
     for name, plan in plans().items():
         schema = modules.get(name).schema
-        for table in plan.get("reference", []):
-            assert now[f"{schema}.{table}"]["kind"] == "reference", table
+        for kind in ("reference", "local"):
+            for table in plan.get(kind, []):
+                assert now[f"{schema}.{table}"]["kind"] == kind, table
         groups: dict[str, int] = {}
         for d in plan.get("distributed", []):
             got = now[f"{schema}.{d['table']}"]
@@ -227,5 +228,6 @@ def test_every_plan_names_every_table_its_migrations_create(citus_db, run_minnoc
     assert "in no distribution plan" not in result.stderr
     for name, plan in plans().items():
         schema = modules.get(name).schema
-        named = set(plan.get("reference", [])) | {d["table"] for d in plan.get("distributed", [])}
+        named = (set(plan.get("reference", [])) | set(plan.get("local", []))
+                 | {d["table"] for d in plan.get("distributed", [])})
         assert {t.split(".", 1)[1] for t in module_tables(citus_db) if t.startswith(schema + ".")} == named, name

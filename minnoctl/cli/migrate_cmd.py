@@ -153,9 +153,10 @@ def _distribution_notes(result, verbose: bool = False) -> None:
     done = result.distribution
     if done is None or not done.changed:
         return
+    kinds = done.kinds
     _note("laid the schema out on the Citus cluster (%d node(s) holding shards): %d distributed table(s), "
-          "%d reference table(s), %d key change(s)", result.cluster.shard_nodes, len(done.distributed),
-          len(done.reference), len(done.constraints))
+          "%d reference table(s), %d on the coordinator; %d key change(s)", result.cluster.shard_nodes,
+          kinds.get("distributed", 0), kinds.get("reference", 0), kinds.get("local", 0), len(done.constraints))
     if verbose:
         for line in done.constraints:
             _note("  %s", line)
