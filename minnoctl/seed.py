@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Iterator
 
+from minnoctl.distribution import CITUS_ONE_CONNECTION
 from minnoctl import locks, modules
 from minnoctl.config import SPAN_AMOUNT, span_seconds
 from minnoctl.errors import ExitCode, MinnoctlError, UsageError
@@ -538,6 +539,7 @@ def load(conn: "psycopg.Connection", target: Target, kek: "crypto.MasterKey | No
             with conn.transaction():
                 conn.execute("SET LOCAL TimeZone = 'UTC'")  # TIMESTAMP columns hold UTC
                 conn.execute(f"SET LOCAL lock_timeout = '{int(max(lock_timeout, 0.001) * 1000)}ms'")
+                conn.execute(CITUS_ONE_CONNECTION)
                 if target.needs_key:
                     assert kek is not None
                     ring = tokens.ensure_active_key(conn, kek)

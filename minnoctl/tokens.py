@@ -471,8 +471,10 @@ def _fence(conn: "psycopg.Connection", numbers: list[int]) -> None:
     """From the commit on, the guard trigger rejects new fields under these keys (they still decrypt)."""
     with conn.transaction():
         _bounded_wait(conn)  # writers hold the row (guard trigger)
-        conn.execute("UPDATE minno.encryption_keys SET write_fenced_at = coalesce(write_fenced_at, now()) "
-                     "WHERE key_number = ANY(%s)", (numbers,))
+        # the fence's first time is kept; written as a condition, not coalesce(write_fenced_at, now()), which
+        # Citus refuses in an UPDATE (a non-IMMUTABLE function in COALESCE) even on a coordinator's table
+        conn.execute("UPDATE minno.encryption_keys SET write_fenced_at = now() "
+                     "WHERE key_number = ANY(%s) AND write_fenced_at IS NULL", (numbers,))
         _audit(conn, "fence", numbers)
 
 
