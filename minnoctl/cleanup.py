@@ -46,14 +46,56 @@ LOCK_TIMEOUT_MS = 2000  # a batch that cannot get its locks in time is left for 
 PAUSE_FRACTION = 0.05  # pause after each batch: this share of its duration (at least 2 ms)
 
 
+_BY_CTID = re.compile(r"\b(?:(\w+)\.)?ctid = ANY\(%\(tids\)s::tid\[\]\)")
+
+
+def routed(task: modules.RetentionTask, column: str) -> list[str] | None:
+    """The statements of a task on a distributed table, each run on the batch's rows of one shard
+    with %(route)s their distribution column values: the module's retention/<task>.citus.sql when it
+    has one (statements in order), else its one statement when that is a plain DELETE or UPDATE,
+    each `[alias.]ctid = ANY(%(tids)s::tid[])` gaining `AND [alias.]COLUMN = ANY(%(route)s)` so
+    Citus runs it on that shard alone (a ctid means something only within one shard). A statement
+    with a WITH is not rewritten: Citus runs data-modifying CTEs one at a time, so a cascade could
+    delete rows a later CTE was to archive. None: the task cannot run on the cluster."""
+    if task.citus_sql.strip():
+        return [part.strip() for part in _statements(task.citus_sql) if part.strip()]
+    body = "\n".join(line for line in task.sql.splitlines() if not line.lstrip().startswith("--")).strip()
+    if not _BY_CTID.search(body) or re.match(r"(?is)\s*with\b", body):
+        return None
+    return [_BY_CTID.sub(lambda m: f"{m.group(0)} AND {m.group(1) + '.' if m.group(1) else ''}{column} "
+                                   "= ANY(%(route)s)", body)]
+
+
+def _statements(text: str) -> list[str]:
+    """The statements of a .citus.sql file: comment lines dropped, split at a ';' that ends a line."""
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return re.split(r";\s*(?:\n|$)", body)
+
+
 def _apply(conn: "psycopg.Connection", task: modules.RetentionTask, tids: list[str], cutoff: Any,
-           keys: list[Any]) -> dict[str, int]:
+           keys: list[Any], route: tuple[list[str], list[Any]] | None = None) -> dict[str, int]:
     """Run the task's statement (retention/<task>.sql of its module) on one locked batch: %(tids)s
     are the rows' addresses (ctid; the batch's FOR UPDATE holds them until the transaction ends,
     so the statement is a TID scan, no index probe), %(keys)s their primary keys, %(cutoff)s the
     cutoff. A statement that returns a row says what it did in its columns `rows` and `archived`;
     otherwise its row count is the rows handled (and archived, for an archive)."""
-    cur = conn.execute(task.sql, {"tids": tids, "keys": keys, "cutoff": cutoff})
+    params = {"tids": tids, "keys": keys, "cutoff": cutoff}
+    if route is not None:  # a cluster's statements: a result row says what it did; else an INSERT's row
+        # count is rows archived, any other statement's the rows handled
+        params["route"] = route[1]
+        total = {"rows": 0, "archived": 0}
+        for statement in route[0]:
+            cur = conn.execute(statement, params)
+            if cur.description is not None:
+                counts = dict(zip([c.name for c in cur.description], one(cur)))
+                total["rows"] += int(counts.get("rows") or 0)
+                total["archived"] += int(counts.get("archived") or 0)
+            elif statement.lstrip()[:6].upper() == "INSERT":  # a copy into an archive
+                total["archived"] += cur.rowcount
+            else:  # the rows handled (deleted, updated)
+                total["rows"] += cur.rowcount
+        return total
+    cur = conn.execute(task.sql, params)
     if cur.description is not None:
         row = one(cur)
         counts = dict(zip([c.name for c in cur.description], row))
@@ -141,7 +183,7 @@ class TaskResult:
     module: str
     action: str
     policy: str
-    status: str = "ok"  # ok | nothing | partial | skipped | dry-run
+    status: str = "ok"  # ok | nothing | partial | skipped | dry-run | failed (the server could not run it)
     rows: int = 0
     archived: int = 0
     batches: int = 0
@@ -178,13 +220,15 @@ class RunResult:
 
     @property
     def status(self) -> str:
+        if any(t.status == "failed" for t in self.tasks):
+            return "failed"
         if any(t.status == "partial" for t in self.tasks):
             return "partial"
         return "ok"
 
     @property
     def exit_code(self) -> ExitCode:
-        return ExitCode.PARTIAL if self.status == "partial" else ExitCode.OK
+        return {"failed": ExitCode.FAILURE, "partial": ExitCode.PARTIAL}.get(self.status, ExitCode.OK)
 
     @property
     def longest_ms(self) -> float:
@@ -266,6 +310,7 @@ def run(conn: "psycopg.Connection", plans: list[Plan], *, dry_run: bool = False,
     result = RunResult(dry_run)
     cutoffs: dict[str, Any] = {}
     with in_utc(conn), locks.advisory_lock(conn, "cleanup", timeout_s=0):
+        routes = _routes(conn, plans)
         # a dry run writes nothing, not even its record: it works on a standby and for a role that may
         # only SELECT (session SETs and an advisory lock are allowed in read-only transactions)
         result.run_id = None if dry_run else _record_start(conn, dry_run)
@@ -286,7 +331,14 @@ def run(conn: "psycopg.Connection", plans: list[Plan], *, dry_run: bool = False,
                     if extra and p.task.action != "archive":
                         tr.note = f"{extra} dependent row(s) go with them"
                     continue
-                _run_task(conn, p, cutoff, tr, batch_size, deadline, progress)
+                try:
+                    _run_task(conn, p, cutoff, tr, batch_size, deadline, progress, routes.get(p.task.table))
+                except (psycopg.errors.FeatureNotSupported, psycopg.errors.InternalError) as exc:
+                    # a cluster that cannot run this statement: this task fails in one line, the others run
+                    tr.status = "failed"
+                    tr.note = f"the server cannot run this task: {str(exc).strip().splitlines()[0]}"
+                    log.warning("%s: %s", p.task.name, tr.note)
+                    continue
                 if deadline and time.monotonic() >= deadline and tr.status == "partial":
                     for rest in plans[plans.index(p) + 1:]:
                         result.tasks.append(TaskResult(rest.task.name, rest.module.name, rest.task.action,
@@ -304,11 +356,32 @@ def run(conn: "psycopg.Connection", plans: list[Plan], *, dry_run: bool = False,
     return result
 
 
+def _routes(conn: "psycopg.Connection", plans: list[Plan]) -> dict[str, str]:
+    """On a Citus cluster: each task table that is distributed -> its distribution column (one catalog
+    probe on plain PostgreSQL)."""
+    from minnoctl import distribution
+
+    if distribution.cluster(conn) is None:
+        return {}
+    schemas = sorted({p.module.schema for p in plans})
+    return {name: entry["column"] for name, entry in distribution.layout(conn, schemas).items()
+            if entry["kind"] == "distributed"}
+
+
 def _run_task(conn: "psycopg.Connection", p: Plan, cutoff: Any, tr: TaskResult, batch_size: int,
-              deadline: float | None, progress: Callable | None) -> None:
+              deadline: float | None, progress: Callable | None, column: str | None = None) -> None:
     import psycopg
 
     task = p.task
+    statement = None
+    if column is not None:  # a distributed table: batches chosen across the shards, run shard by shard
+        statement = routed(task, column)
+        if statement is None:
+            tr.status = "failed"
+            tr.note = (f"cannot run on a Citus cluster: {task.table} is distributed and the task has no "
+                       f"retention/{task.name}.citus.sql (migrations/README.md, Distribution)")
+            log.warning("%s: %s", task.name, tr.note)
+            return
     due = task.pick or task.due
     size = min(batch_size, MAX_BATCH)
     last: tuple[Any, Any] | None = None
@@ -326,13 +399,25 @@ def _run_task(conn: "psycopg.Connection", p: Plan, cutoff: Any, tr: TaskResult, 
             with conn.transaction():
                 conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
                 conn.execute("SET LOCAL synchronous_commit = off")  # a batch lost in a crash comes back whole
-                rows = conn.execute(
-                    f"SELECT t.{task.time_column}, t.{task.key}, t.ctid::text FROM {task.table} t WHERE {due}{after} "
-                    f"ORDER BY t.{task.time_column}, t.{task.key} LIMIT %(n)s FOR UPDATE SKIP LOCKED",
-                    {"cutoff": cutoff, "n": size, **({"t": last[0], "k": last[1]} if last else {})}).fetchall()
-                if not rows:
-                    break
-                counts = _apply(conn, task, [r[2] for r in rows], cutoff, [r[1] for r in rows])
+                params = {"cutoff": cutoff, "n": size, **({"t": last[0], "k": last[1]} if last else {})}
+                if statement is None:
+                    rows = conn.execute(
+                        f"SELECT t.{task.time_column}, t.{task.key}, t.ctid::text FROM {task.table} t "
+                        f"WHERE {due}{after} ORDER BY t.{task.time_column}, t.{task.key} LIMIT %(n)s "
+                        "FOR UPDATE SKIP LOCKED", params).fetchall()
+                    if not rows:
+                        break
+                    counts = _apply(conn, task, [r[2] for r in rows], cutoff, [r[1] for r in rows])
+                else:
+                    assert column is not None
+                    rows = conn.execute(
+                        f"SELECT t.{task.time_column}, t.{task.key}, t.ctid::text, t.{column}, "
+                        f"get_shard_id_for_distribution_column(%(table)s, t.{column}) FROM {task.table} t "
+                        f"WHERE {due}{after} ORDER BY t.{task.time_column}, t.{task.key} LIMIT %(n)s",
+                        params | {"table": task.table}).fetchall()
+                    if not rows:
+                        break
+                    counts = _apply_by_shard(conn, task, due, column, statement, rows, cutoff)
         except psycopg.errors.LockNotAvailable:
             tr.status = "partial"
             tr.note = f"a lock was not granted within {LOCK_TIMEOUT_MS} ms; the next run retries"
@@ -354,6 +439,29 @@ def _run_task(conn: "psycopg.Connection", p: Plan, cutoff: Any, tr: TaskResult, 
     if tr.status != "partial":
         tr.status = "ok" if tr.rows else "nothing"
     tr.oldest_overdue = count_due(conn, p, cutoff)[2] if tr.status == "partial" else None
+
+
+def _apply_by_shard(conn: "psycopg.Connection", task: modules.RetentionTask, due: str, column: str,
+                    statement: list[str], rows: list[Any], cutoff: Any) -> dict[str, int]:
+    """One batch of a distributed table: per shard, lock its rows of the batch that are still due
+    (a router query, so FOR UPDATE SKIP LOCKED works as on PostgreSQL) and run the task's statement
+    routed to that shard. All in the caller's transaction."""
+    shards: dict[Any, list[Any]] = {}
+    for row in rows:
+        shards.setdefault(row[4], []).append(row)
+    total = {"rows": 0, "archived": 0}
+    for group in shards.values():
+        locked = conn.execute(
+            f"SELECT t.ctid::text, t.{task.key}, t.{column} FROM {task.table} t WHERE t.ctid = ANY(%(tids)s::tid[]) "
+            f"AND t.{column} = ANY(%(route)s) AND {due} FOR UPDATE SKIP LOCKED",
+            {"tids": [r[2] for r in group], "route": list({r[3] for r in group}), "cutoff": cutoff}).fetchall()
+        if not locked:
+            continue
+        counts = _apply(conn, task, [r[0] for r in locked], cutoff, [r[1] for r in locked],
+                        route=(statement, list({r[2] for r in locked})))
+        total["rows"] += counts["rows"]
+        total["archived"] += counts["archived"]
+    return total
 
 
 @contextmanager

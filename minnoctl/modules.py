@@ -59,7 +59,9 @@ class RetentionTask:
 
     How it finds its rows: `table` (schema.table), its primary key `key`, the `time_column` that
     batches walk in order, and `due`, a predicate on alias t where %(cutoff)s is the cutoff time.
-    `sql` (retention/<name>.sql) is the statement applied to one locked batch."""
+    `sql` (retention/<name>.sql) is the statement applied to one locked batch; `citus_sql`
+    (retention/<name>.citus.sql, optional) the statements applied instead on a Citus cluster, in
+    order, to the batch's rows of one shard (migrations/README.md, "Distribution")."""
 
     name: str
     action: str  # archive | delete | deactivate | mark-expired | release
@@ -70,6 +72,7 @@ class RetentionTask:
     time_column: str = ""
     due: str = ""
     sql: str = ""
+    citus_sql: str = ""
     # a cheaper predicate to choose batches by, when `sql` re-checks `due` itself
     pick: str | None = None
     # dry run: rows of other tables that go with the due rows ({due} is the task's predicate on t)
@@ -221,13 +224,17 @@ def _read_task(t: _Entry, folder: Any, where: str) -> RetentionTask:
         raise t.fail("name", f"{shown(name)} has no SQL file {sql_file} beside {ENTRY}") from None
     if not sql.strip():
         raise t.fail("name", f"{shown(name)}: {sql_file} is empty")
+    try:
+        citus_sql = (folder / "retention" / f"{name}.citus.sql").read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        citus_sql = ""
     table = t.text("table")
     if not _QUALIFIED.match(table):
         raise t.fail("table", f"{shown(table)} is not schema.table")
     requires = t.names("requires", _QUALIFIED)
     return RetentionTask(name, action, t.text("description"), None if days is None else float(days), table=table,
                          key=t.text("key", pattern=_NAME), time_column=t.text("time_column", pattern=_NAME),
-                         due=t.text("due"), sql=sql, pick=t.text("pick", required=False),
+                         due=t.text("due"), sql=sql, citus_sql=citus_sql, pick=t.text("pick", required=False),
                          extra_count=t.text("extra_count", required=False), taken_by=taken, requires=requires)
 
 
