@@ -146,18 +146,27 @@ def _harden(cluster: Cluster) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
-@pytest.fixture(scope="module", params=["pg18", "pg15"])
+@pytest.fixture(scope="module", params=["pg18", "pg15", "citus"])
 def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minno_home: Path):
-    """A server, a database made by `minnoctl db init` + `minnoctl seed`, and one login per app."""
+    """A server, a database made by `minnoctl db init` + `minnoctl seed`, and one login per app.
+    "citus": the coordinator of the suite's three-node Citus cluster (PostgreSQL 15, tests/pgcluster.py),
+    where db init lays the schema out by the distribution plans; its nodes keep trust logins, since
+    the coordinator connects to the workers (and to itself) as the application's own role."""
     from minnoctl.local import bin_dir
 
-    if request.param == "pg15":
+    if request.param in ("pg15", "citus"):
         _need_pg15()
     folder = tmp_path_factory.mktemp(f"apps-{request.param}")
-    ssl = request.param == "pg15"  # the embedded package's PostgreSQL 18 is built without SSL
-    cluster = Cluster(request.param, DEBIAN_PG15 if ssl else bin_dir(), folder / "cluster", ssl=ssl).start()
+    citus = request.getfixturevalue("citus") if request.param == "citus" else None
+    if citus is not None:
+        citus.create_database(DBNAME)
+        cluster = citus.coordinator
+    else:
+        ssl = request.param == "pg15"  # the embedded package's PostgreSQL 18 is built without SSL
+        cluster = Cluster(request.param, DEBIAN_PG15 if ssl else bin_dir(), folder / "cluster", ssl=ssl).start()
     try:
-        _harden(cluster)
+        if citus is None:
+            _harden(cluster)
         with psycopg.connect(**cluster.admin_params(), autocommit=True) as conn:
             available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
         s = Site(request.param, cluster, folder, minno_home, crypto.encode_key(crypto.generate_key()),
@@ -167,9 +176,14 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         assert s.init.returncode == 0, s.init.stderr
         s.seed = s.minnoctl("seed", "--yes")
         assert s.seed.returncode == 0, s.seed.stderr
+        if citus is not None:
+            assert "laid the schema out on the Citus cluster" in s.init.stderr, s.init.stderr
         yield s
     finally:
-        cluster.stop()
+        if citus is not None:
+            citus.drop_database(DBNAME)
+        else:
+            cluster.stop()
 
 
 def app(site: Site, name: str) -> App:
@@ -284,6 +298,8 @@ def test_app_create_gives_each_system_a_password_login_with_its_search_path(site
         assert user == a.role
         first = [p.strip().strip('"') for p in path.split(",")][:len(schemas)]
         assert first == schemas, f"{a.role}: search_path {path!r}"
+        if site.name == "citus":  # its nodes trust loopback logins (see `site`)
+            continue
         wrong = a.url.replace(f":{parts.password}@", ":not-the-password@")
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(wrong).close()

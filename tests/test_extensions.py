@@ -99,11 +99,12 @@ def test_a_database_without_schema_public_is_one_line_never_a_traceback(cli, dat
         assert "no schema public" in knowledge.stderr
 
 
-def test_a_failing_migrate_creates_no_extension_first(cli, pg15, tmp_path):
+def test_a_failing_migrate_creates_no_extension_first(cli, pg15_novector, tmp_path):
     """migrate checks every chosen module's extensions before it creates any: on a server without
     pgvector, asking for knowledge leaves uuid-ossp and pgcrypto uncreated too."""
     import uuid
 
+    pg15 = pg15_novector
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg15.url("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
