@@ -23,6 +23,9 @@ from minnoctl.health.threshold import show
 
 STATEMENT_TIMEOUT = "5s"
 LOCK_TIMEOUT = "1s"
+# on a Citus coordinator, its connections to the nodes give up sooner than a statement does: a node that
+# does not answer is named by the check that asked it ("could not ask ..."), not a timeout of the check
+CITUS_CONNECT_TIMEOUT = "2s"
 
 
 @dataclass
@@ -202,7 +205,7 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
             "OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), now(), pg_is_in_recovery(), "
             "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").fetchone()
         if citus:
-            ctx.citus = citus_node(conn)
+            ctx.citus = citus_node(conn, CITUS_CONNECT_TIMEOUT)
         ctx.applied = migrate.read_applied(conn)
         ctx.installed = migrate.installed_modules(ctx.applied)
         ctx.backup_dir, ctx.asked = backup_dir, set(asked)
@@ -217,10 +220,13 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
     return _timed(Report(checks, _target(settings)), started)
 
 
-def citus_node(conn: Any) -> str:
+def citus_node(conn: Any, connect_timeout: str | None = None) -> str:
     """The Citus node a connection is on: its group 0 is the coordinator's (a database with citus and no
-    node added yet is one too: its tables are local), any other a worker's."""
-    group = conn.execute("SELECT groupid FROM pg_dist_local_group").fetchone()
+    node added yet is one too: its tables are local), any other a worker's. With `connect_timeout`, the
+    transaction's citus.node_connection_timeout, in the same query."""
+    group = conn.execute("SELECT groupid" + (", set_config('citus.node_connection_timeout', %s, true)"
+                                             if connect_timeout else "") + " FROM pg_dist_local_group",
+                         (connect_timeout,) if connect_timeout else None).fetchone()
     return "worker" if group and group[0] != 0 else "coordinator"
 
 

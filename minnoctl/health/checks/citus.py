@@ -114,4 +114,9 @@ def shard_balance(ctx: Context) -> Check:
             if hot else "shards are unevenly placed: SELECT * FROM get_rebalance_table_shards_plan(rebalance_strategy "
             ":= 'by_disk_size'); then citus_rebalance_start(rebalance_strategy := 'by_disk_size') moves them")
     return Check("shard_balance", status, f"{fullest} holds {human_size(most)} of {human_size(total)}, {over_pct:g}% "
-                 f"above an even share of {human_size(even)}; {listed}", text, hint, perfdata=perf)
+                 f"above an even share of {human_size(even)}; {listed}", text, hint, perfdata=perf,
+                 sql=[f"-- shard_balance: the largest shard on {fullest} is {largest_name} "
+                      f"({human_size(int(largest_size))})",
+                      "SELECT * FROM get_rebalance_table_shards_plan(rebalance_strategy := 'by_disk_size');",
+                      "-- if the plan moves shards: "
+                      "SELECT citus_rebalance_start(rebalance_strategy := 'by_disk_size');"])

@@ -10,6 +10,8 @@ from minnoctl.health.checks._citus import failed_nodes, local_only_sql, on_every
 
 # pg_stat_user_tables on a standby counts only what happened there: the primary's dead rows, vacuums
 # and analyzes are not replicated, so a standby cannot judge them (N/A, never a silent OK)
+# a Citus worker hides its shards from the catalog views of a session (the coordinator's tables they are)
+ON_A_WORKER = "; a Citus worker: its shards are not counted here, run health on the coordinator"
 ON_A_STANDBY = ("on a standby: these describe the primary's tables, whose dead rows, vacuums and analyzes are "
                 "counted on the primary, not here; run health on the primary")
 
@@ -66,7 +68,7 @@ def dead_tuples(ctx: Context) -> Check:
         f"FROM pg_stat_user_tables WHERE n_dead_tup >= %s{' AND ' + local_only_sql('relid') if citus else ''}",
         (minimum,))
     last_av = ctx.one("SELECT max(greatest(last_autovacuum, last_vacuum)) FROM pg_stat_user_tables")[0]
-    note = ""
+    note = ON_A_WORKER if ctx.citus == "worker" else ""
     if citus:  # the Citus tables' rows are on the workers: their shards' statistics, summed per table
         tables, errors = shard_stats(ctx)
         rows += [(t, s.dead, s.live, s.vacuumed) for t, s in tables.items() if s.dead >= minimum]
@@ -110,7 +112,7 @@ def vacuum_analyze(ctx: Context) -> Check:
         (minimum,))
     last = list(ctx.one("SELECT max(greatest(last_autoanalyze, last_analyze)), max(greatest(last_autovacuum, "
                         "last_vacuum)) FROM pg_stat_user_tables"))
-    note = ""
+    note = ON_A_WORKER if ctx.citus == "worker" else ""
     if citus:  # the Citus tables' rows are on the workers: their shards' statistics, summed per table
         tables, errors = shard_stats(ctx)
         rows += [(t, s.changed, s.live, s.analyzed, s.vacuumed) for t, s in tables.items() if s.changed >= minimum]
@@ -161,7 +163,7 @@ def sizes(ctx: Context) -> Check:
     """The database and its largest tables; on a Citus coordinator the cluster's: the database's size
     on every node, and a Citus table's as citus_total_relation_size has it (every shard placement, with
     its indexes and TOAST: citus_shards' shard_size, summed, in one fan-out for all the tables)."""
-    citus, note = ctx.citus == "coordinator", ""
+    citus, note = ctx.citus == "coordinator", ON_A_WORKER if ctx.citus == "worker" else ""
     errors: dict[str, str] = {}
     if citus:
         answers, errors = on_every_node(ctx, "SELECT pg_database_size(current_database())")
