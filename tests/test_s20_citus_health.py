@@ -213,3 +213,29 @@ def test_plain_postgresql_is_unchanged(cli, database):
     for c in checks.values():
         assert "coordinator" not in str(c["value"]) and "Citus" not in str(c["value"]).replace(
             "skipped: not a Citus cluster", ""), c
+
+
+def test_plain_postgresql_asks_nothing_of_citus_but_the_one_probe(cli, pg15):
+    """The detection is part of the query the report makes anyway: on plain PostgreSQL the run sends no
+    statement about Citus beyond it (pg_stat_statements of this database, on Debian's 15 which preloads it)."""
+    import uuid
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg15.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(pg15.url(name), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+            conn.execute("SELECT pg_stat_statements_reset()")  # a full table evicts the least used entries
+        health(cli, pg15.url(name))
+        with psycopg.connect(pg15.url(name), autocommit=True) as conn:
+            ran = [r[0] for r in conn.execute(
+                "SELECT query FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database()) AND query NOT ILIKE '%pg_stat_statements_reset%'")]
+    finally:
+        with psycopg.connect(pg15.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert len(ran) > 20, ran  # the report's statements were counted
+    assert not [q for q in ran if "citus" in q.lower() or "pg_dist" in q], ran
+    first = [q for q in ran if "pg_is_in_recovery()" in q and "current_user" in q]  # the report's first query
+    assert len(first) == 1 and "FROM pg_extension WHERE extname" in first[0], first
