@@ -87,6 +87,27 @@ def test_sizes_sum_the_workers_not_the_coordinators_shell_tables(cli, cluster):
     assert checks["sizes"]["status"] == "WARNING" and code == 1, checks["sizes"]
 
 
+def test_rows_left_in_the_coordinators_shell_after_distributing_are_named(cli, citus_db):
+    """create_distributed_table copies a table's rows to the shards and leaves them, unseen, in the
+    coordinator's table until truncate_local_data_after_distributing_table: space no query uses."""
+    with psycopg.connect(citus_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.notes (id int, body text)")
+        conn.execute("INSERT INTO public.notes SELECT g, repeat('n', 200) FROM generate_series(1, 5000) g")
+        conn.execute("SELECT create_distributed_table('public.notes', 'id')")
+        kept = conn.execute("SELECT pg_total_relation_size('public.notes')").fetchone()[0]
+    _, checks = health(cli, citus_db, "--only", "sizes")
+    c = checks["sizes"]
+    assert f"the coordinator still keeps {human_size(kept)} of rows from before 1 table was distributed: " \
+           f"public.notes" in c["value"], c
+    assert "truncate them" in c["hint"], c
+    result = cli("health", "--only", "sizes", "--hints", env={"MINNO_DATABASE_URL": citus_db})
+    assert "SELECT truncate_local_data_after_distributing_table($$public.notes$$);" in result.stdout, result.stdout
+    with psycopg.connect(citus_db, autocommit=True) as conn:
+        conn.execute("SELECT truncate_local_data_after_distributing_table('public.notes')")
+    _, checks = health(cli, citus_db, "--only", "sizes")
+    assert "still keeps" not in checks["sizes"]["value"], checks["sizes"]
+
+
 def test_shards_and_bytes_per_worker_are_reported_and_balanced(cli, cluster):
     with psycopg.connect(cluster, autocommit=True) as conn:
         per_node = {port: (count, int(size)) for port, count, size in conn.execute(

@@ -65,7 +65,8 @@ def citus_nodes(ctx: Context) -> Check:
 
 @check("shard_balance", order=201,
        description="on a Citus coordinator: the distributed tables' shards and bytes per worker",
-       doc="on a Citus coordinator: `citus_shards` — each node's shards and bytes of the distributed tables, against "
+       doc="on a Citus coordinator: `citus_shards` — each node's shards and bytes of the distributed tables (a "
+           "distributed schema's too), against "
            "an even share of the nodes that take shards; the largest shard; skipped without Citus",
        levels="a node 50% above an even share: warning, judged from 100 MB of shards",
        thresholds=(Threshold("shard-balance-warning", 50, "%",
@@ -81,7 +82,7 @@ def shard_balance(ctx: Context) -> Check:
     # the nodes that take shards (shouldhaveshards), and any other that holds some, with what they hold
     rows = ctx.all(
         "WITH s AS (SELECT nodename || ':' || nodeport AS node, shard_name, shard_size FROM citus_shards "
-        "  WHERE citus_table_type = 'distributed') "
+        "  WHERE citus_table_type IN ('distributed', 'schema')) "
         "SELECT n.node, count(s.shard_name), coalesce(sum(s.shard_size), 0)::bigint, "
         "  (SELECT shard_name || ' ' || shard_size FROM s WHERE s.node = n.node ORDER BY shard_size DESC LIMIT 1) "
         "FROM (SELECT nodename || ':' || nodeport AS node FROM pg_dist_node "

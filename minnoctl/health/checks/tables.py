@@ -191,7 +191,20 @@ def sizes(ctx: Context) -> Check:
     status = worst([level(db_size, warn_db, None), level(top[0][1] if top else 0, warn_table, None)])
     if errors and status == Status.OK:  # a node's part is missing: not the cluster's size
         status = Status.UNKNOWN
-    return Check("sizes", status, value, text,
-                 "" if status == Status.OK else "check retention (`minnoctl cleanup --list`) and disk space",
+    hint = "" if status == Status.OK else "check retention (`minnoctl cleanup --list`) and disk space"
+    sql: list[str] = []
+    if citus:  # rows a table had when it was distributed stay in the coordinator's shell, unseen, until truncated
+        left = ctx.all(
+            "SELECT format('%I.%I', n.nspname, c.relname), pg_total_relation_size(c.oid) FROM pg_dist_partition p "
+            "JOIN pg_class c ON c.oid = p.logicalrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE pg_relation_size(c.oid) > 0 ORDER BY 2 DESC")
+        if left:
+            value += (f"; the coordinator still keeps {human_size(sum(r[1] for r in left))} of rows from before "
+                      f"{len(left)} table{'s were' if len(left) != 1 else ' was'} distributed: "
+                      + ", ".join(f"{t} {human_size(b)}" for t, b in left[:3]) + (" ..." if len(left) > 3 else ""))
+            hint = "; ".join(h for h in (hint, "no query sees those rows: truncate them (--hints)") if h)
+            sql = [f"SELECT truncate_local_data_after_distributing_table($${t}$$);  -- sizes: frees {human_size(b)} "
+                   "on the coordinator" for t, b in left]
+    return Check("sizes", status, value, text, hint, sql=sql,
                  perfdata={"database_size": (db_size, "B", warn_db, None),
                            "largest_table_size": (top[0][1] if top else 0, "B", warn_table, None)})
