@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from minnoctl.health import human_size
-from pgcluster import DEBIAN_PG15, Cluster
+from pgcluster import DEBIAN_PG15, Cluster, free_port
 
 MESSAGES = 20_000
 
@@ -145,6 +145,17 @@ def test_every_node_reaches_every_other(cli, cluster):
     assert c["status"] == "OK", c
     assert "3 nodes" in c["value"] and "2 workers" in c["value"], c
     assert c["metrics"]["citus_unreachable"] == 0, c
+
+
+def test_an_inactive_node_warns_and_is_named(cli, citus_db):
+    port = free_port()  # nothing listens there: the node can only be added inactive
+    with psycopg.connect(citus_db, autocommit=True) as conn:
+        conn.execute("SELECT citus_add_inactive_node('127.0.0.1', %s)", (port,))
+    code, checks = health(cli, citus_db, "--only", "citus_nodes")
+    c = checks["citus_nodes"]
+    assert c["status"] == "WARNING" and code == 1, c
+    assert f"inactive: 127.0.0.1:{port}" in c["value"] and "citus_activate_node" in c["hint"], c
+    assert c["metrics"]["citus_inactive"] == 1 and c["metrics"]["citus_unreachable"] == 0, c
 
 
 def test_a_stopped_worker_is_critical_and_named(cli, citus_db, tmp_path):

@@ -49,6 +49,7 @@ def citus_nodes(ctx: Context) -> Check:
         found = [f"{', '.join(sorted(set(sources)))} cannot reach {target}"
                  for target, sources in sorted(cannot.items())]
         found += [f"{node} does not answer the coordinator" for node in down if node not in cannot]
+        found += [f"inactive: {', '.join(inactive)}"] if inactive else []
         return Check("citus_nodes", Status.CRITICAL, f"{value}: {'; '.join(found)}", text,
                      "a node is down or refuses the others: check its server and log, its pg_hba.conf and "
                      "citus.node_conninfo; queries touching its shards fail until it is back", perfdata=perf)
