@@ -8,6 +8,11 @@ it elsewhere: the name, the modules whose installation it needs (`owner`; a chec
 folder belongs to that module unless it says otherwise), its thresholds, the line `--list` shows,
 and the README's row (`markdown_table`, kept current by tests/test_s18_health_docs.py).
 
+On a Citus cluster a check reads the node it is connected to (the coordinator); one whose data is
+that node's alone says what it misses in `coordinator_only`, which the runner appends to its value
+there ("; coordinator only: ...") and the README's row names, so an OK of one node never reads as the
+cluster's. The checks of the cluster itself (citus.py) fan out to the workers.
+
 Module checks are read from the migration set in use — migrate.migrations_root(): MINNOCTL_MIGRATIONS_DIR,
 the checkout the working directory is in, else the installed package — once per process and set,
 so a copied set with a check of its own (as a test makes) has it, and the package's is unchanged.
@@ -58,6 +63,7 @@ class CheckSpec:
     probes: tuple[str, ...] = ()  # the probes that run it too: live, ready
     source: str = ""  # the file that registered it
     scope: str = "database"  # "server": it looks at the whole server (a fleet run does it once per server)
+    coordinator_only: str = ""  # on Citus: what it misses, reading one node (said in its value there)
 
     @property
     def threshold_names(self) -> tuple[str, ...]:
@@ -77,13 +83,13 @@ _load_lock = threading.RLock()
 def check(name: str, *, description: str, doc: str | None = None, levels: str = "",
           thresholds: tuple[Threshold, ...] = (), owner: tuple[str, ...] | None = None, order: int = LAST,
           report: bool = True, probes: tuple[str, ...] = (),
-          scope: str = "database") -> Callable[[CheckFn], CheckFn]:
+          scope: str = "database", coordinator_only: str = "") -> Callable[[CheckFn], CheckFn]:
     """Register `f(ctx) -> Check` as the health check `name` (see the module docstring)."""
     def register(fn: CheckFn) -> CheckFn:
         target, module = _loading[-1] if _loading else (_core, None)
         spec = CheckSpec(name, fn, description, tuple(thresholds),
                          tuple(owner) if owner is not None else (module,) if module else (), doc or description,
-                         levels, order, report, tuple(probes), fn.__code__.co_filename, scope)
+                         levels, order, report, tuple(probes), fn.__code__.co_filename, scope, coordinator_only)
         _add(target, spec)
         return fn
 
@@ -230,7 +236,8 @@ def markdown_table() -> str:
     from minnoctl.readme import markdown_rows
 
     return markdown_rows(("check", "looks at", "default thresholds"),
-                         [(f"`{s.name}`", s.doc, s.levels) for s in checks()])
+                         [(f"`{s.name}`", s.doc + (f"; on Citus, the coordinator's only ({s.coordinator_only})"
+                                                  if s.coordinator_only else ""), s.levels) for s in checks()])
 
 
 def readme_with_table(readme: str) -> str:

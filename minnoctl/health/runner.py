@@ -23,6 +23,9 @@ from minnoctl.health.threshold import show
 
 STATEMENT_TIMEOUT = "5s"
 LOCK_TIMEOUT = "1s"
+# on a Citus coordinator, its connections to the nodes give up sooner than a statement does: a node that
+# does not answer is named by the check that asked it ("could not ask ..."), not a timeout of the check
+CITUS_CONNECT_TIMEOUT = "2s"
 
 
 @dataclass
@@ -39,12 +42,14 @@ class Context:
     privileged: bool = False  # superuser or a member of pg_read_all_stats (pg_monitor)
     user: str = ""
     standby: bool = False  # pg_is_in_recovery(): a hot standby, whose catalog and data are the primary's
+    citus: str = ""  # the Citus node it is: "coordinator" | "worker" ("" without the citus extension)
     asked: set[str] = field(default_factory=set)  # checks asked for by name or threshold (asked_for)
     probe: str | None = None  # live | ready: a probe runs the check, which reports as that probe has it
     connect_ms: float = 0.0  # the runner's connect attempt and its SELECT 1 (the connection check)
     rtt_ms: float = 0.0
     connect_error: ConnectError | None = None
     _files: list[Any] | None = None
+    memo: dict[str, Any] = field(default_factory=dict)  # what checks share within one report (the shards' stats)
 
     def t(self, name: str) -> float | None:
         return self.limits[name]
@@ -193,9 +198,14 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
         conn.execute("BEGIN READ ONLY")
         conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
         conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-        ctx.user, ctx.privileged, ctx.now, ctx.standby = conn.execute(
+        # Citus detected in the same query (no round trip more on plain PostgreSQL); which node, in one
+        # more only where the extension is
+        ctx.user, ctx.privileged, ctx.now, ctx.standby, citus = conn.execute(
             "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
-            "OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), now(), pg_is_in_recovery()").fetchone()
+            "OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), now(), pg_is_in_recovery(), "
+            "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").fetchone()
+        if citus:
+            ctx.citus = citus_node(conn, CITUS_CONNECT_TIMEOUT)
         ctx.applied = migrate.read_applied(conn)
         ctx.installed = migrate.installed_modules(ctx.applied)
         ctx.backup_dir, ctx.asked = backup_dir, set(asked)
@@ -205,9 +215,27 @@ def run(settings: Settings, *, limits: dict[str, float | None] | None = None, na
                 checks.append(Check(name, Status.OK, f"skipped: the {' / '.join(spec.owner)} module is not "
                                     "installed", ""))
                 continue
-            checks.append(_run_one(ctx, spec, psycopg))
+            checks.append(_node_only(ctx, spec, _run_one(ctx, spec, psycopg)))
         conn.execute("ROLLBACK")
     return _timed(Report(checks, _target(settings)), started)
+
+
+def citus_node(conn: Any, connect_timeout: str | None = None) -> str:
+    """The Citus node a connection is on: its group 0 is the coordinator's (a database with citus and no
+    node added yet is one too: its tables are local), any other a worker's. With `connect_timeout`, the
+    transaction's citus.node_connection_timeout, in the same query."""
+    group = conn.execute("SELECT groupid" + (", set_config('citus.node_connection_timeout', %s, true)"
+                                             if connect_timeout else "") + " FROM pg_dist_local_group",
+                         (connect_timeout,) if connect_timeout else None).fetchone()
+    return "worker" if group and group[0] != 0 else "coordinator"
+
+
+def _node_only(ctx: Context, spec: registry.CheckSpec, result: Check) -> Check:
+    """A check of one node's data on a Citus cluster, saying so in its value (registry's coordinator_only)."""
+    if ctx.citus and spec.coordinator_only and isinstance(result.value, str):
+        where = "coordinator only" if ctx.citus == "coordinator" else "this worker only"
+        result.value = f"{result.value}; {where}: {spec.coordinator_only}"
+    return result
 
 
 def _timed(report: Report, started: float) -> Report:

@@ -11,7 +11,8 @@ from minnoctl.health.checks._catalog import user_schemas_sql
 
 
 @check("invalid_indexes", order=120, description="indexes left invalid by a failed CREATE INDEX CONCURRENTLY",
-       doc="indexes left invalid by a failed `CREATE INDEX CONCURRENTLY`", levels="warning; a unique one: critical")
+       doc="indexes left invalid by a failed `CREATE INDEX CONCURRENTLY`", levels="warning; a unique one: critical",
+       coordinator_only="the shards' indexes are on the workers")
 def invalid_indexes(ctx: Context) -> Check:
     rows = ctx.all(
         "SELECT format('%I.%I', n.nspname, c.relname), i.indrelid::regclass::text, i.indisunique FROM pg_index i "
@@ -37,7 +38,8 @@ def invalid_indexes(ctx: Context) -> Check:
        doc="non-unique indexes never scanned since the statistics reset (the spec's own, which minnoctl's "
            "migrations create, are counted as information, never proposed for dropping)", levels="warning, from 1 MB",
        thresholds=(Threshold("unused-index-size", 1024 * 1024, "bytes",
-                             "report an index never scanned from this size"),))
+                             "report an index never scanned from this size"),),
+       coordinator_only="the shards' index scans are counted on the workers")
 def unused_indexes(ctx: Context) -> Check:
     size = ctx.t("unused-index-size")
     text = f"never scanned, from {show(size, 'bytes')}" if size is not None else "off"
@@ -131,7 +133,8 @@ def duplicate_indexes(ctx: Context) -> Check:
        thresholds=(Threshold("index-bloat-warning", 50, "%",
                              "estimated free space of a btree index (REINDEX reclaims it)"),
                    Threshold("index-bloat-min-size", 10 * 1024 ** 2, "bytes",
-                             "judge index bloat from this index size")))
+                             "judge index bloat from this index size")),
+       coordinator_only="the shards' indexes are on the workers")
 def index_bloat(ctx: Context) -> Check:
     """Free space in btree indexes, estimated from the catalog and the planner's statistics (the
     index's pages against the pages its rows need: ioguix's / check_postgres' estimate, no scan and

@@ -8,7 +8,8 @@ from minnoctl.health import Check, Context, Status, Threshold, check, human_size
 @check("replication_slots", scope="server", order=210, description="inactive replication slots and the WAL they keep",
        doc="inactive slots and the WAL they keep", levels="inactive: warning; 10 GB: critical",
        thresholds=(Threshold("slot-wal-critical", 10 * 1024 ** 3, "bytes",
-                             "WAL kept by an inactive replication slot"),))
+                             "WAL kept by an inactive replication slot"),),
+       coordinator_only="each worker has its own slots")
 def replication_slots(ctx: Context) -> Check:
     crit = ctx.t("slot-wal-critical")
     text = f"any inactive: warning; keeping {show(crit, 'bytes')} of WAL: critical"

@@ -7,7 +7,8 @@ from minnoctl.health import SUPPORTED_MAJORS, Check, Context, Status, check
 
 @check("server_version", scope="server", order=20, probes=("live",),
        description=f"PostgreSQL {SUPPORTED_MAJORS[0]} to {SUPPORTED_MAJORS[1]}",
-       doc=f"PostgreSQL {SUPPORTED_MAJORS[0]}–{SUPPORTED_MAJORS[1]} (what minnoctl is tested on); standby or primary")
+       doc=f"PostgreSQL {SUPPORTED_MAJORS[0]}–{SUPPORTED_MAJORS[1]} (what minnoctl is tested on); standby or primary",
+       coordinator_only="the workers' versions are not read")
 def server_version(ctx: Context) -> Check:
     if ctx.probe == "live":  # the liveness probe only names the version
         from minnoctl.connection import server_version as version_of
@@ -37,7 +38,8 @@ def recovery(ctx: Context) -> Check:
 
 
 @check("extensions", order=30, description="the extensions the installed modules need (pgvector)",
-       doc="the extensions each installed module needs (pgvector for knowledge)", levels="missing: critical")
+       doc="the extensions each installed module needs (pgvector for knowledge)", levels="missing: critical",
+       coordinator_only="the workers' extensions are not read")
 def extensions(ctx: Context) -> Check:
     from minnoctl import modules
 

@@ -11,7 +11,8 @@ from minnoctl.health import Check, Context, Status, Threshold, check, count_limi
        thresholds=(Threshold("connections-warning", 80, "%",
                              "client connections of max_connections (less the reserved)"),
                    Threshold("connections-critical", 95, "%",
-                             "client connections of max_connections (less the reserved)")))
+                             "client connections of max_connections (less the reserved)")),
+       coordinator_only="each node has its own max_connections")
 def connections(ctx: Context) -> Check:
     used, max_conn, reserved = ctx.one(
         "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), "
@@ -51,7 +52,8 @@ def _sessions_check(ctx: Context, name: str, base: str, where: str, since: str, 
 @check("long_queries", scope="server", order=70, description="queries running too long (needs pg_monitor)",
        doc="queries running longer than the threshold (needs `pg_monitor`)", levels="60 s, 5 min",
        thresholds=(Threshold("long-query-warning", 60, "s", "a query running longer than this"),
-                   Threshold("long-query-critical", 300, "s", "a query running longer than this")))
+                   Threshold("long-query-critical", 300, "s", "a query running longer than this")),
+       coordinator_only="the workers' sessions are in citus_stat_activity")
 def long_queries(ctx: Context) -> Check:
     return _sessions_check(ctx, "long_queries", "long-query", "state = 'active'", "query_start", "running too long",
                            "look at it in pg_stat_activity; SELECT pg_cancel_backend({pid}) stops it")
@@ -60,7 +62,8 @@ def long_queries(ctx: Context) -> Check:
 @check("idle_in_transaction", scope="server", order=80, description="sessions idle in a transaction (needs pg_monitor)",
        doc="sessions idle in a transaction (needs `pg_monitor`)", levels="60 s, 10 min",
        thresholds=(Threshold("idle-in-transaction-warning", 60, "s", "a session idle in a transaction for longer"),
-                   Threshold("idle-in-transaction-critical", 600, "s", "a session idle in a transaction for longer")))
+                   Threshold("idle-in-transaction-critical", 600, "s", "a session idle in a transaction for longer")),
+       coordinator_only="the workers' sessions are in citus_stat_activity")
 def idle_in_transaction(ctx: Context) -> Check:
     return _sessions_check(ctx, "idle_in_transaction", "idle-in-transaction", "state LIKE 'idle in transaction%'",
                            "state_change", "idle in a transaction too long",
@@ -71,7 +74,8 @@ def idle_in_transaction(ctx: Context) -> Check:
 @check("blocked_queries", scope="server", order=90, description="sessions waiting for a lock, and who blocks them",
        doc="sessions waiting for a lock (`pg_locks.waitstart`), and who blocks them", levels="10 s, 1 min",
        thresholds=(Threshold("lock-wait-warning", 10, "s", "a session waiting for a lock for longer"),
-                   Threshold("lock-wait-critical", 60, "s", "a session waiting for a lock for longer")))
+                   Threshold("lock-wait-critical", 60, "s", "a session waiting for a lock for longer")),
+       coordinator_only="waits on the workers are in citus_lock_waits")
 def blocked_queries(ctx: Context) -> Check:
     warn, crit, text = ctx.pair("lock-wait", "s")
     rows = ctx.all(

@@ -24,7 +24,8 @@ from minnoctl.health import Check, Context, Status, Threshold, below, check, hum
                    Threshold("replication-lag-bytes-warning", 64 * 1024 ** 2, "bytes",
                              "WAL a standby received but has not replayed"),
                    Threshold("replication-lag-bytes-critical", 1024 ** 3, "bytes",
-                             "WAL a standby received but has not replayed")))
+                             "WAL a standby received but has not replayed")),
+       coordinator_only="each worker has its own standbys")
 def replication_lag(ctx: Context) -> Check:
     warn, crit, text = ctx.pair("replication-lag", "s")
     bwarn, bcrit, btext = ctx.pair("replication-lag-bytes", "bytes")
@@ -74,7 +75,8 @@ def replication_lag(ctx: Context) -> Check:
        thresholds=(Threshold("standby-replay-lag-warning", 60, "s", "a standby's replay lag longer than this"),
                    Threshold("standby-replay-lag-critical", 300, "s", "a standby's replay lag longer than this"),
                    Threshold("expected-standbys", None, "count",
-                             "fewer standbys streaming than this is critical (off unless set)")))
+                             "fewer standbys streaming than this is critical (off unless set)")),
+       coordinator_only="each worker has its own standbys")
 def standbys(ctx: Context) -> Check:
     warn, crit, text = ctx.pair("standby-replay-lag", "s")
     expected = ctx.t("expected-standbys")

@@ -8,7 +8,8 @@ from minnoctl.health import Check, Context, Status, Threshold, check, level, sho
 @check("slow_queries", order=220, description="the slowest statements (needs pg_stat_statements)",
        doc="the slowest statements in `pg_stat_statements`", levels="mean 1 s, from 10 calls",
        thresholds=(Threshold("slow-query-warning", 1000, "ms", "mean time of a statement in pg_stat_statements"),
-                   Threshold("slow-query-min-calls", 10, "count", "statements called at least this often")))
+                   Threshold("slow-query-min-calls", 10, "count", "statements called at least this often")),
+       coordinator_only="the statements as the coordinator ran them; the workers' pg_stat_statements are not read")
 def slow_queries(ctx: Context) -> Check:
     warn, calls = ctx.t("slow-query-warning"), ctx.t("slow-query-min-calls") or 0
     text = f"mean above {show(warn, 'ms')} (from {calls:.0f} calls)"

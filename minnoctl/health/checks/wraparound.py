@@ -10,7 +10,8 @@ from minnoctl.health.checks._catalog import user_schemas_sql
        description="transaction ID age against autovacuum_freeze_max_age (wraparound)",
        doc="oldest `datfrozenxid` age against `autovacuum_freeze_max_age`", levels="100%, 500%",
        thresholds=(Threshold("xid-age-warning", 100, "%", "oldest transaction ID age, of autovacuum_freeze_max_age"),
-                   Threshold("xid-age-critical", 500, "%", "oldest transaction ID age, of autovacuum_freeze_max_age")))
+                   Threshold("xid-age-critical", 500, "%", "oldest transaction ID age, of autovacuum_freeze_max_age")),
+       coordinator_only="each node freezes its own transaction IDs")
 def xid_age(ctx: Context) -> Check:
     name, age, freeze_max = ctx.one(
         "SELECT datname, age(datfrozenxid), current_setting('autovacuum_freeze_max_age')::bigint "
@@ -40,7 +41,8 @@ TYPE_MAX = {"smallint": 32767, "integer": 2147483647, "bigint": 9223372036854775
            "statistics", levels="80%, 95%",
        thresholds=(Threshold("sequence-warning", 80, "%", "a sequence (or the integer column it feeds) used this far"),
                    Threshold("sequence-critical", 95, "%",
-                             "a sequence (or the integer column it feeds) used this far")))
+                             "a sequence (or the integer column it feeds) used this far")),
+       coordinator_only="the workers' own sequences and the shards' column statistics are not read")
 def sequences(ctx: Context) -> Check:
     """Sequences against their own maximum and the integer column they feed (serial, identity or a
     DEFAULT nextval), and integer columns without a sequence against their type's maximum, from the
