@@ -20,6 +20,12 @@ on SIGTERM/SIGINT. Restores into a new database go through a temporary database
 (`minnoctl_tmp_<pid>_<host>_<random>`, marked with a COMMENT naming its owner process) renamed to
 its final name when whole; the next run drops those whose owner process is gone, and only those.
 
+On a Citus coordinator a dump is consistent across the nodes only if the cluster holds still: every
+Citus table is locked IN SHARE MODE for the dump's duration (writes wait, reads go on) and no
+two-phase commit may still be pending on a node when the snapshot is taken (_hold_cluster_still);
+the distribution goes in the manifest and a restore over a Citus coordinator recreates it before
+the data loads (_restore_distributed). README, "Backups of a Citus cluster".
+
 pg_dump, pg_restore and psql connect exactly as psycopg does (connection.tool_connection): the
 same keywords as their --dbname conninfo, the secrets in the environment, never argv (the password
 must not show in `ps`). The tools are the embedded package's when their major version is at least
@@ -489,10 +495,11 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
         # as long as the dump takes: a role's idle_in_transaction_session_timeout (or PostgreSQL
         # 17's transaction_timeout) must not end it. SET: this session only, not the role.
         _no_idle_timeouts(conn)
-        locked = _hold_cluster_still(settings, held, lock_timeout) if cluster else None
+        # a schema-only dump has no data to keep consistent: writes need not wait for it
+        locked = _hold_cluster_still(settings, held, lock_timeout) if cluster and not schema_only else None
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = one(conn.execute("SELECT pg_export_snapshot()"))[0]
-        citus = _distribution(conn, schemas, locked) if locked is not None else None
+        citus = _distribution(conn, schemas, locked) if cluster else None
         stamp = dt.datetime.now(dt.UTC)
         name = f"minno-{_slug(owner.database) or 'db'}-{stamp:%Y%m%dT%H%M%SZ}" + (f"-{_slug(label)}" if label else "")
         final = folder / (name + _extension(fmt, method))
@@ -658,11 +665,12 @@ def _hold_cluster_still(settings: "Settings", held: contextlib.ExitStack, lock_t
         raise _not_consistent(first_line(str(exc)), code) from None
 
 
-def _distribution(conn: "psycopg.Connection", schemas: list[str] | None, locked: set[str]) -> dict[str, Any]:
+def _distribution(conn: "psycopg.Connection", schemas: list[str] | None, locked: set[str] | None) -> dict[str, Any]:
     """The distribution of the Citus tables in the dump, read in its snapshot: each table's type
     (distributed, reference, local: a citus local table; append, range, schema: recorded, not
     recreated), distribution column, colocation group and shard count. A table that was not locked
-    (made or distributed between the lock and the snapshot) refuses: the dump could be inconsistent."""
+    (made or distributed between the lock and the snapshot) refuses: the dump could be inconsistent.
+    `locked` None: a schema-only dump, which locks nothing."""
     rows = conn.execute(
         """SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname), p.partmethod::text, p.repmodel::text,
                   CASE WHEN p.partkey IS NULL THEN NULL ELSE column_to_column_name(p.logicalrelid, p.partkey) END,
@@ -675,7 +683,7 @@ def _distribution(conn: "psycopg.Connection", schemas: list[str] | None, locked:
     for schema, name, quoted, method, rep, column, colocation, shards, auto in rows:
         if schemas and schema not in schemas:
             continue
-        if quoted not in locked:
+        if locked is not None and quoted not in locked:
             raise _not_consistent(f"table {schema}.{name} became a Citus table while the backup started — run it again")
         kind = {"h": "distributed", "a": "append", "r": "range"}.get(method)
         if kind is None:
