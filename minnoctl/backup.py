@@ -20,6 +20,12 @@ on SIGTERM/SIGINT. Restores into a new database go through a temporary database
 (`minnoctl_tmp_<pid>_<host>_<random>`, marked with a COMMENT naming its owner process) renamed to
 its final name when whole; the next run drops those whose owner process is gone, and only those.
 
+On a Citus coordinator a dump is consistent across the nodes only if the cluster holds still: every
+Citus table is locked IN SHARE MODE for the dump's duration (writes wait, reads go on) and no
+two-phase commit may still be pending on a node when the snapshot is taken (_hold_cluster_still);
+the distribution goes in the manifest and a restore over a Citus coordinator recreates it before
+the data loads (_restore_distributed). README, "Backups of a Citus cluster".
+
 pg_dump, pg_restore and psql connect exactly as psycopg does (connection.tool_connection): the
 same keywords as their --dbname conninfo, the secrets in the environment, never argv (the password
 must not show in `ps`). The tools are the embedded package's when their major version is at least
@@ -67,6 +73,7 @@ FORMATS = ("custom", "directory", "plain")
 COMPRESSIONS = ("gzip", "lz4", "zstd", "none")
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_PREFIX = ".partial-"
+LOCK_TIMEOUT_S = 30.0  # backup create --lock-timeout: how long a Citus backup waits for its locks
 
 
 class BackupError(MinnoctlError):
@@ -460,8 +467,10 @@ def _migration_state(conn: "psycopg.Connection") -> dict[str, Any]:
 def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "custom", jobs: int | None = None,
            compress: str | None = None, schema_only: bool = False, data_only: bool = False,
            chosen: list[modules.Module] | None = None, label: str | None = None,
-           progress: Callable[[int], None] | None = None) -> Created:
-
+           progress: Callable[[int], None] | None = None, lock_timeout: float = LOCK_TIMEOUT_S) -> Created:
+    """pg_dump into the backup directory, with its manifest. On a Citus coordinator the dump is
+    consistent across the nodes: writes to every Citus table wait for it (see _hold_cluster_still),
+    `lock_timeout` seconds at most for the locks; its distribution goes in the manifest."""
     from minnoctl.connection import server_version, session
 
     if fmt not in FORMATS:
@@ -475,20 +484,22 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
     sweep_partials(folder)
     schemas = [m.schema for m in modules.with_dependencies(chosen)] if chosen else None
 
-    with session(settings, "backup") as conn:  # an unreachable server fails here, before any file
-        version = server_version(conn)
+    with session(settings, "backup") as conn, contextlib.ExitStack() as held:  # an unreachable server
+        version = server_version(conn)                                            # fails here, before any file
         major = conn.info.server_version // 10000
         dump = find_tool("pg_dump", major)
         owner = identity(conn)
         migrations = _migration_state(conn)
+        cluster = citus_coordinator(conn)  # the one probe plain PostgreSQL pays
         # This session holds the snapshot pg_dump joins and then waits, idle in its transaction, for
         # as long as the dump takes: a role's idle_in_transaction_session_timeout (or PostgreSQL
         # 17's transaction_timeout) must not end it. SET: this session only, not the role.
-        conn.execute("SET idle_in_transaction_session_timeout = 0")
-        if conn.info.server_version >= 170000:
-            conn.execute("SET transaction_timeout = 0")
+        _no_idle_timeouts(conn)
+        # a schema-only dump has no data to keep consistent: writes need not wait for it
+        locked = _hold_cluster_still(settings, held, lock_timeout) if cluster and not schema_only else None
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = one(conn.execute("SELECT pg_export_snapshot()"))[0]
+        citus = _distribution(conn, schemas, locked) if cluster else None
         stamp = dt.datetime.now(dt.UTC)
         name = f"minno-{_slug(owner.database) or 'db'}-{stamp:%Y%m%dT%H%M%SZ}" + (f"-{_slug(label)}" if label else "")
         final = folder / (name + _extension(fmt, method))
@@ -530,6 +541,7 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
                 conn.execute("COMMIT")
             except Exception as exc:  # pg_dump joined the snapshot at its start; it no longer needs it
                 log.debug("the snapshot session ended early: %s", exc)
+            held.close()  # a Citus cluster's writes go on as soon as pg_dump is done
             if proc.returncode != 0:
                 raise _dump_error(proc.returncode, err, folder)
             try:
@@ -545,6 +557,8 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
                     "schemas": schemas, "schema_only": schema_only, "data_only": data_only,
                     "migrations": migrations, "rows": rows, "verified_at": None, "restore_tested_at": None,
                 }
+                if citus is not None:
+                    manifest["citus"] = citus
                 _write_json(mtmp, manifest)
             except OSError as exc:
                 raise _disk_error(exc, folder, f"the backup {final.name}") from None
@@ -558,6 +572,131 @@ def create(settings: "Settings", *, output_dir: str | None = None, fmt: str = "c
             raise
     _fsync_dir(folder)
     return Created(final, manifest)
+
+
+def _no_idle_timeouts(conn: "psycopg.Connection") -> None:
+    conn.execute("SET idle_in_transaction_session_timeout = 0")
+    if conn.info.server_version >= 170000:
+        conn.execute("SET transaction_timeout = 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# Citus: a dump consistent across the nodes, and its distribution
+
+_POLL_S = 0.1
+
+
+def citus_coordinator(conn: "psycopg.Connection") -> bool:
+    """Whether `conn`'s database is a Citus coordinator: one query on plain PostgreSQL, two on Citus."""
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchone() is None:
+        return False
+    return bool(one(conn.execute("SELECT citus_is_coordinator()"))[0])
+
+
+def _shown_seconds(seconds: float) -> str:
+    return f"{seconds:g}s" if seconds < 120 else f"{seconds / 60:g}min"
+
+
+def _not_consistent(reason: str, exit_code: ExitCode = ExitCode.FAILURE) -> BackupError:
+    return BackupError(f"cannot take a consistent backup of this Citus cluster: {reason}; nothing was written",
+                       exit_code=exit_code)
+
+
+def _hold_cluster_still(settings: "Settings", held: contextlib.ExitStack, lock_timeout: float) -> set[str]:
+    """Make a Citus cluster hold still for a dump, in a session of its own kept open (`held`) until
+    the dump is done: every table in pg_dist_partition locked IN SHARE MODE (writes wait, reads go
+    on; Citus takes the lock on every node's copy of the table too, so a write through a worker
+    waits as well), then no two-phase commit of this database still prepared on any node (one that
+    committed on the coordinator but not yet on a worker would be seen by one snapshot and not by
+    another). pg_dump's snapshot is taken only then: each worker's shards, read in their own
+    snapshots, then hold the same data. `lock_timeout` bounds both waits. Returns the tables locked.
+
+    Anything that prevents it — a lock not had in time (exit 8), a role that may not lock (exit 1),
+    a node that does not answer (exit 4) — refuses, before any file is written."""
+    import psycopg
+
+    from minnoctl.connection import first_line, session
+
+    lock = held.enter_context(session(settings, "backup"))
+    _no_idle_timeouts(lock)
+    tables = [r[0] for r in lock.execute(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_dist_partition p JOIN pg_class c "
+        "ON c.oid = p.logicalrelid JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY 1").fetchall()]
+    wait = _shown_seconds(lock_timeout)
+    ms = max(1, int(lock_timeout * 1000))
+    try:
+        lock.execute("BEGIN")
+        if tables:
+            # lock_timeout for each wait here, statement_timeout for the whole statement (the
+            # workers' waits included, which the coordinator's lock_timeout does not bound)
+            lock.execute(f"SET LOCAL lock_timeout = {ms}")
+            lock.execute(f"SET LOCAL statement_timeout = {ms}")
+            lock.execute(f"LOCK TABLE {', '.join(tables)} IN SHARE MODE")
+            lock.execute("SET LOCAL statement_timeout = 0")
+        deadline = time.monotonic() + lock_timeout
+        while True:
+            nodes = lock.execute(
+                "SELECT n.nodename, n.nodeport, r.success, r.result FROM run_command_on_all_nodes("
+                "$$SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()$$) r "
+                "JOIN pg_dist_node n USING (nodeid)").fetchall()
+            down = [f"{host}:{port} ({first_line(str(result))})" for host, port, ok, result in nodes if not ok]
+            if down:
+                raise _not_consistent(f"node {down[0]} does not answer — every node must be reachable",
+                                      ExitCode.UNREACHABLE)
+            pending = [f"{host}:{port}" for host, port, _ok, result in nodes if str(result).strip() != "0"]
+            if not pending:
+                return set(tables)
+            if time.monotonic() >= deadline:
+                raise BackupError(
+                    f"a two-phase commit of this database is still prepared on {pending[0]} after --lock-timeout "
+                    f"{wait}: a dump now could hold half of it; nothing was written — let Citus recover it (SELECT "
+                    "recover_prepared_transactions() on the coordinator) and run it again",
+                    exit_code=ExitCode.LOCK_HELD)
+            time.sleep(_POLL_S)
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+        raise BackupError(f"could not lock this Citus cluster's {len(tables)} table(s) IN SHARE MODE within "
+                          f"--lock-timeout {wait} (a write or a DDL holds them); nothing was written — run it again "
+                          "when writes are fewer, or raise --lock-timeout", exit_code=ExitCode.LOCK_HELD) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise _not_consistent(f"role '{lock.info.user}' may not lock its tables IN SHARE MODE ({first_line(str(exc))}) "
+                              "— back up as the tables' owner, or take per-node physical backups (README)") from None
+    except psycopg.Error as exc:
+        code = ExitCode.UNREACHABLE if (exc.sqlstate or "").startswith("08") else ExitCode.FAILURE
+        raise _not_consistent(first_line(str(exc)), code) from None
+
+
+def _distribution(conn: "psycopg.Connection", schemas: list[str] | None, locked: set[str] | None) -> dict[str, Any]:
+    """The distribution of the Citus tables in the dump, read in its snapshot: each table's type
+    (distributed, reference, local: a citus local table; append, range, schema: recorded, not
+    recreated), distribution column, colocation group and shard count. A table that was not locked
+    (made or distributed between the lock and the snapshot) refuses: the dump could be inconsistent.
+    `locked` None: a schema-only dump, which locks nothing."""
+    rows = conn.execute(
+        """SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname), p.partmethod::text, p.repmodel::text,
+                  CASE WHEN p.partkey IS NULL THEN NULL ELSE column_to_column_name(p.logicalrelid, p.partkey) END,
+                  p.colocationid, (SELECT count(*) FROM pg_dist_shard s WHERE s.logicalrelid = p.logicalrelid),
+                  p.autoconverted
+             FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            ORDER BY p.colocationid, p.logicalrelid""").fetchall()
+    tables = []
+    for schema, name, quoted, method, rep, column, colocation, shards, auto in rows:
+        if schemas and schema not in schemas:
+            continue
+        if locked is not None and quoted not in locked:
+            raise _not_consistent(f"table {schema}.{name} became a Citus table while the backup started — run it again")
+        kind = {"h": "distributed", "a": "append", "r": "range"}.get(method)
+        if kind is None:
+            kind = "reference" if rep == "t" else "schema" if colocation else "local"
+        entry: dict[str, Any] = {"table": f"{schema}.{name}", "schema": schema, "name": name, "type": kind}
+        if kind in ("distributed", "append", "range", "schema"):
+            entry |= {"column": column, "colocation_id": colocation, "shard_count": shards}
+        if kind == "local":
+            entry["autoconverted"] = bool(auto)
+        tables.append(entry)
+    version = one(conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'citus'"))[0]
+    return {"version": version, "consistency": "writes to every Citus table waited (SHARE locks on every node) "
+            "and no two-phase commit was pending when the snapshot was taken", "tables": tables}
 
 
 def _remove(path: Path) -> None:
@@ -801,7 +940,7 @@ def verify(settings: "Settings | None", text: str, *, restore_test: bool = False
             sweep_temporary(conn)
             scratch = _create_temporary(conn, f"verify --restore-test {backup.name}")
         try:
-            _restore_into(settings, backup, manifest, scratch)
+            _restore_into(settings, backup, manifest, scratch, test=True)
             result.rows_compared, result.mismatches = _compare_rows(settings, scratch, manifest)
         finally:
             _drop_database(settings, scratch)
@@ -975,22 +1114,45 @@ def _failure(what: str, stderr: str, code: int) -> str:
 
 
 def _restore_into(settings: "Settings", backup: Path, manifest: dict[str, Any], dbname: str, *,
-                  clean: bool = False) -> None:
+                  clean: bool = False, test: bool = False) -> None:
     """Restore in one transaction: it applies whole or not at all. If pg_restore or psql dies
     (minnoctl killed, SIGTERM), its connection closes before COMMIT and the server rolls it all back.
     The database goes to the tools as `dbname='...'` in their conninfo, so no name is ever read as a
-    connection string."""
+    connection string.
+
+    A backup of a Citus coordinator (its manifest's `citus`) restored over a Citus coordinator with
+    nodes (--clean) gets its distribution back before its data (_restore_distributed); anywhere else
+    it restores as plain tables, said in one line. Its citus extension is never restored nor dropped
+    (a Citus destination has its own; a plain one may not have it at all)."""
     major = _server_major(settings)
     connection = tool_connection(settings, dbname=dbname)
     env, target = connection.env, connection.dbname_option
     what = f"restoring {backup.name} into {shown(dbname)} failed, nothing was restored"
     fmt = manifest["format"]
+    citus = manifest.get("citus")
+    if citus is not None and not manifest.get("data_only"):
+        reason = _not_a_cluster(settings, dbname, new=not clean, test=test)
+        if reason is None and fmt in ("custom", "directory"):
+            proc = _restore_distributed(settings, backup, manifest, major, env, target, clean=clean)
+            if proc.returncode != 0:
+                raise BackupError(_failure(what, proc.stderr, proc.returncode), exit_code=ExitCode.FAILURE)
+            return
+        if reason is None:
+            reason = "a plain (SQL) backup cannot be restored by sections — take Citus backups in --format custom"
+        if test:
+            log.warning("restore test into plain tables: %s; the distribution was not recreated (it is in the "
+                        "manifest: `backup restore --clean` into a Citus database recreates it)", reason)
+        else:
+            log.warning("the distribution was not recreated: %s — restored as plain tables", reason)
     if fmt in ("custom", "directory"):
         tool = find_tool("pg_restore", major, at_least=_dump_major(manifest))
         args = [str(tool.path), "--single-transaction", "--exit-on-error", "--no-password", target]
         if clean:
             args += ["--clean", "--if-exists"]
-        proc = _run(args + [str(backup)], env=env)
+        with tempfile.TemporaryDirectory() as folder:
+            if citus is not None:
+                args.append(f"--use-list={_toc_list(tool, backup, Path(folder))}")
+            proc = _run(args + [str(backup)], env=env)
     else:
         psql = find_tool("psql", major)
         args = [str(psql.path), "--no-psqlrc", "--quiet", "--single-transaction", "-v", "ON_ERROR_STOP=1",
@@ -1003,6 +1165,191 @@ def _restore_into(settings: "Settings", backup: Path, manifest: dict[str, Any], 
             proc = _run(args + [f"--file={backup}"], env=env)
     if proc.returncode != 0:
         raise BackupError(_failure(what, proc.stderr, proc.returncode), exit_code=ExitCode.FAILURE)
+
+
+def _not_a_cluster(settings: "Settings", dbname: str, *, new: bool, test: bool) -> str | None:
+    """Why the database `dbname` cannot take a Citus backup's distribution, or None when it can: a
+    Citus coordinator with nodes that hold shards."""
+    from minnoctl.connection import session
+
+    with session(settings, "backup", dbname=dbname) as conn:
+        if citus_coordinator(conn):
+            if one(conn.execute("SELECT EXISTS (SELECT 1 FROM pg_dist_node WHERE noderole = 'primary' "
+                                "AND isactive AND shouldhaveshards)"))[0]:
+                return None
+            return f"database {shown(dbname)} has citus but no node to hold shards"
+        preloaded = one(conn.execute("SELECT current_setting('shared_preload_libraries') ~ 'citus'"))[0]
+    if not preloaded:
+        return "the destination is plain PostgreSQL, not a Citus coordinator"
+    if new:
+        why = (f"a {'scratch' if test else 'new'} database on a Citus coordinator is no cluster: it would need "
+               "citus and its nodes in it on every node, which minnoctl does not set up from the coordinator")
+        return why if test else why + " (make one, then restore into it with --clean)"
+    return f"database {shown(dbname)} is not a Citus coordinator (no citus extension in it)"
+
+
+_CITUS_TOC = re.compile(r"^\s*\d+;\s+\d+\s+\d+\s+(EXTENSION - citus|COMMENT - EXTENSION citus)(\s|$)")
+
+
+def _output(args: list[str], backup: Path) -> str:
+    """A pg_restore's output (a TOC list, a schema script); one line when it cannot read the archive."""
+    with tempfile.TemporaryFile() as err:
+        proc = _popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        try:
+            out, _ = proc.communicate()
+        except BaseException:
+            _stop(proc)
+            raise
+        if proc.returncode != 0:
+            err.seek(0)
+            detail = err.read().decode(errors="replace").strip().splitlines()
+            raise BackupError(f"pg_restore cannot read {backup.name} ({detail[0] if detail else proc.returncode}); "
+                              "nothing was restored")
+    return out.decode(errors="replace")
+
+
+def _toc_list(tool: Tool, backup: Path, folder: Path, section: str | None = None) -> Path:
+    """A pg_restore --use-list file of the archive's entries (of one section), without the citus
+    extension and its comment."""
+    args = [str(tool.path), "--list"] + ([f"--section={section}"] if section else []) + [str(backup)]
+    lines = [ln for ln in _output(args, backup).splitlines() if not _CITUS_TOC.match(ln)]
+    path = folder / f"{section or 'all'}.list"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _drops(script: str) -> str:
+    """The DROP statements that open a `pg_restore --clean` schema script: everything before its
+    first entry's header (the preamble and the drops, never a body), its \\restrict closed again."""
+    kept, key = [], None
+    for line in script.splitlines():
+        if line.startswith(("-- Name: ", "-- TOC entry ", "-- Data for Name: ")):
+            break
+        if line.startswith("\\restrict "):
+            key = line.split(None, 1)[1].strip()
+        elif line.startswith("\\unrestrict"):
+            key = None
+        kept.append(line)
+    if key:
+        kept.append(f"\\unrestrict {key}")
+    return "\n".join(kept) + "\n"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _distribute_sql(citus: dict[str, Any]) -> str:
+    """The calls that give restored (still empty) tables the recorded distribution: reference tables,
+    then each colocation group's tables, the first with its shard count and the others colocated
+    with it; citus local tables added by hand (those Citus added itself come back with their foreign
+    keys). Append, range and schema-based tables are named in a warning, not recreated."""
+    statements: list[str] = []
+    firsts: dict[Any, str] = {}
+    skipped: list[str] = []
+    for table in citus.get("tables") or []:
+        name = _literal(f"{_ident(table['schema'])}.{_ident(table['name'])}")
+        kind = table.get("type")
+        if kind == "reference":
+            statements.insert(0, f"SELECT create_reference_table({name});")
+        elif kind == "distributed":
+            first = firsts.setdefault(table.get("colocation_id"), name)
+            how = f"shard_count => {int(table['shard_count'])}" if first == name else f"colocate_with => {first}"
+            statements.append(f"SELECT create_distributed_table({name}, {_literal(table['column'])}, {how});")
+        elif kind == "local":
+            if not table.get("autoconverted"):
+                statements.append(f"SELECT citus_add_local_table_to_metadata({name});")
+        else:
+            skipped.append(f"{table['table']} ({kind})")
+    if skipped:
+        log.warning("the distribution of %d table(s) was not recreated: %s — distribute them by hand", len(skipped),
+                    ", ".join(skipped))
+    return "\n".join(statements) + "\n"
+
+
+# In the restore's one transaction: triggers on Citus tables are the source's own (its DROP TRIGGER
+# and CREATE TRIGGER need this), and one connection per node keeps DDL after COPY in one transaction
+_CITUS_SESSION = b"SET citus.enable_unsafe_triggers = on;\nSET citus.multi_shard_modify_mode = 'sequential';\n"
+
+
+def _restore_distributed(settings: "Settings", backup: Path, manifest: dict[str, Any], major: int,
+                         env: dict[str, str], target: str, *, clean: bool) -> subprocess.CompletedProcess:
+    """A Citus backup over a Citus coordinator, in psql's one transaction: (with --clean, the drops
+    of pg_restore --clean), the schema (pre-data), create_reference_table / create_distributed_table
+    as recorded, the data, then the indexes, constraints and triggers (post-data)."""
+    tool = find_tool("pg_restore", major, at_least=_dump_major(manifest))
+    psql = find_tool("psql", major)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        lists = {section: _toc_list(tool, backup, folder, section) for section in ("pre-data", "data", "post-data")}
+        sources: list[bytes | list[str]] = [_CITUS_SESSION]
+        if clean:
+            everything = _toc_list(tool, backup, folder)
+            sources.append(_drops(_output([str(tool.path), "--file=-", "--clean", "--if-exists", "--schema-only",
+                                           f"--use-list={everything}", str(backup)], backup)).encode())
+
+        def section(name: str) -> list[str]:
+            return [str(tool.path), "--file=-", f"--use-list={lists[name]}", str(backup)]
+
+        sources += [section("pre-data"), _distribute_sql(manifest["citus"]).encode(), section("data"),
+                    section("post-data")]
+        args = [str(psql.path), "--no-psqlrc", "--quiet", "--single-transaction", "-v", "ON_ERROR_STOP=1",
+                "--no-password", target, "--output=/dev/null"]
+        proc = _feed_psql(sources, args, env, backup)
+    if proc.returncode == 0:
+        kinds: dict[str, int] = {}
+        for table in manifest["citus"].get("tables") or []:
+            kinds[table.get("type")] = kinds.get(table.get("type"), 0) + 1
+        log.info("recreated the distribution: %s", ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
+    return proc
+
+
+def _feed_psql(sources: list[bytes | list[str]], psql_args: list[str], env: dict[str, str],
+               backup: Path) -> subprocess.CompletedProcess:
+    """Feed psql (one transaction) the given SQL and the outputs of the given commands, in order.
+    When a command fails, psql is killed before its input ends, so nothing commits."""
+    with tempfile.TemporaryFile() as psql_err, tempfile.TemporaryFile() as tool_err:
+        psql = tool = None
+        try:
+            psql = _popen(psql_args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err)
+            assert psql.stdin is not None  # a pipe (above)
+            stopped = False  # psql stopped at an error: its message says which
+            for source in sources:
+                if isinstance(source, bytes):
+                    try:
+                        psql.stdin.write(source)
+                    except BrokenPipeError:
+                        stopped = True
+                    if stopped:
+                        break
+                    continue
+                tool = _popen(source, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=tool_err)
+                assert tool.stdout is not None
+                while block := tool.stdout.read(1 << 16):
+                    try:
+                        psql.stdin.write(block)
+                    except BrokenPipeError:
+                        stopped = True
+                        break
+                if stopped:
+                    _stop(tool)
+                    break
+                tool.wait()
+                if tool.returncode != 0:
+                    _stop(psql)
+                    tool_err.seek(0)
+                    detail = tool_err.read().decode(errors="replace").strip().splitlines()
+                    raise BackupError(f"pg_restore cannot read {backup.name} "
+                                      f"({detail[0] if detail else f'exit {tool.returncode}'}); nothing was restored")
+                tool = None
+            with contextlib.suppress(BrokenPipeError):
+                psql.stdin.close()
+            psql.wait()
+        except BaseException:
+            _stop(psql, tool)
+            raise
+        psql_err.seek(0)
+        return subprocess.CompletedProcess(psql_args, psql.returncode, "", psql_err.read().decode(errors="replace"))
 
 
 def _decompress_into(unzip_args: list[str], psql_args: list[str], env: dict[str, str],

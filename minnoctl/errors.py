@@ -22,7 +22,7 @@ class ExitCode(enum.IntEnum):
     AUTH = 5  # the server refused the login: wrong or missing password, unknown role, pg_hba
     NO_DATABASE = 6  # the database does not exist
     EMBEDDED = 7  # the embedded PostgreSQL cannot be used or started here
-    LOCK_HELD = 8  # another minnoctl run holds the lock this command needs
+    LOCK_HELD = 8  # another minnoctl run holds the lock this command needs (or a Citus backup's table locks)
     PENDING = 9  # `migrate --dry-run --exit-code`: migrations are pending
     DRIFT = 10  # applied migrations were edited, removed or renamed; or the live schema drifted
     NOT_CONFIRMED = 11  # a destructive command was not confirmed (no terminal and no --yes)
@@ -48,7 +48,8 @@ EXIT_CODE_DOCS: dict[ExitCode, str] = {
     ExitCode.AUTH: "login refused: wrong or missing password, unknown role, rejected by pg_hba.conf",
     ExitCode.NO_DATABASE: "the database does not exist",
     ExitCode.EMBEDDED: "the embedded PostgreSQL is not available on this platform or failed to start",
-    ExitCode.LOCK_HELD: "another minnoctl run holds the lock this command needs",
+    ExitCode.LOCK_HELD: "another minnoctl run holds the lock this command needs; `backup create` on a Citus "
+                        "coordinator: its tables' locks were not had within `--lock-timeout`",
     ExitCode.PENDING: "`migrate --dry-run --exit-code`: there are pending migrations",
     ExitCode.DRIFT: "applied migrations were edited, removed or renamed, or the live schema no longer matches what "
                     "they built (`migrate verify` lists them)",

@@ -50,13 +50,19 @@ def create(
     modules: Modules = None,
     label: Annotated[str | None, typer.Option("--label", help="A note kept in the manifest and the file name.",
                                                  show_default=False)] = None,
+    lock_timeout: Annotated[float, typer.Option("--lock-timeout", click_type=Duration(maximum=86400),
+                                                help="On a Citus coordinator: how long to wait for the locks that "
+                                                "make writes wait for the dump (exit 8 when not had in time).",
+                                                show_default="30s")] = 30.0,
     out: OutputFormat = "table",
     database_url: DatabaseUrl = None,
 ) -> None:
     """Back up the database (or some modules' schemas) with pg_dump, with a manifest beside it.
 
     The file appears under its final name only when it is whole and synced; mode 0600. The
-    manifest has its SHA-256, size, versions, migration state and every table's row count.
+    manifest has its SHA-256, size, versions, migration state and every table's row count. On a
+    Citus coordinator writes wait for the dump (consistent across the nodes) and the manifest
+    records the distribution.
 
     Example: minnoctl backup create --format directory --jobs 2 --label before-deploy
     """
@@ -72,7 +78,8 @@ def create(
         with backup.stopping_on_signals("backup create", "a backup is whole or absent: no half-written one is kept"):
             made = backup.create(ctx.settings, output_dir=output_dir, fmt=fmt_, jobs=jobs,
                                  compress=compress, schema_only=schema_only, data_only=data_only, chosen=chosen,
-                                 label=label, progress=(lambda n: bar.update("pg_dump", n)) if bar else None)
+                                 label=label, progress=(lambda n: bar.update("pg_dump", n)) if bar else None,
+                                 lock_timeout=lock_timeout)
     finally:
         if bar:
             bar.close()
