@@ -56,15 +56,21 @@ class Plan:
     module: str
     schema: str
     reference: tuple[str, ...] = ()
-    local: tuple[str, ...] = ()  # on the coordinator only (Citus-managed local tables)
+    # on the coordinator only, plain PostgreSQL tables; Citus takes one into its metadata (a
+    # "Citus-managed local table") only when a foreign key ties it to a reference table
+    local: tuple[str, ...] = ()
     distributed: tuple[Distributed, ...] = ()
     drop_constraints: tuple[DroppedConstraint, ...] = ()
+    # files of the module folder run after the layout: the same function or view, written so Citus
+    # can plan it (CREATE OR REPLACE; same name, columns and results)
+    cluster_sql: tuple[tuple[str, str], ...] = ()
 
     def tables(self) -> list[str]:
         return list(self.reference) + list(self.local) + [d.table for d in self.distributed]
 
 
-_PLAN_FIELDS = {"reference", "local", "distributed", "drop_constraint"}
+_PLAN_FIELDS = {"reference", "local", "distributed", "drop_constraint", "cluster_sql"}
+_FILE = re.compile(r"^[a-z0-9_-]+(/[a-z0-9_-]+)*\.sql$")
 _DIST_FIELDS = {"table", "column", "colocate_with", "primary_key", "why"}
 _DROP_FIELDS = {"table", "name", "why"}
 
@@ -113,7 +119,13 @@ def read_plan(module: modules.Module) -> Plan | None:
         c.unknown(_DROP_FIELDS)
         dropped.append(DroppedConstraint(c.text("table", pattern=_NAME), c.text("name", pattern=_NAME),
                                          c.text("why")))
-    return Plan(module.name, module.schema, reference, local, tuple(distributed), tuple(dropped))
+    files = []
+    for name in entry.names("cluster_sql", _FILE):
+        try:
+            files.append((name, (module.folder / name).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise entry.fail("cluster_sql", f"names {name!r}, which cannot be read: {exc}") from None
+    return Plan(module.name, module.schema, reference, local, tuple(distributed), tuple(dropped), tuple(files))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,13 +280,6 @@ def apply(conn: "psycopg.Connection", installed: list[modules.Module]) -> Applie
                     if table in existing[plan.module] and not laid_out(plan, table, "reference"):
                         conn.execute("SELECT create_reference_table(%s::regclass)", (f"{plan.schema}.{table}",))
                         done.reference.append(f"{plan.schema}.{table}")
-            for plan in plans:  # after the reference tables: Citus may have taken some in already
-                now = layout(conn, [p.schema for p in plans])
-                for table in plan.local:
-                    if table in existing[plan.module] and f"{plan.schema}.{table}" not in now:
-                        conn.execute("SELECT citus_add_local_table_to_metadata(%s::regclass)",
-                                     (f"{plan.schema}.{table}",))
-                        done.local.append(f"{plan.schema}.{table}")
             for plan in plans:
                 for d in plan.distributed:
                     if d.table not in existing[plan.module] or laid_out(plan, d.table, "distributed"):
@@ -286,6 +291,10 @@ def apply(conn: "psycopg.Connection", installed: list[modules.Module]) -> Applie
             for table, name, definition in aside:
                 conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                     sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+            for plan in plans:
+                if any(d.table in existing[plan.module] for d in plan.distributed):
+                    for _, text in plan.cluster_sql:
+                        conn.execute(text.encode())  # one statement, no parameters
     except errors.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DistributionError(f"could not distribute the schema on this Citus cluster: {first} "

@@ -568,6 +568,15 @@ def test_chatbot_documented_sql_runs_unqualified(site, node, tmp_path):
     sql = [s for block in documents.piece("001-example-data") + documents.piece("001-common-queries")
            for s in statements(block.code)]
     results = run_sql(node, a, sql, tmp_path)
+    if site.name == "citus":
+        # the one statement of spec 001 a cluster refuses, as the README says ("Citus", what changes):
+        # created_at is TIMESTAMP, NOW() a timestamptz, and Citus runs no DML on distributed tables
+        # whose condition casts a column with a STABLE function; `minnoctl cleanup` does that retention
+        refused = [(s, r["error"]) for s, r in zip(sql, results) if "error" in r]
+        assert [(s.split()[0], e["code"]) for s, e in refused] == [("DELETE", "0A000")], refused
+        assert "NOW() - INTERVAL '90 days'" in refused[0][0] and "STABLE" in refused[0][1]["message"]
+        kept = [i for i, r in enumerate(results) if "error" not in r]
+        sql, results = [sql[i] for i in kept], [results[i] for i in kept]
     assert_all_ran(results, sql)
     by_text = dict(zip(sql, results))
     with_messages = next(r for s, r in by_text.items() if "json_agg" in s)
@@ -593,10 +602,11 @@ def minno_queries(site: Site, workspace: str | None = None) -> list[str]:
     """Every Common Queries statement of spec 000, its '...' placeholders filled with seeded ids."""
     with admin(site) as conn:
         ws, session = conn.execute(
+            # a join, not a correlated EXISTS: Citus plans no correlated subquery over a reference table
             "SELECT s.workspace_id, s.id FROM minno.minno_sessions s "
+            "LEFT JOIN (SELECT DISTINCT session_id FROM minno.conversation_messages) m ON m.session_id = s.id "
             "WHERE (s.workspace_id = %s::uuid OR %s::uuid IS NULL) "
-            "ORDER BY EXISTS (SELECT 1 FROM minno.conversation_messages m WHERE m.session_id = s.id) DESC "
-            "LIMIT 1", (workspace, workspace)).fetchone()
+            "ORDER BY m.session_id IS NOT NULL DESC, s.id LIMIT 1", (workspace, workspace)).fetchone()
     out = []
     for block in documents.piece("000-common-queries"):
         for s in statements(block.code):

@@ -155,8 +155,8 @@ def _distribution_notes(result, verbose: bool = False) -> None:
         return
     kinds = done.kinds
     _note("laid the schema out on the Citus cluster (%d node(s) holding shards): %d distributed table(s), "
-          "%d reference table(s), %d on the coordinator; %d key change(s)", result.cluster.shard_nodes,
-          kinds.get("distributed", 0), kinds.get("reference", 0), kinds.get("local", 0), len(done.constraints))
+          "%d reference table(s), the others on the coordinator; %d key change(s)", result.cluster.shard_nodes,
+          kinds.get("distributed", 0), kinds.get("reference", 0), len(done.constraints))
     if verbose:
         for line in done.constraints:
             _note("  %s", line)
