@@ -31,8 +31,9 @@ def one_error_line(result) -> str:
 
 
 def distribute(url: str) -> None:
-    """A distributed schema made by hand (db init distributes nothing yet): a reference table, and two
-    colocated distributed tables with a foreign key between them."""
+    """A distributed schema made by hand on tables db init left on the coordinator (--no-distributed):
+    a reference table, and two colocated distributed tables with a foreign key between them, with 6
+    shards rather than the default 32 (so a restore must carry the shard count)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET citus.enable_unsafe_triggers = on")
         conn.execute("SELECT create_reference_table('minno.workspaces')")
@@ -61,7 +62,7 @@ def distribution(url: str) -> dict[str, tuple]:
 
 @pytest.fixture
 def cluster_db(cli, citus_db):
-    assert cli("db", "init", "--modules", "minno,chatbot,slackbot",
+    assert cli("db", "init", "--no-distributed", "--modules", "minno,chatbot,slackbot",
                env={"MINNO_DATABASE_URL": citus_db}).exit_code == 0
     distribute(citus_db)
     with psycopg.connect(citus_db, autocommit=True) as conn:

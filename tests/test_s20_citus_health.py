@@ -38,18 +38,11 @@ def one(url: str, sql: str, args=None):
 
 @pytest.fixture
 def cluster(cli, citus_db):
-    """The modules installed on the coordinator, three of their tables distributed, rows on both workers
-    (autovacuum off for the two distributed ones: the test decides when they are vacuumed)."""
+    """The modules installed on the coordinator and laid out by db init's distribution plans, rows on
+    both workers (autovacuum off for chatbot's two tables: the test decides when they are vacuumed)."""
     result = cli("db", "init", "--modules", "minno,chatbot,slackbot", env={"MINNO_DATABASE_URL": citus_db})
     assert result.exit_code == 0, result.stdout + result.stderr
     with psycopg.connect(citus_db, autocommit=True) as conn:
-        conn.execute("SET citus.enable_unsafe_triggers = on")  # the modules' updated_at triggers
-        conn.execute("SELECT create_reference_table('minno.workspaces')")
-        conn.execute("ALTER TABLE chatbot.messages DROP CONSTRAINT messages_pkey, "
-                     "ADD PRIMARY KEY (id, conversation_id)")
-        conn.execute("SELECT create_distributed_table('chatbot.conversations', 'id')")
-        conn.execute("SELECT create_distributed_table('chatbot.messages', 'conversation_id', "
-                     "colocate_with => 'chatbot.conversations')")
         for table in ("chatbot.conversations", "chatbot.messages"):
             conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
         conn.execute("INSERT INTO minno.workspaces (slack_team_id, slack_team_name) VALUES ('T1', 'one')")
