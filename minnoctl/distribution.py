@@ -179,7 +179,6 @@ def layout(conn: "psycopg.Connection", schemas: list[str]) -> dict[str, dict[str
 @dataclass
 class Applied:
     reference: list[str] = field(default_factory=list)
-    local: list[str] = field(default_factory=list)
     distributed: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)
     unplanned: list[str] = field(default_factory=list)  # tables of a planned module the plan does not name
@@ -187,7 +186,7 @@ class Applied:
 
     @property
     def changed(self) -> bool:
-        return bool(self.reference or self.local or self.distributed or self.constraints)
+        return bool(self.reference or self.distributed or self.constraints)
 
 
 def _existing(conn: "psycopg.Connection", schema: str) -> set[str]:
